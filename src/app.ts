@@ -1,0 +1,247 @@
+/**
+ * Assembles a running Cairn from a canonical config: stores, schedulers, servers and local workers.
+ *
+ * The process that runs servers builds only the stores its servers and schedulers name; each local worker
+ * runs in its own Deno process with permissions derived from its config, reaching the server's stores
+ * through the CAS/AC services over loopback.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from "./config/mod.ts";
+ * import { startCairn } from "./app.ts";
+ * const app = await startCairn(await loadConfig("config/local.json5"), { configPath: "config/local.json5" });
+ * await app.shutdown();
+ * ```
+ * @module
+ */
+import { resolve } from "node:path";
+import type { CairnConfig, ServerConfig } from "./config/types.ts";
+import { createStoreManager, type StoreManager } from "./store/mod.ts";
+import { buildServiceBindings, type ServiceExtension } from "./service/mod.ts";
+import { createExecutionExtension } from "./service/execution_extension.ts";
+import { createSchedulers } from "./scheduler/mod.ts";
+import { type CairnServer, createCairnServer } from "./transport/mod.ts";
+import { CairnError, Code } from "./util/error.ts";
+import { startWorkerProcesses, type WorkerProcesses } from "./worker_supervisor.ts";
+
+/** Where one server listens. */
+export interface ServerAddress {
+  readonly index: number;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+}
+
+/** A running Cairn. */
+export interface CairnApp {
+  readonly servers: readonly ServerAddress[];
+  /** Resolves when the app has shut down. */
+  readonly finished: Promise<void>;
+  /** Graceful shutdown: stop accepting, let calls finish, stop workers, close stores. */
+  shutdown(): Promise<void>;
+}
+
+/** Options of {@linkcode startCairn}. */
+export interface StartOptions {
+  readonly configPath: string;
+  /** Where status lines go (default: stdout). */
+  readonly log?: (line: string) => void;
+  /** Extra service extensions (execution, worker API); the default set is added by the app itself. */
+  readonly extensions?: readonly ServiceExtension[];
+}
+
+/** Store names a spec (or any nested object) refers to through `ref_store`. */
+function refNames(value: unknown, out: Set<string>): void {
+  if (value === null || typeof value !== "object") return;
+  if (Array.isArray(value)) {
+    for (const v of value) refNames(v, out);
+    return;
+  }
+  for (const [k, v] of Object.entries(value)) {
+    if (
+      k === "ref_store" && v && typeof v === "object" && typeof (v as { name?: unknown }).name === "string"
+    ) {
+      out.add((v as { name: string }).name);
+    } else refNames(v, out);
+  }
+}
+
+/** Names of the stores the servers and schedulers of `config` use, closed over `ref_store`. */
+export function storesForServers(config: CairnConfig): Set<string> {
+  const roots = new Set<string>();
+  const add = (name: unknown) => {
+    if (typeof name === "string") roots.add(name);
+  };
+  for (const server of config.servers) {
+    const s = server.services;
+    for (const e of s.cas ?? []) add(e.cas_store);
+    for (const e of s.ac ?? []) add(e.ac_store);
+    for (const e of s.execution ?? []) add(e.cas_store);
+    for (const e of s.bytestream ?? []) add(e.cas_store);
+    for (const e of s.fetch ?? []) add(e.fetch_store);
+    for (const e of s.push ?? []) add(e.push_store);
+  }
+  const nested = new Set<string>();
+  for (const sched of config.schedulers) {
+    collectSchedulerStores(sched, roots);
+  }
+  const byName = new Map(config.stores.map((s) => [s.name, s]));
+  const queue = [...roots];
+  const seen = new Set<string>();
+  while (queue.length) {
+    const name = queue.pop()!;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    nested.clear();
+    refNames(byName.get(name), nested);
+    queue.push(...nested);
+  }
+  return seen;
+}
+
+function collectSchedulerStores(spec: unknown, out: Set<string>): void {
+  if (spec === null || typeof spec !== "object") return;
+  for (const [k, v] of Object.entries(spec)) {
+    if ((k === "ac_store" || k === "redis_store") && typeof v === "string") out.add(v);
+    else collectSchedulerStores(v, out);
+  }
+}
+
+/** `content_path` of every filesystem store nested anywhere in a spec. */
+function filesystemPaths(spec: unknown, out: string[] = []): string[] {
+  if (spec === null || typeof spec !== "object") return out;
+  for (const [k, v] of Object.entries(spec)) {
+    const path = (v as { content_path?: unknown } | null)?.content_path;
+    if (k === "filesystem" && typeof path === "string") out.push(path);
+    else filesystemPaths(v, out);
+  }
+  return out;
+}
+
+/** Host to print for a bound address (a wildcard bind is reachable on loopback). */
+function printableHost(host: string): string {
+  if (host === "0.0.0.0" || host === "::" || host === "") return "127.0.0.1";
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+/** The Bazel flags that point at one server, or none when it serves no cache/execution. */
+export function bazelFlags(server: ServerConfig, addr: ServerAddress): string[] {
+  const s = server.services;
+  const scheme = addr.tls ? "grpcs" : "grpc";
+  const url = `${scheme}://${addr.tls ? "localhost" : printableHost(addr.host)}:${addr.port}`;
+  const instance = s.cas?.[0]?.instance_name ?? s.execution?.[0]?.instance_name ?? "";
+  const flags: string[] = [];
+  if (s.cas?.length || s.ac?.length) flags.push(`--remote_cache=${url}`);
+  if (s.execution?.length) flags.push(`--remote_executor=${url}`);
+  if (flags.length && instance !== "") flags.push(`--remote_instance_name=${instance}`);
+  return flags;
+}
+
+/** Starts every server (and, when the config has them, schedulers and workers). */
+export async function startCairn(config: CairnConfig, options: StartOptions): Promise<CairnApp> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const needed = storesForServers(config);
+  const stores: StoreManager = await createStoreManager(
+    config.stores.filter((s) => needed.has(s.name)).map((s) => {
+      const { name, ...spec } = s;
+      return { name, spec };
+    }),
+  );
+  for (const s of config.stores) {
+    if (!needed.has(s.name)) continue;
+    for (const dir of filesystemPaths(s)) log(`cairn: store "${s.name}" keeps its data in ${resolve(dir)}`);
+  }
+
+  const servers: CairnServer[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  let schedulers;
+  try {
+    schedulers = createSchedulers(config.schedulers, { stores });
+  } catch (err) {
+    await stores.close();
+    throw err;
+  }
+  closers.push(() => Promise.resolve(schedulers.close()));
+  const execution = createExecutionExtension(schedulers);
+  const addresses: ServerAddress[] = [];
+  try {
+    for (const [index, server] of config.servers.entries()) {
+      const built = buildServiceBindings({
+        services: server.services,
+        stores,
+        schedulers,
+        extensions: [execution, ...(options.extensions ?? [])],
+      });
+      if (built.unhandled.length) {
+        throw new CairnError(
+          Code.Unimplemented,
+          `servers[${index}].services: ${built.unhandled.join(", ")} not supported yet`,
+        );
+      }
+      closers.push(() => Promise.resolve(built.close()));
+      const srv = createCairnServer({
+        listener: server.listener.http,
+        bindings: built.bindings,
+        routes: built.routes,
+      });
+      servers.push(srv);
+      let bound;
+      try {
+        bound = await srv.listen();
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        const why = code === "EADDRINUSE" ? "address already in use" : (err as Error).message;
+        throw new CairnError(
+          Code.Unavailable,
+          `Cannot listen on ${server.listener.http.socket_address}: ${why}`,
+        );
+      }
+      const addr: ServerAddress = {
+        index,
+        host: bound.host,
+        port: bound.port,
+        tls: !!server.listener.http.tls,
+      };
+      addresses.push(addr);
+      const names = Object.keys(server.services).join(", ") || "no services";
+      log(`cairn: server ${index} listening on ${printableHost(bound.host)}:${bound.port} (${names})`);
+      const flags = bazelFlags(server, addr);
+      if (flags.length) log(`cairn: bazel flags: ${flags.join(" ")}`);
+    }
+  } catch (err) {
+    await Promise.allSettled(servers.map((s) => s.close(0)));
+    await Promise.allSettled(closers.map((c) => c()));
+    await stores.close();
+    throw err;
+  }
+
+  // Workers run in their own processes and reach the stores they share with this one over loopback gRPC.
+  let workers: WorkerProcesses | undefined;
+  if (config.workers.length) {
+    const cas = addresses.find((a) => {
+      const s = config.servers[a.index]!.services;
+      return !a.tls && s.cas?.length && s.ac?.length && s.bytestream?.length;
+    });
+    workers = startWorkerProcesses(config, options.configPath, {
+      casEndpoint: cas ? `grpc://${printableHost(cas.host)}:${cas.port}` : undefined,
+      log,
+    });
+  }
+
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((r) => resolveFinished = r);
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = () => {
+    shuttingDown ??= (async () => {
+      // Workers drain first (their running actions still need the CAS and the scheduler), then the servers.
+      await workers?.stop();
+      await Promise.allSettled(servers.map((s) => s.close()));
+      await Promise.allSettled(closers.map((c) => c()));
+      await stores.close();
+      resolveFinished();
+    })();
+    return shuttingDown;
+  };
+  log("cairn: ready");
+  return { servers: addresses, finished, shutdown };
+}

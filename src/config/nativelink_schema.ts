@@ -1,0 +1,491 @@
+/**
+ * The declarative table of NativeLink's config format (nativelink-config `cas_server.rs`, `stores.rs`,
+ * `schedulers.rs`), plus Cairn's few extensions (worker `sandbox`, `sandbox_paths`; S3 `endpoint`).
+ *
+ * Every store kind, scheduler kind, worker kind, service and listener is one entry here; the validator is
+ * generic. Old spellings (aliases, map forms, `experimental_s3_store`, `hash_verification_function`, the old
+ * bytestream form) are accepted and normalized to one canonical shape.
+ *
+ * @example
+ * ```ts
+ * import { STORE_KINDS, ROOT } from "./nativelink_schema.ts";
+ * Object.keys(STORE_KINDS.variants); // ["memory", "filesystem", ...]
+ * ```
+ * @module
+ */
+import { extend, type Node, type ObjectNode, s, type VariantNode } from "./schema.ts";
+
+const storeSpec: Node = s.lazy(() => STORE_KINDS);
+const schedulerSpec: Node = s.lazy(() => SCHEDULER_KINDS);
+
+const evictionPolicy = s.object({
+  max_bytes: s.optional(s.size()),
+  evict_bytes: s.optional(s.size()),
+  max_seconds: s.optional(s.duration()),
+  max_count: s.optional(s.int()),
+});
+
+const ERROR_CODES = [
+  "Cancelled",
+  "Unknown",
+  "InvalidArgument",
+  "DeadlineExceeded",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "ResourceExhausted",
+  "FailedPrecondition",
+  "Aborted",
+  "OutOfRange",
+  "Unimplemented",
+  "Internal",
+  "Unavailable",
+  "DataLoss",
+  "Unauthenticated",
+];
+
+const retry = s.object({
+  max_retries: s.optional(s.int()),
+  delay: s.optional(s.float()),
+  jitter: s.optional(s.float()),
+  retry_on_errors: s.optional(s.array(s.enum(...ERROR_CODES))),
+});
+
+const clientTls = s.object({
+  ca_file: s.optional(s.string()),
+  cert_file: s.optional(s.string()),
+  key_file: s.optional(s.string()),
+  use_native_roots: s.optional(s.bool()),
+});
+
+const grpcEndpoint = s.object({
+  address: s.string(),
+  tls_config: s.optional(clientTls),
+  concurrency_limit: s.optional(s.int()),
+  connect_timeout_s: s.optional(s.duration()),
+  tcp_keepalive_s: s.optional(s.duration()),
+  http2_keepalive_interval_s: s.optional(s.duration()),
+  http2_keepalive_timeout_s: s.optional(s.duration()),
+});
+
+const commonObject = s.object({
+  key_prefix: s.optional(s.string()),
+  retry: s.optional(retry),
+  consider_expired_after_s: s.optional(s.duration()),
+  max_retry_buffer_per_request: s.optional(s.size()),
+  multipart_max_concurrent_uploads: s.optional(s.int()),
+  insecure_allow_http: s.optional(s.bool()),
+  disable_http2: s.optional(s.bool()),
+});
+
+const awsObject = extend(commonObject, {
+  region: s.optional(s.string()),
+  bucket: s.optional(s.string()),
+  /** Cairn extension: a custom S3 endpoint (MinIO, s3rver, ...). */
+  endpoint: s.optional(s.string()),
+});
+
+const ontapObject = extend(commonObject, {
+  endpoint: s.string(),
+  vserver_name: s.string(),
+  bucket: s.string(),
+  root_certificates: s.optional(s.string()),
+});
+
+const cloudObjectStore = s.tagged("provider", {
+  aws: awsObject,
+  gcs: extend(commonObject, {
+    bucket: s.optional(s.string()),
+    resumable_chunk_size: s.optional(s.size()),
+    authentication_required: s.optional(s.bool()),
+    connection_timeout_s: s.optional(s.duration()),
+    read_timeout_s: s.optional(s.duration()),
+  }),
+  azure: extend(commonObject, {
+    account_name: s.optional(s.string()),
+    container: s.optional(s.string()),
+    endpoint: s.optional(s.string()),
+    sas_url: s.optional(s.string()),
+  }),
+  ontap: ontapObject,
+  r2: extend(commonObject, {
+    account_id: s.string(),
+    bucket: s.string(),
+    access_key_id: s.optional(s.string()),
+    secret_access_key: s.optional(s.string()),
+  }),
+  oci: extend(commonObject, {
+    namespace: s.string(),
+    region: s.string(),
+    bucket: s.string(),
+    access_key_id: s.optional(s.string()),
+    secret_access_key: s.optional(s.string()),
+  }),
+});
+
+const direction = s.enum("both", "update", "get", "read_only");
+
+/** Every store kind NativeLink knows, with its fields. */
+export const STORE_KINDS: VariantNode = s.variant("store kind", {
+  memory: s.object({ eviction_policy: s.optional(evictionPolicy) }),
+  filesystem: s.object({
+    content_path: s.string(),
+    temp_path: s.string(),
+    read_buffer_size: s.optional(s.size()),
+    eviction_policy: s.optional(evictionPolicy),
+    block_size: s.optional(s.size()),
+    max_concurrent_writes: s.optional(s.int()),
+    evict_page_cache: s.optional(s.bool()),
+  }),
+  noop: s.object({}),
+  ref_store: s.object({ name: s.ref("store") }),
+  verify: s.object({
+    backend: storeSpec,
+    verify_size: s.optional(s.bool()),
+    verify_hash: s.optional(s.bool()),
+    hash_verification_function: s.optional(s.enum("sha256", "blake3")),
+  }, (v) => {
+    // Older configs name the hash function; newer ones auto-detect it and say `verify_hash: true`.
+    if (v.hash_verification_function === undefined) return v;
+    const { hash_verification_function: _old, ...rest } = v;
+    return { ...rest, verify_hash: v.verify_hash ?? true };
+  }),
+  compression: s.object({
+    compression_algorithm: s.variant("compression algorithm", {
+      lz4: s.object({ block_size: s.optional(s.size()), max_decode_block_size: s.optional(s.size()) }),
+    }),
+    backend: storeSpec,
+  }),
+  dedup: s.object({
+    index_store: storeSpec,
+    content_store: storeSpec,
+    min_size: s.optional(s.size()),
+    normal_size: s.optional(s.size()),
+    max_size: s.optional(s.size()),
+    max_concurrent_fetch_per_get: s.optional(s.int()),
+  }),
+  fast_slow: s.object({
+    fast: storeSpec,
+    fast_direction: s.optional(direction),
+    slow: storeSpec,
+    slow_direction: s.optional(direction),
+    bypass_dedup_threshold_bytes: s.optional(s.size()),
+  }),
+  size_partitioning: s.object({ size: s.size(), lower_store: storeSpec, upper_store: storeSpec }),
+  shard: s.object({
+    stores: s.array(s.object({ store: storeSpec, weight: s.optional(s.int()) })),
+  }),
+  existence_cache: s.object({ backend: storeSpec, eviction_policy: s.optional(evictionPolicy) }),
+  completeness_checking: s.object({ backend: storeSpec, cas_store: storeSpec }),
+  cache_metrics: s.object({ cache_type: s.string(), backend: storeSpec }),
+  redis_store: s.object({
+    addresses: s.array(s.string()),
+    response_timeout_s: s.optional(s.duration()),
+    connection_timeout_s: s.optional(s.duration()),
+    experimental_pub_sub_channel: s.optional(s.string()),
+    key_prefix: s.optional(s.string()),
+    mode: s.optional(s.enum("cluster", "sentinel", "standard")),
+    broadcast_channel_capacity: s.optional(s.int()),
+    command_timeout_ms: s.optional(s.durationMs()),
+    connection_timeout_ms: s.optional(s.durationMs()),
+    health_check_timeout_ms: s.optional(s.durationMs()),
+    read_chunk_size: s.optional(s.size()),
+    connection_pool_size: s.optional(s.int()),
+    key_ttl_s: s.optional(s.duration()),
+    max_chunk_uploads_per_update: s.optional(s.int()),
+    scan_count: s.optional(s.int()),
+    retry: s.optional(retry),
+    max_client_permits: s.optional(s.int()),
+    max_count_per_cursor: s.optional(s.int()),
+  }),
+  experimental_cloud_object_store: cloudObjectStore,
+  ontap_s3_existence_cache: s.object({
+    index_path: s.string(),
+    sync_interval_seconds: s.duration(),
+    backend: ontapObject,
+  }),
+  grpc: s.object({
+    instance_name: s.withDefault(s.string(), ""),
+    endpoints: s.array(grpcEndpoint),
+    store_type: s.enum("cas", "ac"),
+    retry: s.optional(retry),
+    max_concurrent_requests: s.optional(s.int()),
+    connections_per_endpoint: s.optional(s.int()),
+    rpc_timeout_s: s.optional(s.duration()),
+    use_legacy_resource_names: s.optional(s.bool()),
+    headers: s.optional(s.map(s.string(), "header")),
+    forward_headers: s.optional(s.array(s.string())),
+    experimental_read_batching: s.optional(s.object({
+      max_blob_size_bytes: s.optional(s.size()),
+      max_batch_bytes: s.optional(s.size()),
+      dispatch_slots: s.optional(s.int()),
+      max_queued_bytes: s.optional(s.size()),
+    })),
+    experimental_remote_cache_compression: s.optional(s.bool()),
+  }),
+  experimental_mongo: s.object({
+    connection_string: s.string(),
+    database: s.optional(s.string()),
+    cas_collection: s.optional(s.string()),
+    scheduler_collection: s.optional(s.string()),
+    key_prefix: s.optional(s.string()),
+    read_chunk_size: s.optional(s.size()),
+    max_concurrent_uploads: s.optional(s.int()),
+    connection_timeout_ms: s.optional(s.durationMs()),
+    command_timeout_ms: s.optional(s.durationMs()),
+    enable_change_streams: s.optional(s.bool()),
+    write_concern_w: s.optional(s.string()),
+    write_concern_j: s.optional(s.bool()),
+    write_concern_timeout_ms: s.optional(s.durationMs()),
+    max_requests: s.optional(s.int()),
+  }),
+}, {
+  // Before NativeLink 0.6 the S3 store had its own kind; it is the AWS cloud object store now.
+  experimental_s3_store: (body) => ["experimental_cloud_object_store", { provider: "aws", ...body }],
+});
+
+const propertyType = s.enum("minimum", "exact", "priority", "ignore");
+
+/** Every scheduler kind NativeLink knows. Nested schedulers are inline specs, not names. */
+export const SCHEDULER_KINDS: VariantNode = s.variant("scheduler kind", {
+  simple: s.object({
+    supported_platform_properties: s.optional(s.map(propertyType, "platform property")),
+    retain_completed_for_s: s.optional(s.duration()),
+    client_action_timeout_s: s.optional(s.duration()),
+    worker_timeout_s: s.optional(s.duration()),
+    max_action_executing_timeout_s: s.optional(s.duration()),
+    unacknowledged_kill_timeout_s: s.optional(s.duration()),
+    /** Cairn: how long an action waits for a worker that could run it before it fails. */
+    no_matching_worker_grace_s: s.optional(s.duration()),
+    max_job_retries: s.optional(s.int()),
+    allocation_strategy: s.optional(s.enum("least_recently_used", "most_recently_used")),
+    experimental_backend: s.optional(s.variant("scheduler backend", {
+      memory: null,
+      redis: s.object({ redis_store: s.ref("store") }),
+    })),
+    worker_match_logging_interval_s: s.optional(s.signedDuration()),
+    fallback_match_interval_s: s.optional(s.signedDuration()),
+  }),
+  grpc: s.object({
+    endpoint: grpcEndpoint,
+    retry: s.optional(retry),
+    max_concurrent_requests: s.optional(s.int()),
+    connections_per_endpoint: s.optional(s.int()),
+  }),
+  cache_lookup: s.object({ ac_store: s.ref("store"), scheduler: schedulerSpec }),
+  property_modifier: s.object({
+    modifications: s.array(s.variant("property modification", {
+      add: s.object({ name: s.string(), value: s.string() }),
+      remove: s.string(),
+      replace: s.object({
+        name: s.string(),
+        value: s.optional(s.string()),
+        new_name: s.string(),
+        new_value: s.optional(s.string()),
+      }),
+    })),
+    scheduler: schedulerSpec,
+  }),
+  historical_resource: s.object({
+    hints_file: s.string(),
+    refresh_interval_s: s.optional(s.duration()),
+    cpu_property_name: s.optional(s.string()),
+    memory_property_name: s.optional(s.string()),
+    scheduler: schedulerSpec,
+  }),
+});
+
+const uploadStrategy = s.enum("success_only", "never", "everything", "failures_only");
+
+const localWorker = s.object({
+  name: s.optional(s.string()),
+  worker_api_endpoint: s.object({
+    uri: s.string(),
+    timeout: s.optional(s.duration()),
+    tls_config: s.optional(clientTls),
+  }),
+  max_action_timeout_s: s.optional(s.duration(), ["max_action_timeout"]),
+  max_upload_timeout_s: s.optional(s.duration(), ["max_upload_timeout"]),
+  max_cleanup_wait_s: s.optional(s.duration()),
+  max_cleanup_backoff_ms: s.optional(s.durationMs()),
+  max_inflight_tasks: s.optional(s.int()),
+  timeout_handled_externally: s.optional(s.bool()),
+  entrypoint: s.optional(s.string()),
+  experimental_precondition_script: s.optional(s.string()),
+  cas_fast_slow_store: s.ref("store"),
+  upload_action_result: s.optional(s.object({
+    ac_store: s.optional(s.ref("store")),
+    upload_ac_results_strategy: s.optional(uploadStrategy),
+    historical_results_store: s.optional(s.ref("store")),
+    upload_historical_results_strategy: s.optional(uploadStrategy),
+    success_message_template: s.optional(s.string()),
+    failure_message_template: s.optional(s.string()),
+  })),
+  work_directory: s.string(),
+  platform_properties: s.withDefault(
+    s.map(s.variant("platform property source", { values: s.array(s.string()), query_cmd: s.string() })),
+    {},
+  ),
+  additional_environment: s.optional(s.map(
+    s.variant("environment source", {
+      property: s.string(),
+      value: s.string(),
+      from_environment: null,
+      timeout_millis: null,
+      side_channel_file: null,
+      action_directory: null,
+    }),
+    "variable",
+  )),
+  directory_cache: s.optional(s.object({
+    max_entries: s.optional(s.int()),
+    max_size_bytes: s.optional(s.size()),
+    cache_root: s.optional(s.string()),
+    experimental_subtree_caching: s.optional(s.bool()),
+    max_concurrent_fetches: s.optional(s.int()),
+    experimental_get_tree_prefetch: s.optional(s.bool()),
+  })),
+  experimental_active_input_leases: s.optional(s.bool()),
+  use_namespaces: s.optional(s.bool()),
+  use_mount_namespace: s.optional(s.bool()),
+  /** Cairn: how actions are isolated (`bwrap` by default where available). */
+  sandbox: s.optional(s.enum("bwrap", "none")),
+  /** Cairn: host paths bound read-only into the sandbox (toolchains, /usr, ...). */
+  sandbox_paths: s.optional(s.array(s.string()), ["sandbox_read_only_paths"]),
+  /** Cairn: the platform property that, set to on/true/1 by an action, gives it the host network. */
+  allow_network_property: s.optional(s.string()),
+});
+
+/** Worker kinds (NativeLink has one: `local`). */
+export const WORKER_KINDS: VariantNode = s.variant("worker kind", { local: localWorker });
+
+const httpCompression = s.enum("none", "gzip");
+
+const tls = s.object({
+  cert_file: s.string(),
+  key_file: s.string(),
+  client_ca_file: s.optional(s.string()),
+  client_crl_file: s.optional(s.string()),
+  /** Seen in NativeLink's production guide: `ca_file` + `verify_client: true` (= `client_ca_file`). */
+  ca_file: s.optional(s.string()),
+  verify_client: s.optional(s.bool()),
+}, (v) => {
+  const { ca_file: caFile, verify_client: verify, ...rest } = v;
+  const clientCa = rest.client_ca_file ?? (verify === false ? undefined : caFile);
+  if (verify === true && clientCa === undefined) return "verify_client needs client_ca_file (or ca_file)";
+  const out: Record<string, unknown> = { ...rest, verify_client: clientCa !== undefined };
+  if (clientCa !== undefined) out.client_ca_file = clientCa;
+  return out;
+});
+
+const advancedHttp = s.object({
+  http2_keep_alive_interval: s.optional(s.int(), ["http2_keepalive_interval"]),
+  experimental_http2_max_pending_accept_reset_streams: s.optional(s.int()),
+  experimental_http2_initial_stream_window_size: s.optional(s.int()),
+  experimental_http2_initial_connection_window_size: s.optional(s.int()),
+  experimental_http2_adaptive_window: s.optional(s.bool()),
+  experimental_http2_max_frame_size: s.optional(s.int()),
+  experimental_http2_max_concurrent_streams: s.optional(s.int(), ["max_concurrent_streams"]),
+  experimental_http2_keep_alive_timeout_s: s.optional(s.int(), [
+    "experimental_http2_keep_alive_timeout",
+    "http2_keepalive_timeout",
+  ]),
+  experimental_http2_max_send_buf_size: s.optional(s.int()),
+  experimental_http2_enable_connect_protocol: s.optional(s.bool()),
+  experimental_http2_max_header_list_size: s.optional(s.int()),
+});
+
+/** Listener kinds (NativeLink has one: `http`). */
+export const LISTENER_KINDS: VariantNode = s.variant("listener kind", {
+  http: s.object({
+    socket_address: s.string(),
+    freebind: s.optional(s.bool()),
+    compression: s.optional(s.object({
+      send_compression_algorithm: s.optional(httpCompression),
+      accepted_compression_algorithms: s.withDefault(s.array(httpCompression), []),
+    })),
+    advanced_http: s.optional(advancedHttp),
+    max_decoding_message_size: s.optional(s.size()),
+    tls: s.optional(tls),
+  }),
+});
+
+const bytestreamEntry = s.object({
+  cas_store: s.ref("store"),
+  max_bytes_per_stream: s.optional(s.size()),
+  persist_stream_on_disconnect_timeout_s: s.optional(s.duration(), ["persist_stream_on_disconnect_timeout"]),
+});
+
+/** The services a server can host. Per-instance ones accept the array and the older map form. */
+export const SERVICES: ObjectNode = s.object({
+  cas: s.optional(s.instanceList(s.object({
+    cas_store: s.ref("store"),
+    experimental_chunking: s.optional(s.object({
+      index_store: s.optional(s.ref("store")),
+      avg_chunk_size_bytes: s.optional(s.size()),
+      max_chunk_count: s.optional(s.int()),
+    })),
+  }))),
+  ac: s.optional(s.instanceList(s.object({ ac_store: s.ref("store"), read_only: s.optional(s.bool()) }))),
+  capabilities: s.optional(s.instanceList(s.object({
+    remote_execution: s.optional(s.object({ scheduler: s.ref("scheduler") })),
+    remote_cache_compression: s.optional(s.bool()),
+  }))),
+  execution: s.optional(
+    s.instanceList(s.object({ cas_store: s.ref("store"), scheduler: s.ref("scheduler") })),
+  ),
+  bytestream: s.optional({
+    t: "bytestream",
+    of: bytestreamEntry,
+    legacy: s.object({
+      cas_stores: s.map(s.ref("store"), "instance name"),
+      max_bytes_per_stream: s.optional(s.size()),
+      max_decoding_message_size: s.optional(s.size()),
+      persist_stream_on_disconnect_timeout_s: s.optional(s.duration(), [
+        "persist_stream_on_disconnect_timeout",
+      ]),
+    }),
+  }),
+  fetch: s.optional(s.instanceList(s.object({ fetch_store: s.ref("store") }))),
+  push: s.optional(s.instanceList(s.object({ push_store: s.ref("store"), read_only: s.optional(s.bool()) }))),
+  worker_api: s.optional(s.object({
+    scheduler: s.ref("scheduler"),
+    disable_kill_revoked_operations: s.optional(s.bool()),
+    kill_revoked_operations_interval_s: s.optional(s.duration()),
+  })),
+  experimental_bep: s.optional(s.object({ store: s.ref("store") })),
+  admin: s.optional(s.object({ path: s.optional(s.string()) })),
+  health: s.optional(s.object({ path: s.optional(s.string()), timeout_seconds: s.optional(s.duration()) })),
+  experimental_prometheus: s.optional(s.object({ path: s.optional(s.string()) })),
+});
+
+const server = s.object({
+  name: s.optional(s.string()),
+  listener: LISTENER_KINDS,
+  services: s.withDefault(SERVICES, {}),
+  experimental_identity_header: s.optional(s.object({
+    header_name: s.optional(s.string()),
+    required: s.optional(s.bool()),
+  })),
+});
+
+/** Process-wide settings. */
+export const GLOBAL: ObjectNode = s.object({
+  max_open_files: s.optional(s.int()),
+  default_digest_hash_function: s.optional(s.enum("sha256", "blake3")),
+  default_digest_size_health_check: s.optional(s.size()),
+  disable_metrics: s.optional(s.bool()),
+});
+
+/** The whole config file. */
+export const ROOT: ObjectNode = s.object({
+  stores: s.withDefault(s.namedList(STORE_KINDS), []),
+  schedulers: s.withDefault(s.namedList(SCHEDULER_KINDS), []),
+  workers: s.withDefault(s.array(WORKER_KINDS), []),
+  servers: s.withDefault(s.array(server), []),
+  experimental_origin_events: s.optional(s.object({
+    publisher: s.object({ store: s.ref("store") }),
+    max_event_queue_size: s.optional(s.int()),
+  })),
+  global: s.optional(GLOBAL),
+});

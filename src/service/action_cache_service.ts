@@ -1,0 +1,173 @@
+/**
+ * The REAPI ActionCache service: `GetActionResult` and `UpdateActionResult` per instance name.
+ *
+ * Entries are the encoded `ActionResult` stored in the instance's AC store under the STRING key
+ * `hash-size` of the action digest ({@linkcode actionCacheKey}): a digest key would make stores check the
+ * value's size against the action's size. The grpc store maps that string back to the action digest.
+ * Everyone reading or writing the AC (workers, the scheduler's cache lookup) must use this key. A miss is
+ * NOT_FOUND; a `completeness_checking` AC store turns results whose blobs are gone into misses by itself.
+ * `inline_stdout`, `inline_stderr` and `inline_output_files` are filled from the instance's CAS store within
+ * the inline budget (the batch limit); blobs that do not fit or are gone are left to the client to fetch.
+ *
+ * @example
+ * ```ts
+ * import { createActionCacheService } from "./action_cache_service.ts";
+ * const impl = createActionCacheService({ instances: new Map([["main", { acStore, casStore }]]) });
+ * ```
+ * @module
+ */
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  type ActionCache,
+  type ActionResult,
+  ActionResultSchema,
+  type Digest as DigestProto,
+} from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { actionCacheKey, type Digest, EMPTY_SHA256, formatDigest, fromProto } from "../digest/digest.ts";
+
+export { actionCacheKey };
+import { getBytes, putBytes } from "../store/helpers.ts";
+import type { StoreDriver } from "../store/types.ts";
+import { CairnError, Code } from "../util/error.ts";
+import { DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES } from "./cas_service.ts";
+import { checkDigestFunction } from "./digest_function.ts";
+import { createInstances } from "./instances.ts";
+
+/** Largest stored ActionResult accepted (reads and writes). */
+export const MAX_ACTION_RESULT_BYTES = 16 * 1024 * 1024;
+
+/** One instance of the ActionCache service. */
+export interface AcInstance {
+  readonly acStore: StoreDriver;
+  /** The instance's CAS store, for inlining outputs (no inlining without one). */
+  readonly casStore?: StoreDriver;
+  /** Config `read_only`: UpdateActionResult is refused. */
+  readonly readOnly?: boolean;
+}
+
+/** Options of {@linkcode createActionCacheService}. */
+export interface ActionCacheServiceOptions {
+  readonly instances: ReadonlyMap<string, AcInstance>;
+  /** Total bytes inlined into one response (default: the 4 MiB batch limit). */
+  readonly maxInlineBytes?: number;
+}
+
+/** Reads an ActionResult stored for `digest`; NOT_FOUND when absent or unreadable. */
+export async function readActionResult(acStore: StoreDriver, digest: Digest): Promise<ActionResult> {
+  const bytes = await getBytes(acStore, actionCacheKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
+  try {
+    return fromBinary(ActionResultSchema, bytes);
+  } catch (err) {
+    throw new CairnError(Code.NotFound, `Action result ${formatDigest(digest)} is not a valid ActionResult`, {
+      cause: err,
+    });
+  }
+}
+
+/** Checks every digest inside an ActionResult; INVALID_ARGUMENT naming the bad one. */
+export function validateActionResult(result: ActionResult): void {
+  const check = (d: DigestProto | undefined, what: string, required: boolean) => {
+    if (d === undefined) {
+      if (required) throw new CairnError(Code.InvalidArgument, `Invalid ActionResult: ${what} has no digest`);
+      return;
+    }
+    try {
+      fromProto(d);
+    } catch (err) {
+      throw new CairnError(Code.InvalidArgument, `Invalid ActionResult: ${what}: ${(err as Error).message}`);
+    }
+  };
+  for (const f of result.outputFiles) check(f.digest, `output file "${f.path}"`, true);
+  for (const d of result.outputDirectories) check(d.treeDigest, `output directory "${d.path}"`, true);
+  check(result.stdoutDigest, "stdout", false);
+  check(result.stderrDigest, "stderr", false);
+}
+
+/**
+ * Builds the ActionCache implementation.
+ *
+ * @example
+ * ```ts
+ * const impl = createActionCacheService({
+ *   instances: new Map([["", { acStore, casStore, readOnly: false }]]),
+ * });
+ * ```
+ */
+export function createActionCacheService(
+  options: ActionCacheServiceOptions,
+): Partial<ServiceImpl<typeof ActionCache>> {
+  const instances = createInstances("ActionCache", options.instances);
+  const maxInline = options.maxInlineBytes ?? DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES;
+
+  return {
+    async getActionResult(req) {
+      const fn = checkDigestFunction(req.digestFunction);
+      const inst = instances.get(req.instanceName);
+      const digest = fromProto(req.actionDigest, fn);
+      const result = await readActionResult(inst.acStore, digest);
+      const cas = inst.casStore;
+      if (cas === undefined) return result;
+      let budget = maxInline;
+      const inline = async (
+        d: DigestProto | undefined,
+        current: Uint8Array,
+      ): Promise<Uint8Array | undefined> => {
+        if (d === undefined || current.byteLength > 0) return undefined;
+        const blob = fromProto(d, fn);
+        if (blob.size > budget) return undefined;
+        if (blob.size === 0 && blob.hash === EMPTY_SHA256) return new Uint8Array(0);
+        try {
+          const bytes = await getBytes(cas, blob, { maxSize: blob.size });
+          budget -= bytes.byteLength;
+          return bytes;
+        } catch (err) {
+          if (CairnError.from(err).code === Code.NotFound) return undefined;
+          throw err;
+        }
+      };
+      if (req.inlineStdout) {
+        result.stdoutRaw = (await inline(result.stdoutDigest, result.stdoutRaw)) ?? result.stdoutRaw;
+      }
+      if (req.inlineStderr) {
+        result.stderrRaw = (await inline(result.stderrDigest, result.stderrRaw)) ?? result.stderrRaw;
+      }
+      if (req.inlineOutputFiles.length > 0) {
+        const wanted = new Set(req.inlineOutputFiles);
+        for (const file of result.outputFiles) {
+          if (!wanted.has(file.path)) continue;
+          file.contents = (await inline(file.digest, file.contents)) ?? file.contents;
+        }
+      }
+      return result;
+    },
+
+    async updateActionResult(req) {
+      const fn = checkDigestFunction(req.digestFunction);
+      const inst = instances.get(req.instanceName);
+      if (inst.readOnly) {
+        throw new CairnError(
+          Code.PermissionDenied,
+          `The action cache of instance ${JSON.stringify(req.instanceName)} is read-only`,
+        );
+      }
+      const digest = fromProto(req.actionDigest, fn);
+      const result = req.actionResult;
+      if (result === undefined) {
+        throw new CairnError(Code.InvalidArgument, "UpdateActionResult has no action_result");
+      }
+      validateActionResult(result);
+      const bytes = toBinary(ActionResultSchema, result);
+      if (bytes.byteLength > MAX_ACTION_RESULT_BYTES) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `ActionResult for ${
+            formatDigest(digest)
+          } is ${bytes.byteLength} bytes, more than ${MAX_ACTION_RESULT_BYTES}`,
+        );
+      }
+      await putBytes(inst.acStore, actionCacheKey(digest), bytes);
+      return result;
+    },
+  };
+}

@@ -1,0 +1,324 @@
+/**
+ * The REAPI ContentAddressableStorage service: `FindMissingBlobs`, `BatchUpdateBlobs`, `BatchReadBlobs`
+ * and `GetTree`, per instance name, over each instance's CAS store.
+ *
+ * Batches are bounded by `maxBatchTotalSizeBytes` (advertised in capabilities; INVALID_ARGUMENT beyond it)
+ * and report a status per blob. zstd is honoured per blob (`compressor` on update, `acceptable_compressors`
+ * on read). The empty blob is always present. `GetTree` walks the tree breadth first, deduplicating
+ * directories; its page token is the number of directories already returned.
+ *
+ * @example
+ * ```ts
+ * import { createCasService } from "./cas_service.ts";
+ * import { ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+ * const impl = createCasService({ instances: new Map([["main", { casStore }]]) });
+ * const binding = { service: ContentAddressableStorage, impl };
+ * ```
+ * @module
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  type BatchReadBlobsResponse_ResponseSchema,
+  type BatchUpdateBlobsResponse_ResponseSchema,
+  Compressor_Value,
+  type ContentAddressableStorage,
+  type DigestSchema,
+  type Directory,
+  DirectorySchema,
+} from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { type Digest, digestOf, EMPTY_SHA256, formatDigest, fromProto } from "../digest/digest.ts";
+import { getBytes, putBytes } from "../store/helpers.ts";
+import type { StoreDriver } from "../store/types.ts";
+import { CairnError, Code } from "../util/error.ts";
+import { checkDigestFunction } from "./digest_function.ts";
+import { createInstances, type Instances } from "./instances.ts";
+import { okStatus, statusFromError } from "./rpc_status.ts";
+import { zstdCompress, zstdDecompress } from "./zstd_stream.ts";
+
+/** Default advertised `max_batch_total_size_bytes`: 4 MiB. */
+export const DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES = 4 * 1024 * 1024;
+
+/** Default number of directories per `GetTree` page when the client sets none. */
+export const DEFAULT_GET_TREE_PAGE_SIZE = 1000;
+
+/** Upper bound of the encoded directories in one `GetTree` response message. */
+const GET_TREE_MAX_PAGE_BYTES = 2 * 1024 * 1024;
+
+/** Directories read concurrently while walking a tree. */
+const GET_TREE_READ_CONCURRENCY = 32;
+
+/** Blobs written or read concurrently in a batch. */
+const BATCH_CONCURRENCY = 16;
+
+/** One instance of the CAS service. */
+export interface CasInstance {
+  readonly casStore: StoreDriver;
+}
+
+/** Options of {@linkcode createCasService}. */
+export interface CasServiceOptions {
+  /** Instance name → its CAS store. */
+  readonly instances: ReadonlyMap<string, CasInstance>;
+  /** The batch limit (default {@linkcode DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES}). */
+  readonly maxBatchTotalSizeBytes?: number;
+}
+
+/** The proto form of a digest. */
+export function toProto(d: Digest): DigestInit {
+  return { hash: d.hash, sizeBytes: BigInt(d.size) };
+}
+
+/** A digest message as handlers return it. */
+export type DigestInit = MessageInitShape<typeof DigestSchema>;
+
+/** Runs `fn` over `items` with at most `limit` in flight, keeping order of results. */
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+function isEmpty(d: Digest): boolean {
+  return d.size === 0 && d.hash === EMPTY_SHA256;
+}
+
+/** Verifies that bytes match a digest; throws INVALID_ARGUMENT naming both. */
+export function verifyBytes(d: Digest, bytes: Uint8Array): void {
+  if (bytes.byteLength !== d.size) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Size mismatch for ${formatDigest(d)}: digest says ${d.size} bytes, data has ${bytes.byteLength}`,
+    );
+  }
+  const actual = digestOf(bytes);
+  if (actual.hash !== d.hash) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Hash mismatch for ${formatDigest(d)}: data hashes to ${actual.hash}`,
+    );
+  }
+}
+
+/**
+ * Walks a directory tree breadth first from `root`, yielding each distinct directory once, in a stable
+ * order. The root missing → NOT_FOUND; missing descendants are omitted (REAPI).
+ */
+export async function* walkTree(
+  store: StoreDriver,
+  root: Digest,
+): AsyncGenerator<{ dir: Directory; size: number }> {
+  const seen = new Set<string>([formatDigest(root)]);
+  let level: Digest[] = [root];
+  let first = true;
+  while (level.length > 0) {
+    const next: Digest[] = [];
+    for (let start = 0; start < level.length; start += GET_TREE_READ_CONCURRENCY) {
+      const slice = level.slice(start, start + GET_TREE_READ_CONCURRENCY);
+      const dirs = await mapLimit(slice, GET_TREE_READ_CONCURRENCY, async (d) => {
+        try {
+          const bytes = isEmpty(d) ? new Uint8Array(0) : await getBytes(store, d, { maxSize: d.size });
+          return { dir: fromBinary(DirectorySchema, bytes), size: bytes.byteLength };
+        } catch (err) {
+          const e = CairnError.from(err);
+          if (e.code === Code.NotFound && !first) return undefined;
+          if (e.code === Code.NotFound) {
+            throw new CairnError(
+              Code.NotFound,
+              `Cannot get tree: root directory ${formatDigest(d)} is not in the CAS`,
+            );
+          }
+          throw e;
+        }
+      });
+      first = false;
+      for (const entry of dirs) {
+        if (entry === undefined) continue;
+        for (const child of entry.dir.directories) {
+          const cd = fromProto(child.digest);
+          const key = formatDigest(cd);
+          if (!seen.has(key)) {
+            seen.add(key);
+            next.push(cd);
+          }
+        }
+        yield entry;
+      }
+    }
+    level = next;
+  }
+}
+
+function encodePageToken(offset: number): string {
+  return btoa(`gettree:${offset}`);
+}
+
+function decodePageToken(token: string): number {
+  if (token === "") return 0;
+  let text: string;
+  try {
+    text = atob(token);
+  } catch {
+    text = "";
+  }
+  const m = /^gettree:(\d+)$/.exec(text);
+  if (!m) throw new CairnError(Code.InvalidArgument, `Invalid GetTree page_token "${token}"`);
+  return Number(m[1]);
+}
+
+/**
+ * Builds the ContentAddressableStorage implementation.
+ *
+ * @example
+ * ```ts
+ * const impl = createCasService({ instances: new Map([["", { casStore }]]), maxBatchTotalSizeBytes: 4 << 20 });
+ * ```
+ */
+export function createCasService(
+  options: CasServiceOptions,
+): Partial<ServiceImpl<typeof ContentAddressableStorage>> {
+  const instances: Instances<CasInstance> = createInstances("ContentAddressableStorage", options.instances);
+  const maxBatch = options.maxBatchTotalSizeBytes ?? DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES;
+
+  return {
+    async findMissingBlobs(req) {
+      const fn = checkDigestFunction(req.digestFunction);
+      const { casStore } = instances.get(req.instanceName);
+      const digests = req.blobDigests.map((d) => fromProto(d, fn));
+      const candidates = digests.filter((d) => !isEmpty(d));
+      const sizes = candidates.length === 0 ? [] : await casStore.hasMany(candidates);
+      const missing: DigestInit[] = [];
+      const reported = new Set<string>();
+      candidates.forEach((d, i) => {
+        const key = formatDigest(d);
+        if (sizes[i] === undefined && !reported.has(key)) {
+          reported.add(key);
+          missing.push(toProto(d));
+        }
+      });
+      return { missingBlobDigests: missing };
+    },
+
+    async batchUpdateBlobs(req) {
+      const fn = checkDigestFunction(req.digestFunction);
+      const { casStore } = instances.get(req.instanceName);
+      const total = req.requests.reduce((n, r) => n + r.data.byteLength, 0);
+      if (total > maxBatch) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `BatchUpdateBlobs carries ${total} bytes, more than max_batch_total_size_bytes ${maxBatch}: use ByteStream`,
+        );
+      }
+      const responses = await mapLimit(
+        req.requests,
+        BATCH_CONCURRENCY,
+        async (r): Promise<MessageInitShape<typeof BatchUpdateBlobsResponse_ResponseSchema>> => {
+          const digestInit = r.digest ? { hash: r.digest.hash, sizeBytes: r.digest.sizeBytes } : undefined;
+          try {
+            const d = fromProto(r.digest, fn);
+            let data = r.data;
+            if (r.compressor === Compressor_Value.ZSTD) data = zstdDecompress(data, d.size);
+            else if (r.compressor !== Compressor_Value.IDENTITY) {
+              throw new CairnError(
+                Code.InvalidArgument,
+                `Unsupported compressor ${Compressor_Value[r.compressor] ?? r.compressor} for ${
+                  formatDigest(d)
+                }`,
+              );
+            }
+            verifyBytes(d, data);
+            if (!isEmpty(d)) await putBytes(casStore, d, data);
+            return { digest: digestInit, status: okStatus() };
+          } catch (err) {
+            return { digest: digestInit, status: statusFromError(err) };
+          }
+        },
+      );
+      return { responses };
+    },
+
+    async batchReadBlobs(req) {
+      const fn = checkDigestFunction(req.digestFunction);
+      const { casStore } = instances.get(req.instanceName);
+      const total = req.digests.reduce((n, d) => n + Number(d.sizeBytes), 0);
+      if (total > maxBatch) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `BatchReadBlobs asks for ${total} bytes, more than max_batch_total_size_bytes ${maxBatch}: use ByteStream`,
+        );
+      }
+      const zstdOk = req.acceptableCompressors.includes(Compressor_Value.ZSTD);
+      const responses = await mapLimit(
+        req.digests,
+        BATCH_CONCURRENCY,
+        async (dp): Promise<MessageInitShape<typeof BatchReadBlobsResponse_ResponseSchema>> => {
+          const digestInit = { hash: dp.hash, sizeBytes: dp.sizeBytes };
+          try {
+            const d = fromProto(dp, fn);
+            const data = isEmpty(d) ? new Uint8Array(0) : await getBytes(casStore, d, { maxSize: d.size });
+            if (zstdOk && data.byteLength > 0) {
+              const packed = zstdCompress(data);
+              if (packed.byteLength < data.byteLength) {
+                return {
+                  digest: digestInit,
+                  data: packed,
+                  compressor: Compressor_Value.ZSTD,
+                  status: okStatus(),
+                };
+              }
+            }
+            return { digest: digestInit, data, compressor: Compressor_Value.IDENTITY, status: okStatus() };
+          } catch (err) {
+            return { digest: digestInit, status: statusFromError(err) };
+          }
+        },
+      );
+      return { responses };
+    },
+
+    async *getTree(req, ctx) {
+      const fn = checkDigestFunction(req.digestFunction);
+      const { casStore } = instances.get(req.instanceName);
+      const root = fromProto(req.rootDigest, fn);
+      if (req.pageSize < 0) {
+        throw new CairnError(Code.InvalidArgument, `Invalid GetTree page_size ${req.pageSize}`);
+      }
+      const pageSize = req.pageSize === 0 ? DEFAULT_GET_TREE_PAGE_SIZE : req.pageSize;
+      const skip = decodePageToken(req.pageToken);
+      let index = 0;
+      let page: Directory[] = [];
+      let pageBytes = 0;
+      for await (const { dir, size } of walkTree(casStore, root)) {
+        if (ctx.signal.aborted) return;
+        index++;
+        if (index <= skip) continue;
+        if (page.length >= pageSize || (page.length > 0 && pageBytes + size > GET_TREE_MAX_PAGE_BYTES)) {
+          yield { directories: page, nextPageToken: encodePageToken(index - 1) };
+          page = [];
+          pageBytes = 0;
+        }
+        page.push(dir);
+        pageBytes += size;
+      }
+      if (index < skip) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `GetTree page_token points past the end of the tree (${index} directories)`,
+        );
+      }
+      yield { directories: page, nextPageToken: "" };
+    },
+  };
+}

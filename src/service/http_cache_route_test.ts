@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ActionResultSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { digestOf, EMPTY_SHA256 } from "../digest/digest.ts";
+import { getBytes, has } from "../store/helpers.ts";
+import { createMemoryStore } from "../store/memory_store.ts";
+import { patternBytes } from "../util/streams.ts";
+import { createHttpCacheRoute } from "./http_cache_route.ts";
+
+function setup() {
+  const casStore = createMemoryStore();
+  const acStore = createMemoryStore();
+  const route = createHttpCacheRoute({
+    instances: new Map([["", { casStore, acStore }], ["team/a", { casStore, acStore, readOnly: true }]]),
+  });
+  const call = async (method: string, path: string, body?: Uint8Array) => {
+    const res = await route(
+      new Request(`http://cache${path}`, {
+        method,
+        ...(body
+          ? { body: body as Uint8Array<ArrayBuffer>, headers: { "content-length": String(body.byteLength) } }
+          : {}),
+      }),
+    );
+    assert.ok(res, `${method} ${path} was not handled`);
+    return { status: res.status, body: new Uint8Array(await res.arrayBuffer()), headers: res.headers };
+  };
+  return { casStore, acStore, route, call };
+}
+
+Deno.test("HTTP cache: PUT then GET/HEAD a CAS blob; the blob is stored under its real digest", async () => {
+  const { casStore, call } = setup();
+  const data = await patternBytes(300_000, 4);
+  const d = digestOf(data);
+  assert.equal((await call("GET", `/cas/${d.hash}`)).status, 404);
+  assert.equal((await call("PUT", `/cas/${d.hash}`, data)).status, 200);
+  assert.deepEqual(await getBytes(casStore, d, { maxSize: d.size }), data);
+  const got = await call("GET", `/cas/${d.hash}`);
+  assert.equal(got.status, 200);
+  assert.deepEqual(got.body, data);
+  const head = await call("HEAD", `/cas/${d.hash}`);
+  assert.deepEqual([head.status, head.headers.get("content-length")], [200, "300000"]);
+  assert.equal((await call("GET", `/cas/${EMPTY_SHA256}`)).status, 200);
+  assert.equal((await call("GET", `/team/a/cas/${d.hash}`)).status, 200);
+});
+
+Deno.test("HTTP cache: a CAS PUT whose body does not match the hash is 400 and stores nothing", async () => {
+  const { casStore, call } = setup();
+  const data = new TextEncoder().encode("the real body");
+  const wrong = digestOf(new TextEncoder().encode("another body"));
+  const res = await call("PUT", `/cas/${wrong.hash}`, data);
+  assert.equal(res.status, 400);
+  assert.match(new TextDecoder().decode(res.body), /Hash mismatch/);
+  assert.equal(await has(casStore, { hash: wrong.hash, size: data.byteLength }), undefined);
+  assert.equal((await call("GET", `/cas/${wrong.hash}`)).status, 404);
+});
+
+Deno.test("HTTP cache: AC entries are ActionResult bytes; read-only instances refuse PUT", async () => {
+  const { call } = setup();
+  const key = digestOf(new TextEncoder().encode("action")).hash;
+  const result = toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 3 }));
+  assert.equal((await call("GET", `/ac/${key}`)).status, 404);
+  assert.equal((await call("PUT", `/ac/${key}`, result)).status, 200);
+  const got = await call("GET", `/ac/${key}`);
+  assert.deepEqual([got.status, got.body], [200, result]);
+  assert.equal((await call("PUT", `/ac/${key}`, new Uint8Array([0xff, 0xff]))).status, 400);
+  assert.equal((await call("PUT", `/team/a/ac/${key}`, result)).status, 403);
+  assert.equal((await call("GET", `/other/ac/${key}`)).status, 404);
+});
+
+Deno.test("HTTP cache: other paths and methods are left to other routes", async () => {
+  const { route } = setup();
+  assert.equal(await route(new Request("http://cache/status")), undefined);
+  assert.equal(await route(new Request("http://cache/cas/abc")), undefined);
+  assert.equal(await route(new Request(`http://cache/cas/${EMPTY_SHA256}`, { method: "DELETE" })), undefined);
+});

@@ -1,0 +1,65 @@
+/**
+ * Per-instance settings of a service, looked up by the request's `instance_name`.
+ *
+ * Instance names are matched exactly as configured (`""`, `main`, `a/b`). An unknown name is refused with
+ * an error that lists the known ones, so a client typo is obvious.
+ *
+ * @example
+ * ```ts
+ * import { createInstances } from "./instances.ts";
+ * const instances = createInstances("CAS", new Map([["main", { casStore }]]));
+ * const { casStore } = instances.get(request.instanceName);
+ * ```
+ * @module
+ */
+import { CairnError, Code } from "../util/error.ts";
+
+/** Settings per instance name, with a clear error for unknown names. */
+export interface Instances<T> {
+  /** The settings of that instance; throws INVALID_ARGUMENT (or the configured code) when unknown. */
+  get(instanceName: string): T;
+  /** True when the instance is configured. */
+  has(instanceName: string): boolean;
+  /** Every configured instance name. */
+  names(): string[];
+  /** Every configured entry. */
+  entries(): [string, T][];
+}
+
+/** Quotes and lists instance names for messages: `"", "main"`. */
+export function listInstanceNames(names: Iterable<string>): string {
+  const list = [...names].map((n) => JSON.stringify(n));
+  return list.length === 0 ? "(none)" : list.join(", ");
+}
+
+/**
+ * Builds an {@linkcode Instances} map.
+ *
+ * @param service Service name for messages (`CAS`, `ActionCache`, …).
+ * @param entries Instance name → settings.
+ * @param unknownCode Code for unknown names (INVALID_ARGUMENT by default: NOT_FOUND would read as a cache miss).
+ */
+export function createInstances<T>(
+  service: string,
+  entries: ReadonlyMap<string, T>,
+  unknownCode: Code = Code.InvalidArgument,
+): Instances<T> {
+  const map = new Map(entries);
+  return {
+    get(instanceName: string): T {
+      const found = map.get(instanceName);
+      if (found === undefined) {
+        throw new CairnError(
+          unknownCode,
+          `Unknown instance name ${JSON.stringify(instanceName)} for ${service}: known instances are ${
+            listInstanceNames(map.keys())
+          }`,
+        );
+      }
+      return found;
+    },
+    has: (instanceName) => map.has(instanceName),
+    names: () => [...map.keys()],
+    entries: () => [...map.entries()],
+  };
+}

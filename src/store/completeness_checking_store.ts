@@ -1,0 +1,148 @@
+/**
+ * `completeness_checking` store: an action cache that only reports an entry when every output it names
+ * is still in the CAS. Reading or checking an entry decodes the stored `ActionResult`, gathers the digests
+ * of its output files, stdout/stderr, output directory trees and the files inside each tree, and asks
+ * `cas_store` for all of them at once; if any is missing (or the entry cannot be decoded) the entry is
+ * treated as absent, so a client re-runs the action rather than getting a hit with missing outputs.
+ * Writes pass through.
+ *
+ * @example
+ * ```ts
+ * import { createCompletenessCheckingStore } from "./completeness_checking_store.ts";
+ * const ac = createCompletenessCheckingStore(acBackend, cas);
+ * ```
+ * @module
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { type Digest, EMPTY_SHA256, fromProto } from "../digest/digest.ts";
+import {
+  ActionResultSchema,
+  TreeSchema,
+} from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { CairnError, Code } from "../util/error.ts";
+import { bytesStream } from "../util/streams.ts";
+import {
+  checkFields,
+  emptyStream,
+  getBytes,
+  keyToString,
+  notFoundError,
+  resolveRange,
+  WrapperStore,
+} from "./helpers.ts";
+import type { StoreFactory } from "./registry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, StoreLookup } from "./types.ts";
+
+/** Largest action cache entry decoded (larger ones are treated as absent). */
+const MAX_ENTRY_SIZE = 64 << 20;
+
+const isNotFound = (err: unknown) => err instanceof CairnError && err.code === Code.NotFound;
+
+/** What one entry needs from the CAS, or `undefined` when it is absent or undecodable. */
+interface Entry {
+  readonly bytes: Uint8Array;
+  readonly needs: Digest[];
+}
+
+/** An action cache wrapper that hides entries whose outputs are gone from the CAS. */
+export class CompletenessCheckingStore extends WrapperStore {
+  override readonly kind = "completeness_checking";
+  readonly cas: StoreDriver;
+
+  constructor(backend: StoreDriver, cas: StoreDriver) {
+    super(backend);
+    this.cas = cas;
+  }
+
+  /** Reads an entry and the digests it needs (tree blobs are read and their files added). */
+  async #entry(key: StoreKey): Promise<Entry | undefined> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await getBytes(this.inner, key, { maxSize: MAX_ENTRY_SIZE });
+    } catch (err) {
+      if (isNotFound(err) || (err instanceof CairnError && err.code === Code.ResourceExhausted)) {
+        return undefined;
+      }
+      throw err;
+    }
+    try {
+      const result = fromBinary(ActionResultSchema, bytes);
+      const needs: Digest[] = [];
+      for (const f of result.outputFiles) if (f.digest) needs.push(fromProto(f.digest));
+      if (result.stdoutDigest) needs.push(fromProto(result.stdoutDigest));
+      if (result.stderrDigest) needs.push(fromProto(result.stderrDigest));
+      const trees = await Promise.all(result.outputDirectories.map(async (dir) => {
+        if (!dir.treeDigest) return [];
+        const treeDigest = fromProto(dir.treeDigest);
+        const tree = fromBinary(
+          TreeSchema,
+          await getBytes(this.cas, treeDigest, { maxSize: treeDigest.size }),
+        );
+        const files: Digest[] = [treeDigest];
+        for (const d of [...(tree.root ? [tree.root] : []), ...tree.children]) {
+          for (const f of d.files) if (f.digest) files.push(fromProto(f.digest));
+        }
+        return files;
+      }));
+      for (const files of trees) needs.push(...files);
+      return { bytes, needs: needs.filter((d) => !(d.size === 0 && d.hash === EMPTY_SHA256)) };
+    } catch (err) {
+      // A missing tree, an undecodable entry or a malformed digest: the entry cannot be served.
+      if (err instanceof CairnError && err.code !== Code.NotFound && err.code !== Code.InvalidArgument) {
+        throw err;
+      }
+      return undefined;
+    }
+  }
+
+  /** The complete entries among `keys` (undefined where absent or incomplete). */
+  async #complete(keys: readonly StoreKey[]): Promise<(Entry | undefined)[]> {
+    const entries = await Promise.all(keys.map((k) => this.#entry(k)));
+    const unique = new Map<string, Digest>();
+    for (const e of entries) for (const d of e?.needs ?? []) unique.set(keyToString(d), d);
+    const digests = [...unique.values()];
+    const sizes = digests.length ? await this.cas.hasMany(digests) : [];
+    const missing = new Set(digests.filter((_, i) => sizes[i] === undefined).map(keyToString));
+    return entries.map((e) => (e && !e.needs.some((d) => missing.has(keyToString(d))) ? e : undefined));
+  }
+
+  override async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    return (await this.#complete(keys)).map((e) => e?.bytes.byteLength);
+  }
+
+  override async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    const [entry] = await this.#complete([key]);
+    if (!entry) throw notFoundError(this.kind, key);
+    options?.signal?.throwIfAborted();
+    const { start, end } = resolveRange(key, entry.bytes.byteLength, options);
+    return start === end ? emptyStream() : bytesStream(entry.bytes.subarray(start, end));
+  }
+
+  override async init(stores: StoreLookup): Promise<void> {
+    await super.init(stores);
+    await this.cas.init?.(stores);
+  }
+
+  override async close(): Promise<void> {
+    await Promise.all([super.close(), this.cas.close?.()]);
+  }
+}
+
+/** Creates a {@linkcode CompletenessCheckingStore}. */
+export function createCompletenessCheckingStore(
+  backend: StoreDriver,
+  cas: StoreDriver,
+): CompletenessCheckingStore {
+  return new CompletenessCheckingStore(backend, cas);
+}
+
+/** Registry factory for `{ completeness_checking: { backend, cas_store } }`. */
+export const completenessCheckingStoreFactory: StoreFactory = (fields, ctx) => {
+  checkFields(fields, ctx, ["backend", "cas_store"]);
+  if (fields.backend === undefined) throw ctx.error("backend is missing");
+  if (fields.cas_store === undefined) throw ctx.error("cas_store is missing");
+  return new CompletenessCheckingStore(
+    ctx.build(fields.backend, "backend"),
+    ctx.build(fields.cas_store, "cas_store"),
+  );
+};

@@ -1,0 +1,625 @@
+/**
+ * `filesystem` store: one file per value under `content_path`, written crash-safely through
+ * `temp_path` (a unique temp file renamed into place only after its full size has arrived), evicted
+ * least-recently-used by NativeLink's `eviction_policy`.
+ *
+ * Layout: digests at `content_path/d/<first two hex>/<hash>-<size>`, string keys at
+ * `content_path/s/=<base64url of the key>` (keys too long for a file name: `s/~<sha256 of the key>`).
+ * Bytes stored under a digest with a `{max}` size (transformed content such as a compression store's
+ * output) go to `<hash>-<size>@<stored size>`, so every file name states its expected size.
+ * At start `temp_path` is emptied and the index (sizes, access order from file mtimes) is rebuilt from
+ * disk; files whose size disagrees with their name are deleted. Reads touch the file's mtime so access
+ * order survives restarts. Content files are read-only and executable (0555) so workers can hard-link
+ * them as inputs ({@linkcode FilesystemStore.pathOf}).
+ *
+ * The store checks sizes itself; hashes are checked by a `verify` wrapper. Files are not fsynced: the
+ * rename-after-complete protocol is safe against process crashes, and a file cut short by a power loss
+ * is caught by the size check at start.
+ *
+ * @example
+ * ```ts
+ * import { createFilesystemStore } from "./filesystem_store.ts";
+ * const cas = createFilesystemStore({ contentPath: "/var/cairn/cas", tempPath: "/var/cairn/tmp" });
+ * await cas.init(); // optional: the first operation starts it too
+ * ```
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { Buffer } from "node:buffer";
+import { type Digest, formatDigest } from "../digest/digest.ts";
+import { CairnError, Code } from "../util/error.ts";
+import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
+import { cancelled, forEachChunk } from "../util/streams.ts";
+import {
+  checkFields,
+  emptyStream,
+  evictionPolicyFrom,
+  expectedUploadSize,
+  keyToString,
+  notFoundError,
+  resolveRange,
+  uploadLimit,
+} from "./helpers.ts";
+import type { StoreFactory } from "./registry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+
+/** Settings of {@linkcode FilesystemStore} (NativeLink's fields in camelCase). */
+export interface FilesystemStoreOptions {
+  readonly contentPath: string;
+  readonly tempPath: string;
+  readonly evictionPolicy?: EvictionPolicy;
+  /** Bytes per read chunk (default 1 MiB). */
+  readonly readBufferSize?: number;
+  /** Sizes are rounded up to this for eviction accounting (default 4096). */
+  readonly blockSize?: number;
+  /** At most this many writes at once (0 = unlimited). */
+  readonly maxConcurrentWrites?: number;
+  /** Millisecond clock (tests). */
+  readonly now?: () => number;
+}
+
+interface Entry {
+  /** The key, when known (a string key stored under a hashed name is unknown after a restart). */
+  readonly key: StoreKey | undefined;
+  /** Stored bytes. */
+  readonly size: number;
+  /** Path of the file relative to `content_path`. */
+  readonly file: string;
+}
+
+const DEFAULT_READ_CHUNK = 1 << 20;
+const WRITE_BUFFER = 1 << 20;
+const MAX_NAME_BYTES = 200;
+const DIGEST_NAME = /^([0-9a-f]{64})-(\d+)(?:@(\d+))?$/;
+const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const encoder = new TextEncoder();
+
+/** A store of files on a local filesystem. */
+export class FilesystemStore implements StoreDriver {
+  readonly kind = "filesystem";
+  readonly contentPath: string;
+  readonly tempPath: string;
+  readonly #readChunk: number;
+  readonly #blockSize: number;
+  readonly #now: () => number;
+  readonly #index: LruIndex<Entry>;
+  readonly #locks = new Map<string, Promise<void>>();
+  readonly #pending = new Set<Promise<void>>();
+  readonly #maxWrites: number;
+  #activeWrites = 0;
+  #writeWaiters: (() => void)[] = [];
+  #started: Promise<void> | undefined;
+  #tempSeq = 0;
+  #tempPrefix = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+
+  constructor(options: FilesystemStoreOptions) {
+    this.contentPath = options.contentPath.replace(/\/+$/, "") || "/";
+    this.tempPath = options.tempPath.replace(/\/+$/, "") || "/";
+    this.#readChunk = options.readBufferSize || DEFAULT_READ_CHUNK;
+    this.#blockSize = options.blockSize || 4096;
+    this.#maxWrites = options.maxConcurrentWrites ?? 0;
+    this.#now = options.now ?? Date.now;
+    this.#index = new LruIndex<Entry>(options.evictionPolicy ?? NO_EVICTION, {
+      now: this.#now,
+      onEvict: (id, entry) => this.#track(this.#unlinkIfUnindexed(id, entry.file)),
+    });
+  }
+
+  /** Number of indexed values. */
+  get count(): number {
+    return this.#index.size;
+  }
+
+  /** Sum of indexed sizes, rounded up to `block_size` each (what eviction counts). */
+  get bytes(): number {
+    return this.#index.bytes;
+  }
+
+  /**
+   * Where a digest's file lives (whether or not it is present now). Workers hard-link inputs from here;
+   * a link may fail with ENOENT when the blob was evicted meanwhile.
+   */
+  pathOf(digest: Digest): string {
+    return `${this.contentPath}/${digestFile(digest)}`;
+  }
+
+  /** Empties `temp_path` and rebuilds the index from disk. Called once; every operation awaits it. */
+  init(): Promise<void> {
+    return this.#ready();
+  }
+
+  hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    const ready = this.#ready();
+    return ready.then(() => keys.map((k) => this.#index.peek(this.#id(k))?.size));
+  }
+
+  async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    await this.#ready();
+    const signal = options?.signal;
+    if (signal?.aborted) throw cancelled(signal, `Read of ${keyToString(key)}`);
+    const id = this.#id(key);
+    const entry = this.#index.get(id);
+    if (!entry) throw notFoundError(this.kind, key);
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(`${this.contentPath}/${entry.file}`, { read: true });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        // Evicted or removed between the lookup and the open.
+        if (this.#index.peek(id) === entry) this.#index.delete(id);
+        throw notFoundError(this.kind, key);
+      }
+      throw CairnError.from(err, `Cannot read ${keyToString(key)} from filesystem store`);
+    }
+    try {
+      const stat = await file.stat();
+      if (typeof key !== "string" && stat.size !== entry.size) {
+        file.close();
+        await this.#dropCorrupt(id, entry);
+        throw new CairnError(
+          Code.NotFound,
+          `Cannot read ${
+            keyToString(key)
+          }: its file in filesystem store has ${stat.size} bytes, so it was removed`,
+        );
+      }
+      const { start, end } = resolveRange(key, stat.size, options);
+      const now = new Date(this.#now());
+      await file.utime(now, now).catch(() => {});
+      if (start === end) {
+        file.close();
+        return emptyStream();
+      }
+      if (start > 0) await file.seek(start, Deno.SeekMode.Start);
+      return fileStream(file, end - start, this.#readChunk, keyToString(key), signal);
+    } catch (err) {
+      try {
+        file.close();
+      } catch { /* already closed */ }
+      throw CairnError.from(err, `Cannot read ${keyToString(key)} from filesystem store`);
+    }
+  }
+
+  async write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    let exact: number | undefined;
+    try {
+      await this.#ready();
+      exact = expectedUploadSize(key, size);
+      if (options?.signal?.aborted) throw cancelled(options.signal, `Write of ${keyToString(key)}`);
+    } catch (err) {
+      await data.cancel(err).catch(() => {});
+      throw err;
+    }
+    const limit = exact ?? uploadLimit(size);
+    const name = keyToString(key);
+    const id = this.#id(key);
+    await this.#acquireWrite();
+    const tmp = `${this.tempPath}/${this.#tempPrefix}-${(this.#tempSeq++).toString(36)}`;
+    let file: Deno.FsFile | undefined;
+    let pipeline: PipelinedWriter | undefined;
+    try {
+      file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o555 });
+      const out = file;
+      const writer = new PipelinedWriter(out, Math.min(WRITE_BUFFER, Math.max(limit, 1)));
+      pipeline = writer;
+      let count = 0;
+      await forEachChunk(data, (chunk) => {
+        count += chunk.byteLength;
+        if (count > limit) {
+          throw new CairnError(
+            Code.InvalidArgument,
+            exact !== undefined
+              ? `Size mismatch for ${name}: expected ${exact} bytes, got at least ${count}`
+              : `Too much data for ${name}: more than the limit of ${limit} bytes`,
+          );
+        }
+        return writer.push(chunk);
+      }, options?.signal);
+      await writer.finish();
+      if (exact !== undefined && count !== exact) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `Size mismatch for ${name}: expected ${exact} bytes, got ${count}`,
+        );
+      }
+      const now = new Date(this.#now());
+      await file.utime(now, now);
+      file.close();
+      file = undefined;
+      const rel = typeof key === "string"
+        ? id
+        : count === key.size && exact !== undefined
+        ? digestFile(key)
+        : `${digestFile(key)}@${count}`;
+      const entry: Entry = { key, size: count, file: rel };
+      await this.#serial(id, async () => {
+        const dest = `${this.contentPath}/${rel}`;
+        try {
+          await Deno.rename(tmp, dest);
+        } catch (err) {
+          if (!(err instanceof Deno.errors.NotFound)) throw err;
+          await Deno.mkdir(dest.slice(0, dest.lastIndexOf("/")), { recursive: true });
+          await Deno.rename(tmp, dest);
+        }
+        const old = this.#index.peek(id);
+        this.#index.set(id, entry, this.#accounted(count));
+        if (old && old.file !== rel) await Deno.remove(`${this.contentPath}/${old.file}`).catch(() => {});
+      });
+    } catch (err) {
+      await pipeline?.settle();
+      if (file) {
+        try {
+          file.close();
+        } catch { /* closed */ }
+      }
+      await Deno.remove(tmp).catch(() => {});
+      const e = CairnError.from(err, `Cannot write ${name} to filesystem store`);
+      throw e;
+    } finally {
+      this.#releaseWrite();
+    }
+  }
+
+  async delete(key: StoreKey): Promise<boolean> {
+    await this.#ready();
+    const id = this.#id(key);
+    return await this.#serial(id, async () => {
+      const entry = this.#index.delete(id);
+      if (!entry) return false;
+      try {
+        await Deno.remove(`${this.contentPath}/${entry.file}`);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) {
+          throw CairnError.from(err, `Cannot delete ${keyToString(key)}`);
+        }
+      }
+      return true;
+    });
+  }
+
+  async *list(): AsyncIterable<StoreKey> {
+    await this.#ready();
+    for (const e of [...this.#index.entries()]) {
+      if (e.value.key !== undefined) yield e.value.key;
+    }
+  }
+
+  /** Waits for pending evictions; the files stay for the next start. */
+  async close(): Promise<void> {
+    if (this.#started) await this.#started.catch(() => {});
+    while (this.#pending.size) await Promise.all([...this.#pending]);
+  }
+
+  // --- internals ---
+
+  #ready(): Promise<void> {
+    this.#started ??= this.#start();
+    return this.#started;
+  }
+
+  async #start(): Promise<void> {
+    if (this.contentPath === this.tempPath) {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `Cannot open filesystem store: content_path and temp_path are the same`,
+      );
+    }
+    try {
+      await Deno.mkdir(this.tempPath, { recursive: true });
+      await Deno.mkdir(`${this.contentPath}/s`, { recursive: true });
+      await pool(SHARDS, 16, (s) => Deno.mkdir(`${this.contentPath}/d/${s}`, { recursive: true }));
+      // Empty temp_path: anything there is an unfinished write.
+      const stale: string[] = [];
+      for await (const e of Deno.readDir(this.tempPath)) stale.push(e.name);
+      await pool(stale, 16, (n) => Deno.remove(`${this.tempPath}/${n}`, { recursive: true }).catch(() => {}));
+      await this.#rebuildIndex();
+    } catch (err) {
+      throw CairnError.from(err, `Cannot open filesystem store at ${this.contentPath}`);
+    }
+  }
+
+  async #rebuildIndex(): Promise<void> {
+    const found: { id: string; rel: string; key: StoreKey | undefined; size: number; mtime: number }[] = [];
+    const dirs = [...SHARDS.map((s) => `d/${s}`), "s"];
+    await pool(dirs, 8, async (dir) => {
+      const names: string[] = [];
+      for await (const e of Deno.readDir(`${this.contentPath}/${dir}`)) names.push(e.name);
+      await pool(names, 32, async (name) => {
+        const rel = `${dir}/${name}`;
+        const path = `${this.contentPath}/${rel}`;
+        let key: StoreKey | undefined;
+        let id = rel;
+        let expected: number | undefined;
+        if (dir === "s") key = decodeStringKey(name);
+        else {
+          const m = DIGEST_NAME.exec(name);
+          if (!m || m[1]!.slice(0, 2) !== dir.slice(2)) {
+            await Deno.remove(path, { recursive: true }).catch(() => {});
+            return;
+          }
+          key = { hash: m[1]!, size: Number(m[2]) };
+          expected = Number(m[3] ?? m[2]);
+          id = digestId(key);
+        }
+        let stat: Deno.FileInfo;
+        try {
+          stat = await Deno.lstat(path);
+        } catch {
+          return;
+        }
+        if (!stat.isFile || (expected !== undefined && stat.size !== expected)) {
+          await Deno.remove(path, { recursive: true }).catch(() => {});
+          return;
+        }
+        found.push({ id, rel, key, size: stat.size, mtime: stat.mtime?.getTime() ?? 0 });
+      });
+    });
+    found.sort((a, b) => a.mtime - b.mtime);
+    for (const f of found) {
+      // The same digest stored twice (exact and transformed): keep the newer file.
+      const older = this.#index.delete(f.id);
+      if (older) await Deno.remove(`${this.contentPath}/${older.file}`).catch(() => {});
+      this.#index.set(f.id, { key: f.key, size: f.size, file: f.rel }, this.#accounted(f.size), f.mtime);
+    }
+    this.#index.evict();
+  }
+
+  /** The index id of a key: the file path for string keys, `d/<hash>-<size>` for digests. */
+  #id(key: StoreKey): string {
+    if (typeof key !== "string") return digestId(key);
+    const encoded = Buffer.from(encoder.encode(key)).toString("base64url");
+    if (encoded.length + 1 <= MAX_NAME_BYTES) return `s/=${encoded}`;
+    return `s/~${createHash("sha256").update(key).digest("hex")}`;
+  }
+
+  #accounted(size: number): number {
+    return Math.ceil(size / this.#blockSize) * this.#blockSize;
+  }
+
+  /** Runs `fn` after every earlier operation on the same file (commit, delete, eviction). */
+  #serial<T>(rel: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#locks.get(rel) ?? Promise.resolve();
+    const run = prev.then(fn);
+    const tail = run.then(() => {}, () => {});
+    this.#locks.set(rel, tail);
+    void tail.then(() => {
+      if (this.#locks.get(rel) === tail) this.#locks.delete(rel);
+    });
+    return run;
+  }
+
+  #track(p: Promise<void>): void {
+    const tracked = p.catch(() => {}).finally(() => this.#pending.delete(tracked));
+    this.#pending.add(tracked);
+  }
+
+  /** Eviction: removes the file unless a newer write re-indexed the same file meanwhile. */
+  #unlinkIfUnindexed(id: string, file: string): Promise<void> {
+    return this.#serial(id, async () => {
+      if (this.#index.peek(id)?.file === file) return;
+      await Deno.remove(`${this.contentPath}/${file}`).catch(() => {});
+    });
+  }
+
+  async #dropCorrupt(id: string, entry: Entry): Promise<void> {
+    await this.#serial(id, async () => {
+      if (this.#index.peek(id) !== entry) return;
+      this.#index.delete(id);
+      await Deno.remove(`${this.contentPath}/${entry.file}`).catch(() => {});
+    });
+  }
+
+  #acquireWrite(): Promise<void> {
+    if (this.#maxWrites <= 0 || this.#activeWrites < this.#maxWrites) {
+      this.#activeWrites++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#writeWaiters.push(resolve));
+  }
+
+  #releaseWrite(): void {
+    const next = this.#writeWaiters.shift();
+    if (next) next();
+    else this.#activeWrites--;
+  }
+}
+
+function digestFile(d: Digest): string {
+  return `d/${d.hash.slice(0, 2)}/${formatDigest(d)}`;
+}
+
+function digestId(d: Digest): string {
+  return `d/${formatDigest(d)}`;
+}
+
+/**
+ * Coalesces small chunks into buffers of `size` bytes and keeps one file write in flight while the
+ * next chunk is produced (so hashing upstream overlaps disk writes). Two buffers alternate.
+ */
+class PipelinedWriter {
+  readonly #file: Deno.FsFile;
+  readonly #buffers: [Uint8Array, Uint8Array];
+  #current: 0 | 1 = 0;
+  #used = 0;
+  #inflight: Promise<void> = Promise.resolve();
+
+  constructor(file: Deno.FsFile, size: number) {
+    this.#file = file;
+    this.#buffers = [new Uint8Array(size), new Uint8Array(size)];
+  }
+
+  /** Resolves once the chunk is buffered or its write started (at most one write in flight). */
+  async push(chunk: Uint8Array): Promise<void> {
+    const buf = this.#buffers[this.#current];
+    if (this.#used + chunk.byteLength <= buf.byteLength) {
+      buf.set(chunk, this.#used);
+      this.#used += chunk.byteLength;
+      if (this.#used === buf.byteLength) await this.#flush();
+      return;
+    }
+    await this.#flush();
+    if (chunk.byteLength >= buf.byteLength) await this.#start(chunk);
+    else {
+      this.#buffers[this.#current].set(chunk);
+      this.#used = chunk.byteLength;
+    }
+  }
+
+  /** Writes what is buffered and waits for every write. */
+  async finish(): Promise<void> {
+    await this.#flush();
+    await this.#inflight;
+  }
+
+  /** Waits for the write in flight, ignoring its outcome (error paths). */
+  async settle(): Promise<void> {
+    await this.#inflight.catch(() => {});
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#used === 0) return;
+    const bytes = this.#buffers[this.#current].subarray(0, this.#used);
+    this.#current = this.#current === 0 ? 1 : 0;
+    this.#used = 0;
+    await this.#start(bytes);
+  }
+
+  async #start(bytes: Uint8Array): Promise<void> {
+    await this.#inflight;
+    const p = writeAll(this.#file, bytes);
+    p.catch(() => {}); // observed later by finish/settle or the next write
+    this.#inflight = p;
+  }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let pos = 0;
+  while (pos < bytes.byteLength) pos += await file.write(bytes.subarray(pos));
+}
+
+/** Streams `length` bytes from the file's current position; closes the file at the end or on cancel. */
+function fileStream(
+  file: Deno.FsFile,
+  length: number,
+  chunkSize: number,
+  what: string,
+  signal?: AbortSignal,
+): ReadableStream<Uint8Array> {
+  let left = length;
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    signal?.removeEventListener("abort", onAbort);
+    try {
+      file.close();
+    } catch { /* already closed */ }
+  };
+  let controllerRef: ReadableByteStreamController | undefined;
+  const onAbort = () => {
+    if (closed) return;
+    close();
+    try {
+      controllerRef?.error(cancelled(signal!, `Read of ${what}`));
+    } catch { /* stream already done */ }
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  // A byte stream: BYOB readers get the file read straight into their buffer; default readers get
+  // freshly allocated chunks of `chunkSize`.
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: chunkSize,
+    start(controller) {
+      controllerRef = controller;
+    },
+    async pull(controller) {
+      if (closed) return;
+      const request = controller.byobRequest;
+      const view = request?.view;
+      if (!request || !view) return;
+      try {
+        const target = new Uint8Array(view.buffer, view.byteOffset, Math.min(view.byteLength, left));
+        const n = await file.read(target);
+        if (closed) return;
+        if (n === null) {
+          throw new CairnError(Code.DataLoss, `Cannot read ${what}: file ended ${left} bytes early`);
+        }
+        left -= n;
+        request.respond(n);
+      } catch (err) {
+        if (closed) return;
+        close();
+        controller.error(CairnError.from(err, `Cannot read ${what}`));
+        return;
+      }
+      if (left <= 0) {
+        close();
+        controller.close();
+        controller.byobRequest?.respond(0);
+      }
+    },
+    cancel() {
+      close();
+    },
+  });
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++]!;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+function decodeStringKey(name: string): string | undefined {
+  if (!name.startsWith("=")) return undefined;
+  return new TextDecoder().decode(Buffer.from(name.slice(1), "base64url"));
+}
+
+/** Creates a {@linkcode FilesystemStore}. */
+export function createFilesystemStore(options: FilesystemStoreOptions): FilesystemStore {
+  return new FilesystemStore(options);
+}
+
+/**
+ * Registry factory for `{ filesystem: { content_path, temp_path, eviction_policy, read_buffer_size,
+ * block_size, max_concurrent_writes, evict_page_cache } }`.
+ */
+export const filesystemStoreFactory: StoreFactory = (fields, ctx) => {
+  checkFields(fields, ctx, [
+    "content_path",
+    "temp_path",
+    "eviction_policy",
+    "read_buffer_size",
+    "block_size",
+    "max_concurrent_writes",
+    "evict_page_cache",
+  ]);
+  const contentPath = ctx.string(fields, "content_path");
+  const tempPath = ctx.string(fields, "temp_path");
+  if (contentPath === "") throw ctx.error("content_path is empty");
+  if (tempPath === "") throw ctx.error("temp_path is empty");
+  if (contentPath.replace(/\/+$/, "") === tempPath.replace(/\/+$/, "")) {
+    throw ctx.error("content_path and temp_path must be different directories");
+  }
+  ctx.boolean(fields, "evict_page_cache", false);
+  return new FilesystemStore({
+    contentPath,
+    tempPath,
+    evictionPolicy: evictionPolicyFrom(fields, ctx),
+    readBufferSize: ctx.number(fields, "read_buffer_size", 0),
+    blockSize: ctx.number(fields, "block_size", 0),
+    maxConcurrentWrites: ctx.number(fields, "max_concurrent_writes", 0),
+    ...(ctx.options.now ? { now: ctx.options.now } : {}),
+  });
+};

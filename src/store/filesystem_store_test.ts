@@ -1,0 +1,319 @@
+import assert from "node:assert/strict";
+import { digestOf, formatDigest } from "../digest/digest.ts";
+import { Code } from "../util/error.ts";
+import { assertRejectsWithCode, runStoreConformance } from "./conformance_suite.ts";
+import { createFilesystemStore, type FilesystemStoreOptions } from "./filesystem_store.ts";
+import { getBytes, has, putBytes } from "./helpers.ts";
+import { createStoreRegistry } from "./registry.ts";
+
+async function tempStore(options: Partial<FilesystemStoreOptions> = {}) {
+  const dir = await Deno.makeTempDir({ prefix: "cairn-fs-" });
+  const open = (more: Partial<FilesystemStoreOptions> = {}) =>
+    createFilesystemStore({ contentPath: `${dir}/content`, tempPath: `${dir}/tmp`, ...options, ...more });
+  return { dir, open, remove: () => Deno.remove(dir, { recursive: true }) };
+}
+
+runStoreConformance("filesystem", async () => {
+  const t = await tempStore();
+  const store = t.open();
+  await store.init();
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      await t.remove();
+    },
+  };
+});
+
+const blob = (i: number, size = 100) => {
+  const b = new Uint8Array(size);
+  b.fill(i);
+  return { bytes: b, digest: digestOf(b) };
+};
+
+Deno.test("filesystem: max_bytes evicts least recently used down to the evict_bytes watermark", async () => {
+  const t = await tempStore({
+    blockSize: 1,
+    evictionPolicy: { maxBytes: 1000, evictBytes: 300, maxSeconds: 0, maxCount: 0 },
+  });
+  const store = t.open();
+  try {
+    const blobs = Array.from({ length: 10 }, (_, i) => blob(i));
+    for (const b of blobs) await putBytes(store, b.digest, b.bytes);
+    await (await store.read(blobs[0]!.digest)).cancel();
+    const extra = blob(50);
+    await putBytes(store, extra.digest, extra.bytes);
+    assert.equal(store.bytes, 700);
+    assert.deepEqual(
+      await store.hasMany(blobs.map((b) => b.digest)),
+      [100, undefined, undefined, undefined, undefined, 100, 100, 100, 100, 100],
+    );
+    await store.close(); // waits for the unlinks
+    // Evicted files are gone from disk.
+    for (const b of blobs.slice(1, 5)) {
+      await assert.rejects(Deno.stat(store.pathOf(b.digest)), Deno.errors.NotFound);
+    }
+    await Deno.stat(store.pathOf(blobs[0]!.digest));
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: max_count and block_size accounting", async () => {
+  const t = await tempStore({ evictionPolicy: { maxBytes: 0, evictBytes: 0, maxSeconds: 0, maxCount: 3 } });
+  const store = t.open();
+  try {
+    const blobs = Array.from({ length: 5 }, (_, i) => blob(i, 10));
+    for (const b of blobs) await putBytes(store, b.digest, b.bytes);
+    assert.deepEqual(await store.hasMany(blobs.map((b) => b.digest)), [undefined, undefined, 10, 10, 10]);
+    assert.equal(store.bytes, 3 * 4096, "each 10-byte file counts one 4 KiB block");
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: max_seconds expires entries not read for that long", async () => {
+  let now = Date.now();
+  const t = await tempStore({
+    evictionPolicy: { maxBytes: 0, evictBytes: 0, maxSeconds: 10, maxCount: 0 },
+    now: () => now,
+  });
+  const store = t.open();
+  try {
+    const a = blob(1);
+    const b = blob(2);
+    await putBytes(store, a.digest, a.bytes);
+    now += 6_000;
+    await putBytes(store, b.digest, b.bytes);
+    now += 6_000;
+    assert.deepEqual(await store.hasMany([a.digest, b.digest]), [undefined, 100]);
+    await (await store.read(b.digest)).cancel();
+    now += 8_000;
+    assert.equal(await has(store, b.digest), 100);
+    now += 3_000;
+    assert.equal(await has(store, b.digest), undefined);
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: restart rebuilds sizes and access order, and empties temp_path", async () => {
+  let now = Date.now() - 100_000;
+  const t = await tempStore({ now: () => now });
+  const first = t.open();
+  const blobs = Array.from({ length: 6 }, (_, i) => blob(i, 1000 + i));
+  for (const b of blobs) {
+    await putBytes(first, b.digest, b.bytes);
+    now += 1000;
+  }
+  await putBytes(first, "named/key", new TextEncoder().encode("value"));
+  // Reading blob 0 makes it the most recently used, also on disk (mtime).
+  now += 1000;
+  await getBytes(first, blobs[0]!.digest, { maxSize: 1 << 20 });
+  await first.close();
+  // Leftovers of a crashed writer, and junk in content_path.
+  await Deno.writeFile(`${t.dir}/tmp/half-written`, new Uint8Array(123));
+  await Deno.writeFile(`${t.dir}/content/d/00/not-a-digest`, new Uint8Array(1));
+  const wrongSize = blob(99, 50);
+  const wrongPath = first.pathOf(wrongSize.digest);
+  await Deno.writeFile(wrongPath, new Uint8Array(49));
+
+  // Restart with a count limit: the least recently used go first.
+  const second = t.open({
+    evictionPolicy: { maxBytes: 0, evictBytes: 0, maxSeconds: 0, maxCount: 4 },
+    now: Date.now,
+  });
+  try {
+    await second.init();
+    assert.deepEqual([...Deno.readDirSync(`${t.dir}/tmp`)], [], "temp_path is emptied");
+    await assert.rejects(Deno.stat(wrongPath), Deno.errors.NotFound, "a file of the wrong size is removed");
+    await assert.rejects(Deno.stat(`${t.dir}/content/d/00/not-a-digest`), Deno.errors.NotFound);
+    // Order was 1,2,3,4,5,named,0 → keep the newest four: 4,5,named,0.
+    assert.deepEqual(
+      await second.hasMany(blobs.map((b) => b.digest)),
+      [1000, undefined, undefined, undefined, 1004, 1005],
+    );
+    assert.deepEqual(
+      await getBytes(second, "named/key", { maxSize: 100 }),
+      new TextEncoder().encode("value"),
+    );
+    const listed = [];
+    for await (const k of second.list()) listed.push(typeof k === "string" ? k : formatDigest(k));
+    assert.equal(listed.length, 4);
+    assert.ok(listed.includes("named/key"));
+  } finally {
+    await second.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: a file whose size disagrees with its name is removed and NOT_FOUND", async () => {
+  const t = await tempStore();
+  const store = t.open();
+  try {
+    const b = blob(7, 5000);
+    await putBytes(store, b.digest, b.bytes);
+    const path = store.pathOf(b.digest);
+    await Deno.chmod(path, 0o644);
+    await Deno.truncate(path, 100);
+    await assertRejectsWithCode(store.read(b.digest), Code.NotFound);
+    assert.equal(await has(store, b.digest), undefined);
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: a file deleted behind the store's back is NOT_FOUND, not an I/O error", async () => {
+  const t = await tempStore();
+  const store = t.open();
+  try {
+    const b = blob(8, 500);
+    await putBytes(store, b.digest, b.bytes);
+    await Deno.remove(store.pathOf(b.digest));
+    await assertRejectsWithCode(store.read(b.digest), Code.NotFound);
+    assert.equal(await has(store, b.digest), undefined);
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: pathOf names a read-only file holding the blob", async () => {
+  const t = await tempStore();
+  const store = t.open();
+  try {
+    const b = blob(3, 4321);
+    await putBytes(store, b.digest, b.bytes);
+    const path = store.pathOf(b.digest);
+    assert.ok(path.endsWith(`/${formatDigest(b.digest)}`));
+    assert.deepEqual(await Deno.readFile(path), b.bytes);
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o555);
+    // A reader holding the file keeps its bytes even if the blob is deleted meanwhile.
+    const stream = await store.read(b.digest);
+    assert.equal(await store.delete(b.digest), true);
+    const got = new Uint8Array(await new Response(stream).arrayBuffer());
+    assert.deepEqual(got, b.bytes);
+    assert.equal(await store.delete(b.digest), false);
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: eviction while readers hold files never breaks a started read", async () => {
+  const t = await tempStore({
+    blockSize: 1,
+    evictionPolicy: { maxBytes: 300_000, evictBytes: 0, maxSeconds: 0, maxCount: 0 },
+  });
+  const store = t.open({ readBufferSize: 4096 });
+  try {
+    const blobs = Array.from({ length: 12 }, (_, i) => blob(i, 100_000));
+    const reads: Promise<void>[] = [];
+    for (const b of blobs) {
+      await putBytes(store, b.digest, b.bytes);
+      try {
+        const stream = await store.read(b.digest);
+        reads.push(
+          new Response(stream).arrayBuffer().then((buf) => assert.deepEqual(new Uint8Array(buf), b.bytes)),
+        );
+      } catch (err) {
+        // Evicted before we opened it: must be NOT_FOUND.
+        await assertRejectsWithCode(Promise.reject(err), Code.NotFound);
+      }
+    }
+    await Promise.all(reads);
+    assert.ok(store.bytes <= 300_000);
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: registry reads NativeLink fields and reports config errors", async () => {
+  const registry = createStoreRegistry();
+  assert.throws(
+    () => registry.build("cas", { filesystem: { temp_path: "/tmp/x" } }),
+    /^CairnError: Cannot open store "cas": content_path is missing$/m,
+  );
+  assert.throws(
+    () => registry.build("cas", { filesystem: { content_path: "/a", temp_path: "/a/" } }),
+    /content_path and temp_path must be different/,
+  );
+  assert.throws(
+    () =>
+      registry.build("cas", { filesystem: { content_path: "/a", temp_path: "/b", read_buffer_size: "1k" } }),
+    /read_buffer_size must be a non-negative number/,
+  );
+  const dir = await Deno.makeTempDir();
+  const store = registry.build("cas", {
+    filesystem: {
+      content_path: `${dir}/c`,
+      temp_path: `${dir}/t`,
+      eviction_policy: { max_bytes: 10_000_000 },
+    },
+  });
+  try {
+    await putBytes(store, "k", new Uint8Array(3));
+    assert.equal(await has(store, "k"), 3);
+  } finally {
+    await store.close?.();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("filesystem: bytes stored under a digest with {max} (transformed content) survive a restart", async () => {
+  const t = await tempStore();
+  const d = { hash: "c".repeat(64), size: 1_000_000 };
+  const compressed = new Uint8Array(1234).fill(5);
+  const first = t.open();
+  await first.write(d, new Blob([compressed]).stream(), { max: 2_000_000 });
+  assert.equal(await has(first, d), 1234);
+  assert.deepEqual(await getBytes(first, d, { maxSize: 2_000_000 }), compressed);
+  await first.close();
+  const second = t.open();
+  try {
+    assert.equal(await has(second, d), 1234);
+    assert.deepEqual(await getBytes(second, d, { maxSize: 2_000_000 }), compressed);
+    // Rewriting it with the exact bytes replaces the transformed file.
+    const raw = new Uint8Array(1_000_000);
+    await second.write(d, new Blob([raw]).stream(), { exact: 1_000_000 });
+    assert.equal(await has(second, d), 1_000_000);
+    const names = [...Deno.readDirSync(`${t.dir}/content/d/cc`)].map((e) => e.name);
+    assert.deepEqual(names, [`${"c".repeat(64)}-1000000`]);
+  } finally {
+    await second.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: BYOB readers get range reads straight into their own buffer", async () => {
+  const t = await tempStore();
+  const store = t.open({ readBufferSize: 64 * 1024 });
+  try {
+    const bytes = Uint8Array.from({ length: 300_000 }, (_, i) => (i * 31) & 0xff);
+    const d = digestOf(bytes);
+    await putBytes(store, d, bytes);
+    const reader = (await store.read(d, { offset: 1000, length: 200_000 })).getReader({ mode: "byob" });
+    const got = new Uint8Array(200_000);
+    let filled = 0;
+    let buf = new Uint8Array(50_000);
+    for (;;) {
+      const { done, value } = await reader.read(buf);
+      if (done) break;
+      got.set(value, filled);
+      filled += value.byteLength;
+      buf = new Uint8Array(value.buffer);
+    }
+    assert.equal(filled, 200_000);
+    assert.deepEqual(got, bytes.subarray(1000, 201_000));
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});

@@ -1,0 +1,250 @@
+/**
+ * Conveniences derived once for every {@linkcode StoreDriver}: whole-blob get/put for small values,
+ * single-key `has`, key formatting, range checks, and {@linkcode WrapperStore}, a forwarding base for
+ * stores that wrap another store.
+ *
+ * @example
+ * ```ts
+ * import { getBytes, has, putBytes } from "./helpers.ts";
+ * await putBytes(store, "scheduler/state", new TextEncoder().encode("{}"));
+ * if (await has(store, "scheduler/state") !== undefined) {
+ *   const bytes = await getBytes(store, "scheduler/state", { maxSize: 1 << 20 });
+ * }
+ * ```
+ * @module
+ */
+import { type Digest, formatDigest } from "../digest/digest.ts";
+import { CairnError, Code } from "../util/error.ts";
+import { bytesStream, collectBytes } from "../util/streams.ts";
+import { type EvictionPolicy, NO_EVICTION } from "../util/lru.ts";
+import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
+
+/** True when the key is a digest (a CAS-style key), false for a string key. */
+export function isDigestKey(key: StoreKey): key is Digest {
+  return typeof key !== "string";
+}
+
+/** `hash-size` for a digest, the string itself for a string key. */
+export function keyToString(key: StoreKey): string {
+  return typeof key === "string" ? key : formatDigest(key);
+}
+
+/** The size a key announces (a digest's size), or `undefined` for string keys. */
+export function sizeOfKey(key: StoreKey): number | undefined {
+  return typeof key === "string" ? undefined : key.size;
+}
+
+/** The stored size of one key, or `undefined` when absent. */
+export async function has(store: StoreDriver, key: StoreKey): Promise<number | undefined> {
+  const [size] = await store.hasMany([key]);
+  return size;
+}
+
+/** Options of {@linkcode getBytes}. */
+export interface GetBytesOptions extends ReadOptions {
+  /** Refuse (RESOURCE_EXHAUSTED) values larger than this many bytes. */
+  readonly maxSize: number;
+}
+
+/**
+ * Reads a whole small value into memory. Refuses with RESOURCE_EXHAUSTED when the value (or the
+ * requested range) is larger than `maxSize`; NOT_FOUND when absent.
+ */
+export async function getBytes(
+  store: StoreDriver,
+  key: StoreKey,
+  options: GetBytesOptions,
+): Promise<Uint8Array> {
+  const { maxSize, ...readOptions } = options;
+  const announced = sizeOfKey(key);
+  const wanted = announced === undefined
+    ? undefined
+    : Math.min(announced - Math.min(announced, options.offset ?? 0), options.length ?? Infinity);
+  if (wanted !== undefined && wanted > maxSize) {
+    throw new CairnError(
+      Code.ResourceExhausted,
+      `Cannot read ${keyToString(key)} into memory: ${wanted} bytes exceeds the limit of ${maxSize}`,
+    );
+  }
+  const stream = await store.read(key, readOptions);
+  return await collectBytes(stream, maxSize, keyToString(key));
+}
+
+/** Stores bytes held in memory under `key` (size `{exact: bytes.byteLength}`). */
+export function putBytes(
+  store: StoreDriver,
+  key: StoreKey,
+  bytes: Uint8Array,
+  options?: WriteOptions,
+): Promise<void> {
+  return store.write(key, bytesStream(bytes), { exact: bytes.byteLength }, options);
+}
+
+/** The maximum number of bytes an upload may carry. */
+export function uploadLimit(size: UploadSize): number {
+  return "exact" in size ? size.exact : size.max;
+}
+
+/**
+ * Checks an upload's announced size against a digest key before any byte moves: a digest key must be
+ * written with `{exact: digest.size}` (or a `max` of at least that). Throws INVALID_ARGUMENT.
+ * Returns the exact size expected, if known.
+ */
+export function expectedUploadSize(key: StoreKey, size: UploadSize): number | undefined {
+  if (typeof key === "string") return "exact" in size ? size.exact : undefined;
+  if ("exact" in size && size.exact !== key.size) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Size mismatch for ${formatDigest(key)}: digest says ${key.size} bytes, upload says ${size.exact}`,
+    );
+  }
+  if ("max" in size && size.max < key.size) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Size mismatch for ${
+        formatDigest(key)
+      }: digest says ${key.size} bytes, upload allows at most ${size.max}`,
+    );
+  }
+  // `{max}` under a digest key: a wrapper (compression, dedup) storing transformed bytes; any size up to max.
+  return "exact" in size ? key.size : undefined;
+}
+
+/** Reads NativeLink's `eviction_policy` object (`max_bytes`, `evict_bytes`, `max_seconds`, `max_count`). */
+export function evictionPolicyFrom(fields: SpecFields, ctx: StoreBuildContext): EvictionPolicy {
+  const p = ctx.object(fields, "eviction_policy");
+  if (!p) return NO_EVICTION;
+  const known = new Set(["max_bytes", "evict_bytes", "max_seconds", "max_count"]);
+  for (const k of Object.keys(p)) {
+    if (!known.has(k)) {
+      throw ctx.error(`unknown eviction_policy field "${k}"; valid fields are ${[...known].join(", ")}`);
+    }
+  }
+  return {
+    maxBytes: ctx.number(p, "max_bytes", 0),
+    evictBytes: ctx.number(p, "evict_bytes", 0),
+    maxSeconds: ctx.number(p, "max_seconds", 0),
+    maxCount: ctx.number(p, "max_count", 0),
+  };
+}
+
+/** Rejects fields a kind does not know (a typo would otherwise be silently ignored). */
+export function checkFields(fields: SpecFields, ctx: StoreBuildContext, known: readonly string[]): void {
+  for (const k of Object.keys(fields)) {
+    if (!known.includes(k)) {
+      throw ctx.error(
+        `unknown ${ctx.kind} field "${k}"; valid fields are ${known.length ? known.join(", ") : "(none)"}`,
+      );
+    }
+  }
+}
+
+/** A resolved byte range `[start, end)` of a stored value. */
+export interface ByteRange {
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * Resolves read options against a value's size: offset past the end → OUT_OF_RANGE; a negative
+ * offset/length → INVALID_ARGUMENT; length beyond the end is clipped.
+ */
+export function resolveRange(key: StoreKey, size: number, options?: ReadOptions): ByteRange {
+  const offset = options?.offset ?? 0;
+  const length = options?.length;
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new CairnError(Code.InvalidArgument, `Invalid read offset ${offset} for ${keyToString(key)}`);
+  }
+  if (length !== undefined && (!Number.isSafeInteger(length) || length < 0)) {
+    throw new CairnError(Code.InvalidArgument, `Invalid read length ${length} for ${keyToString(key)}`);
+  }
+  if (offset > size) {
+    throw new CairnError(
+      Code.OutOfRange,
+      `Cannot read ${keyToString(key)} at offset ${offset}: it has only ${size} bytes`,
+    );
+  }
+  const end = length === undefined ? size : Math.min(size, offset + length);
+  return { start: offset, end };
+}
+
+/** The NOT_FOUND error every store throws for an absent key. */
+export function notFoundError(kind: string, key: StoreKey): CairnError {
+  return new CairnError(Code.NotFound, `Cannot read ${keyToString(key)}: not found in ${kind} store`);
+}
+
+/** An empty stream (reads of zero bytes). */
+export function emptyStream(): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(c) {
+      c.close();
+    },
+  });
+}
+
+/**
+ * A forwarding base for wrapper stores: every method delegates to `inner`, and `init`/`close` are
+ * forwarded (a wrapper owns its nested stores). Override what the wrapper changes.
+ *
+ * @example
+ * ```ts
+ * class LoggingStore extends WrapperStore {
+ *   override readonly kind = "logging";
+ *   override read(key: StoreKey, options?: ReadOptions) {
+ *     console.log("read", keyToString(key));
+ *     return super.read(key, options);
+ *   }
+ * }
+ * ```
+ */
+export class WrapperStore implements StoreDriver {
+  readonly kind: string = "wrapper";
+  readonly inner: StoreDriver;
+
+  constructor(inner: StoreDriver) {
+    this.inner = inner;
+  }
+
+  hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    return this.inner.hasMany(keys);
+  }
+
+  read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    return this.inner.read(key, options);
+  }
+
+  write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    return this.inner.write(key, data, size, options);
+  }
+
+  async delete(key: StoreKey): Promise<boolean> {
+    if (!this.inner.delete) {
+      throw new CairnError(
+        Code.Unimplemented,
+        `Cannot delete ${keyToString(key)}: ${this.inner.kind} store has no delete`,
+      );
+    }
+    return await this.inner.delete(key);
+  }
+
+  async *list(): AsyncIterable<StoreKey> {
+    if (!this.inner.list) {
+      throw new CairnError(Code.Unimplemented, `Cannot list keys: ${this.inner.kind} store has no list`);
+    }
+    yield* this.inner.list();
+  }
+
+  async init(stores: StoreLookup): Promise<void> {
+    await this.inner.init?.(stores);
+  }
+
+  async close(): Promise<void> {
+    await this.inner.close?.();
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * `memory` store: values held in process memory, evicted least-recently-used by NativeLink's
+ * `eviction_policy` (`max_bytes`, `evict_bytes`, `max_seconds`, `max_count`).
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStore } from "./memory_store.ts";
+ * const ac = createMemoryStore({ evictionPolicy: { maxBytes: 100e6, evictBytes: 10e6, maxSeconds: 0, maxCount: 0 } });
+ * ```
+ * @module
+ */
+import { CairnError, Code } from "../util/error.ts";
+import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
+import { forEachChunk } from "../util/streams.ts";
+import {
+  checkFields,
+  emptyStream,
+  evictionPolicyFrom,
+  expectedUploadSize,
+  keyToString,
+  notFoundError,
+  resolveRange,
+  uploadLimit,
+} from "./helpers.ts";
+import type { StoreFactory } from "./registry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+
+/** Settings of {@linkcode MemoryStore}. */
+export interface MemoryStoreOptions {
+  readonly evictionPolicy?: EvictionPolicy;
+  /** Millisecond clock (tests). */
+  readonly now?: () => number;
+}
+
+/** Chunk size of read streams (zero-copy views of the stored bytes). */
+const READ_CHUNK = 256 * 1024;
+
+/** Values are kept in segments of at most this size (no huge contiguous allocations). */
+const SEGMENT = 1 << 20;
+
+/** An in-memory store with LRU eviction. */
+export class MemoryStore implements StoreDriver {
+  readonly kind = "memory";
+  #index: LruIndex<{ key: StoreKey; segments: Uint8Array[]; size: number }>;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#index = new LruIndex(
+      options.evictionPolicy ?? NO_EVICTION,
+      options.now ? { now: options.now } : {},
+    );
+  }
+
+  /** Number of stored values. */
+  get count(): number {
+    return this.#index.size;
+  }
+
+  /** Sum of stored bytes. */
+  get bytes(): number {
+    return this.#index.bytes;
+  }
+
+  hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    return Promise.resolve(keys.map((k) => this.#index.peek(keyToString(k))?.size));
+  }
+
+  read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    const entry = this.#index.get(keyToString(key));
+    if (!entry) return Promise.reject(notFoundError(this.kind, key));
+    try {
+      options?.signal?.throwIfAborted();
+      const { start, end } = resolveRange(key, entry.size, options);
+      if (start === end) return Promise.resolve(emptyStream());
+      return Promise.resolve(segmentStream(entry.segments, start, end));
+    } catch (err) {
+      return Promise.reject(CairnError.from(err));
+    }
+  }
+
+  async write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    let exact: number | undefined;
+    try {
+      exact = expectedUploadSize(key, size);
+    } catch (err) {
+      await data.cancel(err).catch(() => {});
+      throw err;
+    }
+    const limit = exact ?? uploadLimit(size);
+    const name = keyToString(key);
+    // Copy into our own segments: producers may reuse their buffers.
+    const segments: Uint8Array[] = [];
+    let current = new Uint8Array(0);
+    let used = 0;
+    let count = 0;
+    let nextSize = 64 * 1024;
+    await forEachChunk(data, (chunk) => {
+      if (count + chunk.byteLength > limit) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          exact !== undefined
+            ? `Size mismatch for ${name}: expected ${exact} bytes, got at least ${count + chunk.byteLength}`
+            : `Too much data for ${name}: more than the limit of ${limit} bytes`,
+        );
+      }
+      let pos = 0;
+      while (pos < chunk.byteLength) {
+        if (used === current.byteLength) {
+          if (used > 0) segments.push(current);
+          const room = limit - count - pos;
+          const want = exact !== undefined ? SEGMENT : Math.max(nextSize, chunk.byteLength - pos);
+          current = new Uint8Array(Math.min(room, want, SEGMENT));
+          nextSize = Math.min(nextSize * 2, SEGMENT);
+          used = 0;
+        }
+        const n = Math.min(chunk.byteLength - pos, current.byteLength - used);
+        current.set(chunk.subarray(pos, pos + n), used);
+        used += n;
+        pos += n;
+      }
+      count += chunk.byteLength;
+    }, options?.signal);
+    if (exact !== undefined && count !== exact) {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `Size mismatch for ${name}: expected ${exact} bytes, got ${count}`,
+      );
+    }
+    if (used > 0) segments.push(used === current.byteLength ? current : current.slice(0, used));
+    this.#index.set(name, { key, segments, size: count }, count);
+  }
+
+  delete(key: StoreKey): Promise<boolean> {
+    return Promise.resolve(this.#index.delete(keyToString(key)) !== undefined);
+  }
+
+  async *list(): AsyncIterable<StoreKey> {
+    for (const e of [...this.#index.entries()]) yield e.value.key;
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Streams bytes `[start, end)` of a segmented value (zero-copy views). */
+function segmentStream(
+  segments: readonly Uint8Array[],
+  start: number,
+  end: number,
+): ReadableStream<Uint8Array> {
+  let index = 0;
+  let base = 0; // offset of segments[index] in the value
+  while (index < segments.length && base + segments[index]!.byteLength <= start) {
+    base += segments[index]!.byteLength;
+    index++;
+  }
+  let pos = start;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      const seg = segments[index];
+      if (pos >= end || !seg) {
+        controller.close();
+        return;
+      }
+      const from = pos - base;
+      const to = Math.min(seg.byteLength, end - base, from + READ_CHUNK);
+      controller.enqueue(seg.subarray(from, to));
+      pos = base + to;
+      if (to === seg.byteLength) {
+        base += seg.byteLength;
+        index++;
+      }
+      if (pos >= end) controller.close();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** Creates a {@linkcode MemoryStore}. */
+export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
+  return new MemoryStore(options);
+}
+
+/** Registry factory for `{ memory: { eviction_policy } }`. */
+export const memoryStoreFactory: StoreFactory = (fields, ctx) => {
+  checkFields(fields, ctx, ["eviction_policy"]);
+  const evictionPolicy = evictionPolicyFrom(fields, ctx);
+  return new MemoryStore(ctx.options.now ? { evictionPolicy, now: ctx.options.now } : { evictionPolicy });
+};

@@ -1,0 +1,71 @@
+/**
+ * `noop` store: accepts and drops every write; every key is absent.
+ *
+ * @example
+ * ```ts
+ * import { createNoopStore } from "./noop_store.ts";
+ * const sink = createNoopStore();
+ * await sink.hasMany([digest]); // [undefined]
+ * ```
+ * @module
+ */
+import { forEachChunk } from "../util/streams.ts";
+import { checkFields, expectedUploadSize, notFoundError, uploadLimit } from "./helpers.ts";
+import type { StoreFactory } from "./registry.ts";
+import { CairnError, Code } from "../util/error.ts";
+import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+
+/** A store that stores nothing. Writes still consume (and size-check) their stream. */
+export class NoopStore implements StoreDriver {
+  readonly kind = "noop";
+
+  hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    return Promise.resolve(keys.map(() => undefined));
+  }
+
+  read(key: StoreKey, _options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    return Promise.reject(notFoundError(this.kind, key));
+  }
+
+  async write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    let limit: number;
+    let exact: number | undefined;
+    try {
+      exact = expectedUploadSize(key, size);
+      limit = exact ?? uploadLimit(size);
+    } catch (err) {
+      await data.cancel(err).catch(() => {});
+      throw err;
+    }
+    let count = 0;
+    await forEachChunk(data, (chunk) => {
+      count += chunk.byteLength;
+      if (count > limit) {
+        throw new CairnError(Code.InvalidArgument, `Too much data: more than ${limit} bytes`);
+      }
+    }, options?.signal);
+    if (exact !== undefined && count !== exact) {
+      throw new CairnError(Code.InvalidArgument, `Size mismatch: expected ${exact} bytes, got ${count}`);
+    }
+  }
+
+  delete(_key: StoreKey): Promise<boolean> {
+    return Promise.resolve(false);
+  }
+}
+
+/** Creates a {@linkcode NoopStore}. */
+export function createNoopStore(): NoopStore {
+  return new NoopStore();
+}
+
+/** Registry factory for `{ noop: {} }`. */
+export const noopStoreFactory: StoreFactory = (fields, ctx) => {
+  checkFields(fields, ctx, []);
+  return new NoopStore();
+};

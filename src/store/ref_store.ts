@@ -1,0 +1,127 @@
+/**
+ * `ref_store`: forwards everything to another top-level store named in the config, resolved in
+ * `init(lookup)` (so stores may be declared in any order).
+ *
+ * @example
+ * ```ts
+ * // { ref_store: { name: "CAS_MAIN" } }
+ * import { createRefStore } from "./ref_store.ts";
+ * const ref = createRefStore("CAS_MAIN");
+ * await ref.init(manager); // manager implements StoreLookup
+ * ```
+ * @module
+ */
+import { CairnError, Code } from "../util/error.ts";
+import { checkFields } from "./helpers.ts";
+import type { StoreFactory } from "./registry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
+
+/** Forwards to the store of another name. */
+export class RefStore implements StoreDriver {
+  readonly kind = "ref_store";
+  /** The referenced store's name. */
+  readonly name: string;
+  readonly #where: string;
+  #target: StoreDriver | undefined;
+
+  /** `where` names the owner in messages (e.g. `store "ac"`). */
+  constructor(name: string, where = "ref_store") {
+    this.name = name;
+    this.#where = where;
+  }
+
+  /** The resolved store (after `init`). */
+  get target(): StoreDriver {
+    if (!this.#target) {
+      throw new CairnError(
+        Code.FailedPrecondition,
+        `Cannot use ${this.#where}: ref_store "${this.name}" was not resolved (init was not called)`,
+      );
+    }
+    return this.#target;
+  }
+
+  init(stores: StoreLookup): Promise<void> {
+    try {
+      let target = stores.get(this.name);
+      // Follow chains of refs to catch cycles early.
+      const seen = new Set<string>([this.name]);
+      while (target instanceof RefStore) {
+        if (seen.has(target.name)) {
+          throw new CairnError(
+            Code.InvalidArgument,
+            `Cannot open ${this.#where}: ref_store "${this.name}" refers to itself through ${
+              [...seen].join(" → ")
+            }`,
+          );
+        }
+        seen.add(target.name);
+        target = stores.get(target.name);
+      }
+      this.#target = stores.get(this.name);
+      return Promise.resolve();
+    } catch (err) {
+      if (err instanceof CairnError && err.code === Code.InvalidArgument) return Promise.reject(err);
+      return Promise.reject(
+        new CairnError(
+          Code.InvalidArgument,
+          `Cannot open ${this.#where}: ref_store names "${this.name}", which is not a defined store (${
+            err instanceof Error ? err.message : String(err)
+          })`,
+          { cause: err },
+        ),
+      );
+    }
+  }
+
+  hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    return this.target.hasMany(keys);
+  }
+
+  read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    return this.target.read(key, options);
+  }
+
+  write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    return this.target.write(key, data, size, options);
+  }
+
+  async delete(key: StoreKey): Promise<boolean> {
+    const t = this.target;
+    if (!t.delete) {
+      throw new CairnError(Code.Unimplemented, `Cannot delete: store "${this.name}" has no delete`);
+    }
+    return await t.delete(key);
+  }
+
+  async *list(): AsyncIterable<StoreKey> {
+    const t = this.target;
+    if (!t.list) {
+      throw new CairnError(Code.Unimplemented, `Cannot list keys: store "${this.name}" has no list`);
+    }
+    yield* t.list();
+  }
+
+  /** Does not close the target: the store manager owns it. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Creates a {@linkcode RefStore} for the store named `name`. */
+export function createRefStore(name: string): RefStore {
+  return new RefStore(name);
+}
+
+/** Registry factory for `{ ref_store: { name } }`. */
+export const refStoreFactory: StoreFactory = (fields, ctx) => {
+  checkFields(fields, ctx, ["name"]);
+  const name = ctx.string(fields, "name");
+  if (name === "") throw ctx.error("ref_store name is empty");
+  return new RefStore(name, `store "${ctx.storeName}"`);
+};

@@ -1,0 +1,144 @@
+/**
+ * `shard` store: spreads keys over several stores, each key always to the same one, in proportion to
+ * the stores' `weight` (default 1). The choice is a 32-bit hash of the key placed on cumulative weight
+ * ranges, so it is deterministic across restarts and processes.
+ *
+ * @example
+ * ```ts
+ * import { createShardStore } from "./shard_store.ts";
+ * const cas = createShardStore([{ store: diskA, weight: 2 }, { store: diskB }]);
+ * ```
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { CairnError, Code } from "../util/error.ts";
+import { checkFields, keyToString } from "./helpers.ts";
+import type { SpecFields, StoreFactory } from "./registry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
+
+/** One shard and its share. */
+export interface Shard {
+  readonly store: StoreDriver;
+  /** Relative share of keys (default 1). */
+  readonly weight?: number;
+}
+
+/** A 32-bit hash of a key: the digest's leading hash bits, or SHA-256 of a string key. */
+export function shardHash(key: StoreKey): number {
+  if (typeof key === "string") return createHash("sha256").update(key).digest().readUInt32LE(0);
+  return parseInt(key.hash.slice(0, 8), 16) >>> 0;
+}
+
+/** Distributes keys over weighted stores. */
+export class ShardStore implements StoreDriver {
+  readonly kind = "shard";
+  readonly #stores: StoreDriver[];
+  /** Upper bound (exclusive, as a 32-bit value) of each shard's hash range. */
+  readonly #bounds: number[];
+
+  constructor(shards: readonly Shard[]) {
+    if (shards.length === 0) {
+      throw new CairnError(Code.InvalidArgument, "A shard store needs at least one store");
+    }
+    const weights = shards.map((s) => s.weight ?? 1);
+    if (weights.some((w) => !(w > 0))) {
+      throw new CairnError(Code.InvalidArgument, "Shard weights must be positive");
+    }
+    const total = weights.reduce((a, b) => a + b, 0);
+    let sum = 0;
+    this.#bounds = weights.map((w) => Math.floor(((sum += w) / total) * 2 ** 32));
+    this.#bounds[this.#bounds.length - 1] = 2 ** 32;
+    this.#stores = shards.map((s) => s.store);
+  }
+
+  /** Index of the shard that holds `key`. */
+  shardIndex(key: StoreKey): number {
+    const h = shardHash(key);
+    let i = 0;
+    while (h >= this.#bounds[i]!) i++;
+    return i;
+  }
+
+  async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    const groups = this.#stores.map(() => [] as number[]);
+    keys.forEach((k, i) => groups[this.shardIndex(k)]!.push(i));
+    const out = new Array<number | undefined>(keys.length);
+    await Promise.all(groups.map(async (idx, s) => {
+      if (idx.length === 0) return;
+      const sizes = await this.#stores[s]!.hasMany(idx.map((i) => keys[i]!));
+      idx.forEach((i, j) => (out[i] = sizes[j]));
+    }));
+    return out;
+  }
+
+  async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    return await this.#stores[this.shardIndex(key)]!.read(key, options);
+  }
+
+  async write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    await this.#stores[this.shardIndex(key)]!.write(key, data, size, options);
+  }
+
+  async delete(key: StoreKey): Promise<boolean> {
+    const store = this.#stores[this.shardIndex(key)]!;
+    if (!store.delete) {
+      throw new CairnError(
+        Code.Unimplemented,
+        `Cannot delete ${keyToString(key)}: ${store.kind} store has no delete`,
+      );
+    }
+    return await store.delete(key);
+  }
+
+  async *list(): AsyncIterable<StoreKey> {
+    for (const store of this.#stores) {
+      if (!store.list) {
+        throw new CairnError(Code.Unimplemented, `Cannot list keys: ${store.kind} store has no list`);
+      }
+      yield* store.list();
+    }
+  }
+
+  async init(stores: StoreLookup): Promise<void> {
+    for (const s of this.#stores) await s.init?.(stores);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#stores.map((s) => s.close?.()));
+  }
+}
+
+/** Creates a {@linkcode ShardStore}. */
+export function createShardStore(shards: readonly Shard[]): ShardStore {
+  return new ShardStore(shards);
+}
+
+/** Registry factory for `{ shard: { stores: [{ store, weight? }] } }`. */
+export const shardStoreFactory: StoreFactory = (fields, ctx) => {
+  checkFields(fields, ctx, ["stores"]);
+  const list = fields.stores;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw ctx.error("stores must be a non-empty list of { store, weight? }");
+  }
+  const shards = list.map((entry: unknown, i): Shard => {
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
+      throw ctx.error(`stores[${i}] must be an object`);
+    }
+    const e = entry as SpecFields;
+    for (const k of Object.keys(e)) {
+      if (k !== "store" && k !== "weight") {
+        throw ctx.error(`unknown stores[${i}] field "${k}"; valid fields are store, weight`);
+      }
+    }
+    const weight = ctx.number(e, "weight", 1);
+    if (weight === 0) throw ctx.error(`stores[${i}].weight must be positive`);
+    if (e.store === undefined) throw ctx.error(`stores[${i}].store is missing`);
+    return { store: ctx.build(e.store, `stores[${i}].store`), weight };
+  });
+  return new ShardStore(shards);
+};

@@ -1,0 +1,131 @@
+/**
+ * `size_partitioning` store: digests smaller than `size` go to `lower_store`, the rest to `upper_store`.
+ * Only digest keys are accepted (as in NativeLink): a string key has no size to partition on.
+ *
+ * @example
+ * ```ts
+ * import { createSizePartitioningStore } from "./size_partitioning_store.ts";
+ * const cas = createSizePartitioningStore(1 << 20, smallBlobs, bigBlobs);
+ * ```
+ * @module
+ */
+import { CairnError, Code } from "../util/error.ts";
+import { checkFields, keyToString } from "./helpers.ts";
+import type { StoreFactory } from "./registry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
+import type { Digest } from "../digest/digest.ts";
+
+/** Routes each digest to one of two stores by its size. */
+export class SizePartitioningStore implements StoreDriver {
+  readonly kind = "size_partitioning";
+  readonly #size: number;
+  readonly #lower: StoreDriver;
+  readonly #upper: StoreDriver;
+
+  constructor(size: number, lower: StoreDriver, upper: StoreDriver) {
+    this.#size = size;
+    this.#lower = lower;
+    this.#upper = upper;
+  }
+
+  #digest(key: StoreKey): Digest {
+    if (typeof key === "string") {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `Cannot use key "${keyToString(key)}" with a size_partitioning store: it only supports digest keys`,
+      );
+    }
+    return key;
+  }
+
+  #storeFor(key: StoreKey): StoreDriver {
+    return this.#digest(key).size < this.#size ? this.#lower : this.#upper;
+  }
+
+  async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    const lowerIdx: number[] = [];
+    const upperIdx: number[] = [];
+    keys.forEach((k, i) => (this.#digest(k).size < this.#size ? lowerIdx : upperIdx).push(i));
+    const [lower, upper] = await Promise.all([
+      lowerIdx.length ? this.#lower.hasMany(lowerIdx.map((i) => keys[i]!)) : [],
+      upperIdx.length ? this.#upper.hasMany(upperIdx.map((i) => keys[i]!)) : [],
+    ]);
+    const out = new Array<number | undefined>(keys.length);
+    lowerIdx.forEach((i, j) => (out[i] = lower[j]));
+    upperIdx.forEach((i, j) => (out[i] = upper[j]));
+    return out;
+  }
+
+  async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    return await this.#storeFor(key).read(key, options);
+  }
+
+  async write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    let store: StoreDriver;
+    try {
+      store = this.#storeFor(key);
+    } catch (err) {
+      await data.cancel(err).catch(() => {});
+      throw err;
+    }
+    await store.write(key, data, size, options);
+  }
+
+  async delete(key: StoreKey): Promise<boolean> {
+    const store = this.#storeFor(key);
+    if (!store.delete) {
+      throw new CairnError(
+        Code.Unimplemented,
+        `Cannot delete ${keyToString(key)}: ${store.kind} store has no delete`,
+      );
+    }
+    return await store.delete(key);
+  }
+
+  async *list(): AsyncIterable<StoreKey> {
+    for (const store of [this.#lower, this.#upper]) {
+      if (!store.list) {
+        throw new CairnError(Code.Unimplemented, `Cannot list keys: ${store.kind} store has no list`);
+      }
+      for await (const key of store.list()) {
+        if (typeof key !== "string" && (key.size < this.#size) === (store === this.#lower)) yield key;
+      }
+    }
+  }
+
+  async init(stores: StoreLookup): Promise<void> {
+    await this.#lower.init?.(stores);
+    await this.#upper.init?.(stores);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.#lower.close?.(), this.#upper.close?.()]);
+  }
+}
+
+/** Creates a {@linkcode SizePartitioningStore}: sizes below `size` go to `lower`. */
+export function createSizePartitioningStore(
+  size: number,
+  lower: StoreDriver,
+  upper: StoreDriver,
+): SizePartitioningStore {
+  return new SizePartitioningStore(size, lower, upper);
+}
+
+/** Registry factory for `{ size_partitioning: { size, lower_store, upper_store } }`. */
+export const sizePartitioningStoreFactory: StoreFactory = (fields, ctx) => {
+  checkFields(fields, ctx, ["size", "lower_store", "upper_store"]);
+  const size = ctx.number(fields, "size");
+  if (fields.lower_store === undefined) throw ctx.error("lower_store is missing");
+  if (fields.upper_store === undefined) throw ctx.error("upper_store is missing");
+  return new SizePartitioningStore(
+    size,
+    ctx.build(fields.lower_store, "lower_store"),
+    ctx.build(fields.upper_store, "upper_store"),
+  );
+};

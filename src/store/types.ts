@@ -1,0 +1,78 @@
+/**
+ * The store driver: the small core every store kind implements.
+ *
+ * Keys are a digest `{hash, size}` (CAS blobs) or a plain string (action cache entries, keyed by
+ * `actionCacheKey(digest)`, and other named records). Data moves as Web Streams; whole-blob conveniences
+ * are derived once in `helpers.ts`, never written per store.
+ *
+ * @example
+ * ```ts
+ * import type { StoreDriver } from "./types.ts";
+ * const [size] = await store.hasMany([{ hash, size: 42 }]); // 42 or undefined
+ * const stream = await store.read({ hash, size: 42 }, { offset: 10, length: 5 });
+ * ```
+ * @module
+ */
+import type { Digest } from "../digest/digest.ts";
+
+/** A store key: a digest or a string. */
+export type StoreKey = Digest | string;
+
+/** How big an upload is: known exactly (a digest) or bounded. */
+export type UploadSize = { readonly exact: number } | { readonly max: number };
+
+/** Options of {@linkcode StoreDriver.read}. */
+export interface ReadOptions {
+  /** First byte to read (default 0). Past the end is OUT_OF_RANGE; equal to the size yields an empty stream. */
+  readonly offset?: number;
+  /** At most this many bytes (default: to the end). */
+  readonly length?: number;
+  /** Aborts the read and releases its resources. */
+  readonly signal?: AbortSignal;
+}
+
+/** Options of {@linkcode StoreDriver.write}. */
+export interface WriteOptions {
+  /** Aborts the write; nothing is stored. */
+  readonly signal?: AbortSignal;
+}
+
+/** Resolves store names to built stores (for `ref_store` and wrappers that name other stores). */
+export interface StoreLookup {
+  /** The store of that name; throws when there is none. */
+  get(name: string): StoreDriver;
+}
+
+/** The required core of every store kind. */
+export interface StoreDriver {
+  /** The config kind (`memory`, `filesystem`, …), for messages and metrics. */
+  readonly kind: string;
+
+  /** Sizes of many keys at once, in order: the stored size, or `undefined` when absent. */
+  hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]>;
+
+  /**
+   * Opens a byte range of a stored value. Throws NOT_FOUND (a `CairnError`) when the key is absent,
+   * OUT_OF_RANGE when `offset` is past the end. Cancelling the stream releases every resource.
+   */
+  read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>>;
+
+  /**
+   * Stores a value from a stream. The value becomes visible only once the whole stream has been consumed
+   * and checked against `size` (and by wrappers, its hash); on any error nothing is stored.
+   * Wrong size → INVALID_ARGUMENT naming expected and actual.
+   */
+  write(key: StoreKey, data: ReadableStream<Uint8Array>, size: UploadSize, options?: WriteOptions): Promise<void>;
+
+  /** Removes a key; true when it existed. Optional. */
+  delete?(key: StoreKey): Promise<boolean>;
+
+  /** Lists keys (digests for CAS-like stores). Optional. */
+  list?(): AsyncIterable<StoreKey>;
+
+  /** Called once after every store of the config is built (resolve `ref_store` names, start timers…). */
+  init?(stores: StoreLookup): Promise<void>;
+
+  /** Flushes and releases resources at shutdown. */
+  close?(): Promise<void>;
+}

@@ -1,0 +1,580 @@
+/**
+ * The gRPC hot path: a thin envelope layer on `node:http2` server streams. It routes `/pkg.Service/Method`
+ * to a connect-es `ServiceImpl` method, parses and writes length-prefixed frames, honours `grpc-timeout`,
+ * client cancellation, gzip and back-pressure, and ends every call with `grpc-status` trailers. Each call
+ * object is also the impl's `HandlerContext` (headers, signal and context values are made lazily).
+ *
+ * @example
+ * ```ts
+ * import http2 from "node:http2";
+ * import { GrpcHandler } from "./grpc_handler.ts";
+ * import { Health } from "../gen/grpc/health/v1/health_pb.ts";
+ * const grpc = new GrpcHandler({ bindings: [{ service: Health, impl: { check: () => ({ status: 1 }) } }] });
+ * http2.createServer().on("stream", (stream, headers) => grpc.handle(stream, headers));
+ * ```
+ * @module
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import zlib from "node:zlib";
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  fromBinary,
+  isMessage,
+  toBinary,
+} from "@bufbuild/protobuf";
+import {
+  Code as ConnectCode,
+  ConnectError,
+  type ContextValues,
+  createContextValues,
+  type HandlerContext,
+} from "@connectrpc/connect";
+import { CairnError, Code } from "../util/error.ts";
+import { encodeFrame, type Frame, FrameParser, parseGrpcTimeout, parseSingleFrame } from "./grpc_frame.ts";
+import { percentEncode, statusTrailers } from "./grpc_status.ts";
+import { SendBacklog } from "./send_backlog.ts";
+import type { ServiceBinding, TransportLog } from "./types.ts";
+
+/** Options of {@linkcode GrpcHandler}. */
+export interface GrpcHandlerOptions {
+  readonly bindings: readonly ServiceBinding[];
+  /** Compress responses with gzip when the client accepts it. */
+  readonly sendCompression?: "gzip" | "none" | undefined;
+  /** Request encodings accepted besides identity. */
+  readonly acceptCompression?: readonly string[] | undefined;
+  /** Largest accepted message (after decompression). Default 4 MiB. */
+  readonly maxMessageBytes?: number | undefined;
+  readonly log?: TransportLog | undefined;
+}
+
+type Impl = (request: unknown, context: HandlerContext) => unknown;
+
+interface MethodEntry {
+  readonly service: DescService;
+  readonly method: DescMethod;
+  readonly input: DescMessage;
+  readonly output: DescMessage;
+  readonly streamingRequest: boolean;
+  readonly streamingResponse: boolean;
+  readonly impl: Impl | undefined;
+}
+
+/** Responses smaller than this are sent uncompressed even when gzip is on. */
+const COMPRESS_MIN_BYTES = 1024;
+
+/** Serves gRPC (`application/grpc`, `application/grpc+proto`) calls on HTTP/2 streams. */
+export class GrpcHandler {
+  readonly #methods = new Map<string, MethodEntry>();
+  readonly #active = new Set<GrpcCall>();
+  readonly acceptGzip: boolean;
+  readonly sendGzip: boolean;
+  readonly maxMessageBytes: number;
+  readonly log: TransportLog | undefined;
+  /** Bounds what server-streaming calls queue per connection (Deno's http2 writes ignore flow control). */
+  readonly backlog = new SendBacklog(4 * 1024 * 1024);
+
+  constructor(options: GrpcHandlerOptions) {
+    for (const { service, impl } of options.bindings) {
+      for (const method of service.methods) {
+        const fn = impl[method.localName];
+        this.#methods.set(`/${service.typeName}/${method.name}`, {
+          service,
+          method,
+          input: method.input,
+          output: method.output,
+          streamingRequest: method.methodKind === "client_streaming" ||
+            method.methodKind === "bidi_streaming",
+          streamingResponse: method.methodKind === "server_streaming" ||
+            method.methodKind === "bidi_streaming",
+          impl: typeof fn === "function" ? (fn as Impl).bind(impl) : undefined,
+        });
+      }
+    }
+    this.acceptGzip = options.acceptCompression?.includes("gzip") ?? false;
+    this.sendGzip = options.sendCompression === "gzip";
+    this.maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
+    this.log = options.log;
+  }
+
+  /** Whether `contentType` is a gRPC protobuf request this handler serves. */
+  static accepts(contentType: string | undefined): boolean {
+    return contentType === "application/grpc" || contentType === "application/grpc+proto";
+  }
+
+  /** Calls in flight. */
+  get activeCalls(): number {
+    return this.#active.size;
+  }
+
+  /** Serves one HTTP/2 stream whose content-type passed {@linkcode GrpcHandler.accepts}. */
+  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on("error", ignore);
+    const path = headers[":path"];
+    const entry = path === undefined ? undefined : this.#methods.get(path);
+    if (entry === undefined) {
+      return trailersOnly(stream, Code.Unimplemented, `Unknown gRPC method ${path}`);
+    }
+    if (entry.impl === undefined) {
+      return trailersOnly(
+        stream,
+        Code.Unimplemented,
+        `${entry.service.typeName}.${entry.method.name} is not implemented`,
+      );
+    }
+    if (headers[":method"] !== "POST") {
+      return trailersOnly(stream, Code.Unimplemented, `gRPC requires POST, not ${headers[":method"]}`);
+    }
+    const encoding = headers["grpc-encoding"];
+    let gzipIn = false;
+    if (encoding !== undefined && encoding !== "identity") {
+      if (encoding !== "gzip" || !this.acceptGzip) {
+        return trailersOnly(stream, Code.Unimplemented, `Compression "${encoding}" is not supported`);
+      }
+      gzipIn = true;
+    }
+    const gzipOut = this.sendGzip && acceptsGzip(headers["grpc-accept-encoding"]);
+    let timeoutMs: number | undefined;
+    try {
+      timeoutMs = parseGrpcTimeout(headers["grpc-timeout"] as string | undefined);
+    } catch (err) {
+      return trailersOnly(stream, Code.InvalidArgument, (err as Error).message);
+    }
+    const call = new GrpcCall(this, stream, headers, entry, gzipIn, gzipOut);
+    this.#active.add(call);
+    call.start(timeoutMs);
+  }
+
+  /** Ends every call in flight with `reason` (UNAVAILABLE on shutdown) and aborts its handler's signal. */
+  abortAll(reason: ConnectError): void {
+    for (const call of [...this.#active]) call.cancel(reason);
+  }
+
+  /** @internal */
+  release(call: GrpcCall): void {
+    this.#active.delete(call);
+  }
+}
+
+const enum State {
+  /** Nothing sent yet: an error goes out as a trailers-only response. */
+  Idle,
+  /** Headers sent, messages may follow. */
+  Open,
+  /** Trailers are queued (the stream was ended). */
+  Ending,
+  /** Finished or torn down. */
+  Done,
+}
+
+/** One gRPC call in flight; also the handler's `HandlerContext`. */
+class GrpcCall implements HandlerContext {
+  readonly method: DescMethod;
+  readonly service: DescService;
+  readonly protocolName = "grpc";
+  readonly requestMethod = "POST";
+
+  readonly #owner: GrpcHandler;
+  readonly #stream: ServerHttp2Stream;
+  readonly #headers: IncomingHttpHeaders;
+  readonly #entry: MethodEntry;
+  readonly #gzipIn: boolean;
+  readonly #gzipOut: boolean;
+  #state = State.Idle;
+  #deadline: number | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #abortController: AbortController | undefined;
+  #abortReason: unknown;
+  #requestHeader: Headers | undefined;
+  #responseHeader: Headers | undefined;
+  #responseTrailer: Headers | undefined;
+  #values: ContextValues | undefined;
+  #chunks: Uint8Array[] = [];
+  #received = 0;
+  #trailers: Record<string, string> = OK_TRAILERS;
+
+  constructor(
+    owner: GrpcHandler,
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    entry: MethodEntry,
+    gzipIn: boolean,
+    gzipOut: boolean,
+  ) {
+    this.#owner = owner;
+    this.#stream = stream;
+    this.#headers = headers;
+    this.#entry = entry;
+    this.method = entry.method;
+    this.service = entry.service;
+    this.#gzipIn = gzipIn;
+    this.#gzipOut = gzipOut;
+  }
+
+  // ---- HandlerContext ----
+
+  get signal(): AbortSignal {
+    if (this.#abortController === undefined) {
+      this.#abortController = new AbortController();
+      if (this.#abortReason !== undefined) this.#abortController.abort(this.#abortReason);
+    }
+    return this.#abortController.signal;
+  }
+
+  timeoutMs(): number | undefined {
+    return this.#deadline === undefined ? undefined : this.#deadline - Date.now();
+  }
+
+  get requestHeader(): Headers {
+    if (this.#requestHeader === undefined) {
+      const h = new Headers();
+      for (const key in this.#headers) {
+        if (key.charCodeAt(0) === 58 /* : */) continue;
+        const v = this.#headers[key];
+        if (Array.isArray(v)) { for (const x of v) h.append(key, x); }
+        else if (v !== undefined) h.append(key, v);
+      }
+      this.#requestHeader = h;
+    }
+    return this.#requestHeader;
+  }
+
+  get responseHeader(): Headers {
+    return (this.#responseHeader ??= new Headers());
+  }
+
+  get responseTrailer(): Headers {
+    return (this.#responseTrailer ??= new Headers());
+  }
+
+  get values(): ContextValues {
+    return (this.#values ??= createContextValues());
+  }
+
+  get url(): string {
+    const h = this.#headers;
+    return `${h[":scheme"] ?? "http"}://${h[":authority"] ?? "localhost"}${h[":path"]}`;
+  }
+
+  // ---- call lifecycle ----
+
+  start(timeoutMs: number | undefined): void {
+    const stream = this.#stream;
+    (stream as TaggedStream)[kCall] = this;
+    stream.on("close", GrpcCall.#onClose);
+    if (timeoutMs !== undefined) {
+      this.#deadline = Date.now() + timeoutMs;
+      this.#timer = setTimeout(GrpcCall.#onDeadline, timeoutMs, this);
+    }
+    if (this.#entry.streamingRequest) {
+      this.#invoke(this.#readMessages());
+    } else {
+      stream.on("data", GrpcCall.#onData);
+      stream.on("end", GrpcCall.#onEnd);
+    }
+  }
+
+  /** Ends the call with `reason` and aborts the handler (client gone, deadline, shutdown). */
+  cancel(reason: ConnectError): void {
+    this.#fail(reason);
+    this.#finish(reason);
+  }
+
+  // Stream listeners are shared (no closures per call); the stream carries its call under kCall.
+  static #onData(this: ServerHttp2Stream, chunk: Uint8Array): void {
+    (this as TaggedStream)[kCall].#data(chunk);
+  }
+
+  static #onEnd(this: ServerHttp2Stream): void {
+    (this as TaggedStream)[kCall].#end();
+  }
+
+  static #onWantTrailers(this: ServerHttp2Stream): void {
+    (this as TaggedStream)[kCall].#wantTrailers();
+  }
+
+  static #onClose(this: ServerHttp2Stream): void {
+    (this as TaggedStream)[kCall].#closed();
+  }
+
+  static #onDeadline(call: GrpcCall): void {
+    call.#timer = undefined;
+    call.cancel(new ConnectError("Deadline exceeded", ConnectCode.DeadlineExceeded));
+  }
+
+  #data(chunk: Uint8Array): void {
+    if (this.#state >= State.Ending) return;
+    this.#received += chunk.byteLength;
+    if (this.#received > this.#owner.maxMessageBytes + 5) {
+      this.#chunks = [];
+      this.#stream.off("data", GrpcCall.#onData);
+      this.#stream.resume();
+      return this.cancel(
+        new ConnectError(
+          `Cannot accept a gRPC message over ${this.#owner.maxMessageBytes} bytes (max_decoding_message_size)`,
+          ConnectCode.ResourceExhausted,
+        ),
+      );
+    }
+    this.#chunks.push(chunk);
+  }
+
+  #end(): void {
+    if (this.#state >= State.Ending) return;
+    const chunks = this.#chunks;
+    this.#chunks = [];
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#received);
+    let request: unknown;
+    try {
+      request = this.#decode(parseSingleFrame(body, this.#owner.maxMessageBytes));
+    } catch (err) {
+      return this.#fail(err);
+    }
+    this.#invoke(request);
+  }
+
+  #invoke(request: unknown): void {
+    let result: unknown;
+    try {
+      result = this.#entry.impl!(request, this);
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (this.#entry.streamingResponse) {
+      void this.#pump(result as AsyncIterable<unknown>);
+    } else if (result instanceof Promise) {
+      result.then((r) => this.#sendUnary(r), (err) => this.#fail(err));
+    } else {
+      this.#sendUnary(result);
+    }
+  }
+
+  #sendUnary(result: unknown): void {
+    if (this.#state !== State.Idle) return;
+    let frame: Uint8Array;
+    try {
+      frame = this.#frame(result);
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (!this.#respond()) return;
+    this.#state = State.Ending;
+    this.#trailers = this.#responseTrailer ? withTrailers(OK_TRAILERS, this.#responseTrailer) : OK_TRAILERS;
+    this.#stream.end(frame);
+  }
+
+  async #pump(messages: AsyncIterable<unknown>): Promise<void> {
+    const stream = this.#stream;
+    try {
+      for await (const message of messages) {
+        if (this.#state >= State.Ending) return;
+        const frame = this.#frame(message);
+        if (this.#state === State.Idle && !this.#respond()) return;
+        if (!stream.write(frame)) await drained(stream);
+        await this.#owner.backlog.wait(stream.session, frame.byteLength, () => this.#state >= State.Ending);
+        if (this.#state >= State.Ending) return;
+      }
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (this.#state >= State.Ending) return;
+    if (this.#state === State.Idle && !this.#respond()) return;
+    this.#state = State.Ending;
+    this.#trailers = this.#responseTrailer ? withTrailers(OK_TRAILERS, this.#responseTrailer) : OK_TRAILERS;
+    stream.end();
+  }
+
+  async *#readMessages(): AsyncGenerator<unknown> {
+    const parser = new FrameParser(this.#owner.maxMessageBytes);
+    const stream = this.#stream;
+    for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>) {
+      parser.push(chunk);
+      for (let frame = parser.next(); frame !== undefined; frame = parser.next()) {
+        yield this.#decode(frame);
+      }
+    }
+    if (this.#abortReason !== undefined) throw this.#abortReason;
+    parser.finish();
+  }
+
+  #decode(frame: Frame): unknown {
+    let data = frame.data;
+    if (frame.compressed) {
+      if (!this.#gzipIn) {
+        throw new CairnError(Code.Internal, "Invalid gRPC request: compressed message without grpc-encoding");
+      }
+      try {
+        data = zlib.gunzipSync(data, { maxOutputLength: this.#owner.maxMessageBytes });
+      } catch (err) {
+        if (err instanceof RangeError) {
+          throw new CairnError(
+            Code.ResourceExhausted,
+            `Cannot accept a gRPC message over ${this.#owner.maxMessageBytes} bytes (max_decoding_message_size)`,
+          );
+        }
+        throw new CairnError(
+          Code.Internal,
+          `Invalid gRPC request: cannot gunzip message: ${(err as Error).message}`,
+        );
+      }
+    }
+    try {
+      return fromBinary(this.#entry.input, data);
+    } catch (err) {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `Cannot decode ${this.#entry.input.typeName}: ${(err as Error).message}`,
+      );
+    }
+  }
+
+  #frame(message: unknown): Uint8Array {
+    const schema = this.#entry.output;
+    const bytes = toBinary(schema, isMessage(message, schema) ? message : create(schema, message as never));
+    if (this.#gzipOut && bytes.byteLength >= COMPRESS_MIN_BYTES) {
+      return encodeFrame(zlib.gzipSync(bytes), true);
+    }
+    return encodeFrame(bytes, false);
+  }
+
+  /** Sends response headers; false when the stream is gone. */
+  #respond(): boolean {
+    const stream = this.#stream;
+    if (stream.destroyed || stream.closed) {
+      this.#state = State.Done;
+      return false;
+    }
+    const headers: OutgoingHttpHeaders = this.#gzipOut
+      ? {
+        ":status": 200,
+        "content-type": "application/grpc",
+        "grpc-encoding": "gzip",
+        "grpc-accept-encoding": "gzip",
+      }
+      : { ":status": 200, "content-type": "application/grpc" };
+    if (this.#owner.acceptGzip) headers["grpc-accept-encoding"] = "gzip";
+    if (this.#responseHeader) { for (const [k, v] of this.#responseHeader) headers[k] = v; }
+    try {
+      stream.respond(headers, { waitForTrailers: true });
+    } catch {
+      this.#state = State.Done;
+      return false;
+    }
+    stream.once("wantTrailers", GrpcCall.#onWantTrailers);
+    this.#state = State.Open;
+    return true;
+  }
+
+  #wantTrailers(): void {
+    const stream = this.#stream;
+    if (!stream.destroyed && !stream.closed) stream.sendTrailers(this.#trailers);
+    this.#state = State.Done;
+  }
+
+  #fail(err: unknown): void {
+    if (this.#state >= State.Ending) return;
+    if (!(err instanceof CairnError) && !(err instanceof ConnectError)) {
+      this.#owner.log?.warn(`gRPC ${this.#headers[":path"]} failed:`, err);
+    }
+    let trailers = statusTrailers(err);
+    if (this.#responseTrailer) trailers = withTrailers(trailers, this.#responseTrailer);
+    const stream = this.#stream;
+    if (stream.destroyed || stream.closed) {
+      this.#state = State.Done;
+      return;
+    }
+    if (this.#state === State.Idle) {
+      this.#state = State.Done;
+      stream.resume();
+      try {
+        const headers: OutgoingHttpHeaders = {
+          ":status": 200,
+          "content-type": "application/grpc",
+          ...trailers,
+        };
+        if (this.#responseHeader) { for (const [k, v] of this.#responseHeader) headers[k] ??= v; }
+        stream.respond(headers, { endStream: true });
+      } catch {
+        // the stream went away meanwhile
+      }
+      return;
+    }
+    this.#state = State.Ending;
+    this.#trailers = trailers;
+    stream.end();
+  }
+
+  #closed(): void {
+    if (this.#state !== State.Done) {
+      this.#state = State.Done;
+      this.#finish(new ConnectError("The client cancelled the call", ConnectCode.Canceled));
+    } else {
+      this.#finish(undefined);
+    }
+  }
+
+  /** Releases the call; aborts the handler's signal (with `reason`, or plainly on completion). */
+  #finish(reason: unknown): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    this.#owner.release(this);
+    if (this.#abortReason !== undefined) return;
+    this.#abortReason = reason ?? CALL_COMPLETE;
+    this.#abortController?.abort(this.#abortReason);
+  }
+}
+
+/** The abort reason of a call's signal once it completed normally (shared: creating one per call is costly). */
+const CALL_COMPLETE = new DOMException("The call is complete", "AbortError");
+
+const kCall = Symbol("cairn.grpcCall");
+type TaggedStream = ServerHttp2Stream & { [kCall]: GrpcCall };
+
+const OK_TRAILERS: Record<string, string> = { "grpc-status": "0" };
+
+function withTrailers(base: Record<string, string>, extra: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of extra) out[k] = v;
+  return Object.assign(out, base);
+}
+
+function acceptsGzip(header: string | string[] | undefined): boolean {
+  if (header === undefined) return false;
+  const s = Array.isArray(header) ? header.join(",") : header;
+  return s.split(",").some((e) => e.trim() === "gzip");
+}
+
+/** A trailers-only response: the status rides on the HEADERS frame that ends the stream. */
+function trailersOnly(stream: ServerHttp2Stream, code: Code, message: string): void {
+  stream.resume();
+  if (stream.destroyed || stream.closed) return;
+  try {
+    stream.respond({
+      ":status": 200,
+      "content-type": "application/grpc",
+      "grpc-status": String(code),
+      "grpc-message": percentEncode(message),
+    }, { endStream: true });
+  } catch {
+    // the client went away
+  }
+}
+
+function drained(stream: ServerHttp2Stream): Promise<void> {
+  if (stream.destroyed || stream.closed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
+function ignore(): void {}

@@ -1,0 +1,61 @@
+/**
+ * Send-side back-pressure for HTTP/2 streams under Deno. Deno's `node:http2` acknowledges stream writes
+ * (return value, 'drain', write callbacks) at once, whatever the peer's flow-control window, so a slow
+ * reader would make the server queue without bound. The bytes that really left are visible on the
+ * session's socket (`bytesWritten`), so writers note what they queued and wait while a session's backlog
+ * (queued minus sent) is above a limit.
+ *
+ * @example
+ * ```ts
+ * import { SendBacklog } from "./send_backlog.ts";
+ * const backlog = new SendBacklog(2 << 20);
+ * // after stream.write(frame): await backlog.wait(stream.session, frame.byteLength, signal);
+ * ```
+ * @module
+ */
+import type { Http2Session } from "node:http2";
+
+interface SessionCount {
+  /** Bytes written by us through the session's streams. */
+  queued: number;
+  /** socket.bytesWritten when counting began. */
+  base: number;
+}
+
+const POLL_MS = 5;
+
+/** Tracks queued-but-unsent bytes per HTTP/2 session. */
+export class SendBacklog {
+  readonly #limit: number;
+  readonly #sessions = new WeakMap<Http2Session, SessionCount>();
+
+  constructor(limitBytes: number) {
+    this.#limit = limitBytes;
+  }
+
+  /** Bytes queued on `session` that have not reached the socket yet. */
+  backlog(session: Http2Session): number {
+    const c = this.#sessions.get(session);
+    if (!c) return 0;
+    return c.queued - (sentBytes(session) - c.base);
+  }
+
+  /** Records `bytes` just written on `session`, then waits until its backlog is under the limit. */
+  async wait(session: Http2Session | undefined, bytes: number, isGone: () => boolean): Promise<void> {
+    if (!session) return;
+    let c = this.#sessions.get(session);
+    if (!c) {
+      c = { queued: 0, base: sentBytes(session) };
+      this.#sessions.set(session, c);
+    }
+    c.queued += bytes;
+    while (c.queued - (sentBytes(session) - c.base) > this.#limit) {
+      if (isGone() || session.destroyed || session.closed && session.socket == null) return;
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+  }
+}
+
+function sentBytes(session: Http2Session): number {
+  return (session.socket as { bytesWritten?: number } | undefined)?.bytesWritten ?? 0;
+}

@@ -1,0 +1,77 @@
+/**
+ * The seam between services and the wire.
+ *
+ * A service is a connect-es `ServiceImpl` (methods take `(request, HandlerContext)`), written once. The
+ * transport serves every binding over plain gRPC (a thin envelope layer on `node:http2` streams, the hot
+ * path) and over Connect and gRPC-Web (connect-node). Plain HTTP endpoints (health JSON, Bazel's HTTP
+ * cache) are web-standard `Request → Response` handlers.
+ *
+ * @example
+ * ```ts
+ * import type { ServiceBinding } from "./types.ts";
+ * const binding: ServiceBinding = bindService(Health, { check: async () => ({ status: 1 }) });
+ * ```
+ * @module
+ */
+import type { DescService } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+
+/** One RPC service and its implementation (build one with `bindService`). */
+export interface ServiceBinding {
+  readonly service: DescService;
+  // deno-lint-ignore no-explicit-any
+  readonly impl: Partial<ServiceImpl<any>>;
+}
+
+/**
+ * A plain HTTP route. Returns `undefined` when the request is not its own so the next route may take it.
+ * The request body is a stream; large bodies must be streamed, not buffered.
+ */
+export type HttpRoute = (request: Request) => Promise<Response | undefined> | Response | undefined;
+
+/** TLS of a listener (NativeLink's `tls`; `ca_file` + `verify_client` is the older spelling of mTLS). */
+export interface ListenerTlsConfig {
+  readonly cert_file: string;
+  readonly key_file: string;
+  /** CA that client certificates must chain to; setting it turns on mTLS. */
+  readonly client_ca_file?: string | undefined;
+  readonly client_crl_file?: string | undefined;
+  readonly ca_file?: string | undefined;
+  readonly verify_client?: boolean | undefined;
+}
+
+/** Per-listener gRPC compression. */
+export interface ListenerCompressionConfig {
+  /** Compress responses with this (when the client accepts it). */
+  readonly send_compression_algorithm?: "gzip" | "none" | undefined;
+  /** Request encodings accepted besides identity. */
+  readonly accepted_compression_algorithms?: readonly ("gzip" | "none")[] | undefined;
+}
+
+/** The HTTP/2 tuning knobs the transport honours (NativeLink's `advanced_http`). */
+export interface ListenerAdvancedHttpConfig {
+  readonly http2_keep_alive_interval?: number | undefined;
+  readonly experimental_http2_initial_stream_window_size?: number | undefined;
+  readonly experimental_http2_initial_connection_window_size?: number | undefined;
+  readonly experimental_http2_max_frame_size?: number | undefined;
+  readonly experimental_http2_max_concurrent_streams?: number | undefined;
+  readonly experimental_http2_max_header_list_size?: number | undefined;
+}
+
+/** The canonical HTTP listener of a server, as NativeLink's `HttpListener` (snake_case). */
+export interface HttpListenerConfig {
+  /** `host:port`, `[v6]:port` or `:port` (all interfaces). Port 0 picks a free port. */
+  readonly socket_address: string;
+  readonly tls?: ListenerTlsConfig | undefined;
+  readonly compression?: ListenerCompressionConfig | undefined;
+  readonly advanced_http?: ListenerAdvancedHttpConfig | undefined;
+  /** Largest accepted (decompressed) gRPC message in bytes. Default 8 MiB (a full 4 MiB batch plus its framing fits). */
+  readonly max_decoding_message_size?: number | undefined;
+}
+
+/** Where the transport reports what it cannot hand back to a caller. `console` fits. */
+export interface TransportLog {
+  debug(message: string, ...data: unknown[]): void;
+  warn(message: string, ...data: unknown[]): void;
+  error(message: string, ...data: unknown[]): void;
+}

@@ -1,0 +1,353 @@
+/**
+ * The sandbox every action runs in.
+ *
+ * `bwrap` (bubblewrap, `/usr/bin/bwrap`): a fresh mount namespace holding only the action's input root
+ * (its action directory bound read-write at its own path, so relative Bazel paths and the working directory work unchanged),
+ * the read-only toolchain paths (`sandbox_paths`, default the system's `/usr`, `/bin`, `/lib`, `/lib64`,
+ * `/lib32`, `/etc`, `/sbin`; symlinked ones such as `/bin → usr/bin` are recreated as symlinks), a fresh
+ * `/proc`, a minimal `/dev` and an empty `/tmp`. It has its own PID, IPC, UTS and cgroup namespaces and no
+ * network (a loopback-less network namespace) unless the action is allowed network. `--die-with-parent`
+ * and the PID namespace mean killing bwrap kills every process of the action: nothing is left behind,
+ * whether the action ends, times out or is killed.
+ *
+ * When the worker runs as root, the sandbox keeps no user namespace and drops to an unprivileged user
+ * (`setpriv`, uid/gid 65534 by default) with no capabilities, so an action cannot write to its
+ * hard-linked inputs (shared with the worker's CAS) or change their mode. As a non-root user bwrap adds a
+ * user namespace (`--unshare-user`) and the action runs as that user.
+ *
+ * `none`: the command runs directly in the input root in its own session (`setsid`); the whole process
+ * group is killed at the end or on timeout. No isolation; for hosts without bwrap (opt-in only).
+ *
+ * stdout and stderr are streamed to files as they arrive (never held in memory), so a timed-out action's
+ * output so far is kept.
+ *
+ * @example
+ * ```ts
+ * import { createSandbox } from "./sandbox.ts";
+ * const sandbox = await createSandbox({ kind: "bwrap" });
+ * const r = await sandbox.run({
+ *   argv: ["/bin/sh", "-c", "echo hi"], cwd: "/work/a/root", writableDir: "/work/a",
+ *   env: {}, stdoutPath: "/work/a/stdout", stderrPath: "/work/a/stderr", timeoutMs: 10_000,
+ * });
+ * console.log(r.exitCode, r.timedOut);
+ * ```
+ * @module
+ */
+import { CairnError, Code } from "../util/error.ts";
+
+/** Which isolation to use. */
+export type SandboxKind = "bwrap" | "none";
+
+/** Options of {@linkcode createSandbox}. */
+export interface SandboxOptions {
+  readonly kind: SandboxKind;
+  /** Host paths bound read-only (default: the system directories that exist). */
+  readonly readOnlyPaths?: readonly string[];
+  /** The bwrap binary (default `/usr/bin/bwrap`, else `bwrap` on PATH). */
+  readonly bwrapPath?: string;
+  /** uid/gid actions run as when the worker is root (default 65534, "nobody"). */
+  readonly actionUser?: { readonly uid: number; readonly gid: number };
+}
+
+/** One command to run. */
+export interface SandboxRun {
+  /** argv[0] and arguments (argv[0] resolved against PATH of `env` when relative without a slash). */
+  readonly argv: readonly string[];
+  /** The directory bound read-write at its own path (the action directory holding the input root). */
+  readonly writableDir: string;
+  /** Working directory (inside `writableDir`). */
+  readonly cwd: string;
+  /** The complete environment of the command. */
+  readonly env: Readonly<Record<string, string>>;
+  readonly stdoutPath: string;
+  readonly stderrPath: string;
+  /** Kill after this many milliseconds (0 = no limit). */
+  readonly timeoutMs: number;
+  /** Share the host network (default false: no network at all). */
+  readonly allowNetwork?: boolean;
+  /** Kills the command when aborted (e.g. KillExecution). */
+  readonly signal?: AbortSignal;
+}
+
+/** How the command ended. */
+export interface SandboxResult {
+  /** Exit code; 128+N when killed by signal N. */
+  readonly exitCode: number;
+  /** Killed because `timeoutMs` passed. */
+  readonly timedOut: boolean;
+  /** Killed because `signal` was aborted. */
+  readonly killed: boolean;
+  readonly startedAt: Date;
+  readonly endedAt: Date;
+}
+
+/** Runs commands in isolation. */
+export interface Sandbox {
+  readonly kind: SandboxKind;
+  /** The uid/gid the action runs as, when the worker must hand it its directories (root workers). */
+  readonly actionUser: { readonly uid: number; readonly gid: number } | undefined;
+  run(run: SandboxRun): Promise<SandboxResult>;
+}
+
+/** System directories bound read-only by default, where they exist. */
+export const DEFAULT_SANDBOX_PATHS: readonly string[] = [
+  "/usr",
+  "/bin",
+  "/lib",
+  "/lib64",
+  "/lib32",
+  "/etc",
+  "/sbin",
+];
+
+const SETPRIV = "/usr/bin/setpriv";
+
+/**
+ * Checks that the sandbox can work here and returns it. With `kind: "bwrap"` a missing bwrap (or, for
+ * root workers, a missing `setpriv`) is FAILED_PRECONDITION with a message naming `sandbox: "none"`.
+ */
+export async function createSandbox(options: SandboxOptions): Promise<Sandbox> {
+  const isRoot = Deno.uid() === 0;
+  if (options.kind === "none") {
+    const setsid = await exists("/usr/bin/setsid") ? "/usr/bin/setsid" : await which("setsid");
+    if (!setsid) {
+      throw new CairnError(Code.FailedPrecondition, "Cannot start worker: setsid (util-linux) is missing");
+    }
+    return new NoSandbox(setsid);
+  }
+  const bwrap = options.bwrapPath ??
+    (await exists("/usr/bin/bwrap") ? "/usr/bin/bwrap" : await which("bwrap"));
+  if (!bwrap || !(await exists(bwrap))) {
+    throw new CairnError(
+      Code.FailedPrecondition,
+      `Cannot start worker: bubblewrap (bwrap) is not installed, and actions must run sandboxed. ` +
+        `Install bubblewrap, or set sandbox: "none" in the worker config to run actions without isolation`,
+    );
+  }
+  if (isRoot && !(await exists(SETPRIV))) {
+    throw new CairnError(
+      Code.FailedPrecondition,
+      `Cannot start worker: ${SETPRIV} (util-linux) is needed to drop root inside the bwrap sandbox`,
+    );
+  }
+  const paths = options.readOnlyPaths ?? DEFAULT_SANDBOX_PATHS;
+  const mounts: string[] = [];
+  for (const p of paths) {
+    if (!p.startsWith("/")) {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `Invalid sandbox_paths entry "${p}": must be an absolute path`,
+      );
+    }
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(p);
+    } catch {
+      if (options.readOnlyPaths) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `Invalid sandbox_paths entry "${p}": no such file or directory`,
+        );
+      }
+      continue;
+    }
+    if (info.isSymlink) mounts.push("--symlink", await Deno.readLink(p), p);
+    else mounts.push("--ro-bind", p, p);
+  }
+  if (isRoot && !paths.some((p) => SETPRIV === p || SETPRIV.startsWith(p.endsWith("/") ? p : `${p}/`))) {
+    mounts.push("--ro-bind", SETPRIV, SETPRIV);
+  }
+  const user = isRoot ? (options.actionUser ?? { uid: 65534, gid: 65534 }) : undefined;
+  return new BwrapSandbox(bwrap, mounts, user);
+}
+
+/** `/a`, `/a/b` for `/a/b/c`: the directories above a path, outermost first. */
+export function ancestorDirs(path: string): string[] {
+  const parts = path.split("/").filter(Boolean);
+  return parts.slice(0, -1).map((_, i) => "/" + parts.slice(0, i + 1).join("/"));
+}
+
+class BwrapSandbox implements Sandbox {
+  readonly kind = "bwrap";
+  #bwrap: string;
+  #mounts: readonly string[];
+  #user: { uid: number; gid: number } | undefined;
+
+  constructor(bwrap: string, mounts: readonly string[], user: { uid: number; gid: number } | undefined) {
+    this.#bwrap = bwrap;
+    this.#mounts = mounts;
+    this.#user = user;
+  }
+
+  get actionUser() {
+    return this.#user;
+  }
+
+  run(run: SandboxRun): Promise<SandboxResult> {
+    const args = [
+      "--die-with-parent",
+      "--new-session",
+      "--unshare-pid",
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--unshare-cgroup-try",
+      ...(this.#user ? [] : ["--unshare-user"]),
+      ...(run.allowNetwork ? [] : ["--unshare-net"]),
+      ...this.#mounts,
+      "--proc",
+      "/proc",
+      "--dev",
+      "/dev",
+      "--perms",
+      "1777",
+      "--tmpfs",
+      "/tmp",
+      // bwrap would create the bind target's missing parents with mode 0700, which the unprivileged action
+      // user cannot traverse; create them world-traversable first.
+      ...ancestorDirs(run.writableDir).flatMap((d) => ["--perms", "0755", "--dir", d]),
+      "--bind",
+      run.writableDir,
+      run.writableDir,
+      "--chdir",
+      run.cwd,
+      "--",
+      ...(this.#user
+        ? [
+          SETPRIV,
+          `--reuid=${this.#user.uid}`,
+          `--regid=${this.#user.gid}`,
+          "--clear-groups",
+          "--inh-caps=-all",
+          "--bounding-set=-all",
+          "--",
+        ]
+        : []),
+      ...run.argv,
+    ];
+    return spawnAndWait(this.#bwrap, args, run, "/", false);
+  }
+}
+
+class NoSandbox implements Sandbox {
+  readonly kind = "none";
+  readonly actionUser = undefined;
+  #setsid: string;
+
+  constructor(setsid: string) {
+    this.#setsid = setsid;
+  }
+
+  run(run: SandboxRun): Promise<SandboxResult> {
+    return spawnAndWait(this.#setsid, [...run.argv], run, run.cwd, true);
+  }
+}
+
+async function spawnAndWait(
+  program: string,
+  args: string[],
+  run: SandboxRun,
+  cwd: string,
+  killGroup: boolean,
+): Promise<SandboxResult> {
+  if (run.argv.length === 0) {
+    throw new CairnError(Code.InvalidArgument, "Cannot run an action with an empty command");
+  }
+  const stdout = await Deno.open(run.stdoutPath, { write: true, create: true, truncate: true });
+  const stderr = await Deno.open(run.stderrPath, { write: true, create: true, truncate: true });
+  const startedAt = new Date();
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(program, {
+      args,
+      cwd,
+      env: { ...run.env },
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (err) {
+    stdout.close();
+    stderr.close();
+    throw new CairnError(Code.Internal, `Cannot start ${program}: ${(err as Error).message}`, { cause: err });
+  }
+  let timedOut = false;
+  let killed = false;
+  const kill = () => {
+    try {
+      if (killGroup) Deno.kill(-child.pid, "SIGKILL");
+      else child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  };
+  const timer = run.timeoutMs > 0
+    ? setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, run.timeoutMs)
+    : undefined;
+  const onAbort = () => {
+    killed = true;
+    kill();
+  };
+  if (run.signal?.aborted) onAbort();
+  run.signal?.addEventListener("abort", onAbort, { once: true });
+  const stopPumps = new AbortController();
+  const pumps = Promise.all([
+    child.stdout.pipeTo(stdout.writable, { signal: stopPumps.signal }).catch(() => {}),
+    child.stderr.pipeTo(stderr.writable, { signal: stopPumps.signal }).catch(() => {}),
+  ]);
+  try {
+    const status = await child.status;
+    // In `none` mode, background processes of the action's group die with it.
+    if (killGroup) kill();
+    // A process that escaped (only possible without bwrap) may hold the pipes open: stop waiting soon.
+    const grace = setTimeout(() => stopPumps.abort(), 2000);
+    await pumps;
+    clearTimeout(grace);
+    const endedAt = new Date();
+    const exitCode = status.signal ? 128 + signalNumber(status.signal) : status.code;
+    return { exitCode, timedOut, killed: killed && !timedOut, startedAt, endedAt };
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+    run.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+function signalNumber(signal: Deno.Signal): number {
+  const table: Partial<Record<Deno.Signal, number>> = {
+    SIGHUP: 1,
+    SIGINT: 2,
+    SIGQUIT: 3,
+    SIGILL: 4,
+    SIGTRAP: 5,
+    SIGABRT: 6,
+    SIGBUS: 7,
+    SIGFPE: 8,
+    SIGKILL: 9,
+    SIGUSR1: 10,
+    SIGSEGV: 11,
+    SIGUSR2: 12,
+    SIGPIPE: 13,
+    SIGALRM: 14,
+    SIGTERM: 15,
+  };
+  return table[signal] ?? 0;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function which(name: string): Promise<string | undefined> {
+  for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
+    if (dir && await exists(`${dir}/${name}`)) return `${dir}/${name}`;
+  }
+  return undefined;
+}

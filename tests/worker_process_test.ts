@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { parseConfig } from "../src/config/mod.ts";
+import { workerProcessCommand } from "../src/worker/permissions.ts";
+import { startTestReapiServer } from "../src/worker/test_reapi_server.ts";
+import { blob, FakeScheduler, start, uploadAction } from "./worker_fixtures.ts";
+
+Deno.test("worker process: runs with derived permissions, reaches server stores over --cas-endpoint, exits on SIGTERM", async () => {
+  const scheduler = new FakeScheduler();
+  const server = await startTestReapiServer({ workerApi: scheduler.impl });
+  const dir = await Deno.makeTempDir({ prefix: "cairn-worker-process-" });
+  const configPath = `${dir}/cairn.json5`;
+  const text = JSON.stringify({
+    stores: [
+      { name: "CAS_MAIN", filesystem: { content_path: `${dir}/server-cas`, temp_path: `${dir}/server-tmp` } },
+      { name: "AC_MAIN", memory: {} },
+      {
+        name: "WORKER_CAS",
+        fast_slow: {
+          fast: { filesystem: { content_path: `${dir}/worker-cas`, temp_path: `${dir}/worker-tmp` } },
+          slow: { ref_store: { name: "CAS_MAIN" } },
+        },
+      },
+    ],
+    workers: [{
+      local: {
+        worker_api_endpoint: { uri: server.address },
+        cas_fast_slow_store: "WORKER_CAS",
+        upload_action_result: { ac_store: "AC_MAIN" },
+        work_directory: `${dir}/work`,
+        platform_properties: { cpu_count: { query_cmd: "nproc" } },
+      },
+    }],
+    servers: [{
+      listener: { http: { socket_address: "127.0.0.1:50051" } },
+      services: {
+        cas: [{ instance_name: "main", cas_store: "CAS_MAIN" }],
+        ac: [{ instance_name: "main", ac_store: "AC_MAIN" }],
+      },
+    }],
+  });
+  await Deno.writeTextFile(configPath, text);
+  const config = parseConfig(text, configPath);
+  const [program, ...args] = workerProcessCommand(config, configPath, { casEndpoint: server.address });
+  const child = new Deno.Command(program!, { args, stdout: "piped", stderr: "piped" }).spawn();
+  try {
+    await scheduler.waitFor(() => scheduler.hellos[0], 60_000);
+    const a = uploadAction(server, { arguments: ["/bin/sh", "-c", "cat src/data.txt"] }, {
+      "src/data.txt": "hello",
+    });
+    start(scheduler, "op-p1", a);
+    const u = await scheduler.waitFor(() => scheduler.terminal("op-p1"));
+    const r = u.update.case === "response" ? u.update.value.result : undefined;
+    assert.equal(r?.exitCode, 0, u.update.case === "internalError" ? u.update.value.message : "");
+    assert.equal(await blob(server, r?.stdoutDigest), "hello");
+    // The server's filesystem store directory was never opened by the worker process.
+    await assert.rejects(Deno.stat(`${dir}/server-cas`));
+    // The AC write went to the parent over gRPC.
+    assert.equal(server.actionResults.size, 1);
+    child.kill("SIGTERM");
+    const status = await child.status;
+    assert.equal(status.code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await child.stdout.cancel();
+    await child.stderr.cancel();
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
