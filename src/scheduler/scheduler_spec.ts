@@ -11,7 +11,7 @@
  * @module
  */
 
-/** How a platform property is matched: see {@linkcode PropertyMatcher}. */
+/** How a platform property is matched (see `property_matcher.ts`). */
 export type PropertyType = "minimum" | "exact" | "priority" | "ignore";
 
 /** Which capable worker gets an action. */

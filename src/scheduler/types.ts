@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import type { ActionScheduler } from "./types.ts";
+ * import type { ActionRequest, ActionScheduler } from "./types.ts";
  * async function run(scheduler: ActionScheduler, request: ActionRequest) {
  *   const handle = await scheduler.addAction(request);
  *   for await (const state of handle) console.log(state.stage);
