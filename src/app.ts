@@ -189,11 +189,15 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
       try {
         bound = await srv.listen();
       } catch (err) {
-        const code = (err as { code?: string }).code;
-        const why = code === "EADDRINUSE" ? "address already in use" : (err as Error).message;
+        // The transport wraps the socket error (its `cause` carries the errno name) and may already say
+        // "Cannot listen on …": name the address and the config field once.
+        const cause = (err as { cause?: { code?: unknown } }).cause;
+        const why = cause?.code === "EADDRINUSE"
+          ? "address already in use"
+          : (err as Error).message.replace(/^Cannot listen on "[^"]*": /, "");
         throw new CairnError(
           Code.Unavailable,
-          `Cannot listen on ${server.listener.http.socket_address}: ${why}`,
+          `Cannot listen on ${server.listener.http.socket_address} (servers[${index}].listener.http): ${why}`,
         );
       }
       const addr: ServerAddress = {

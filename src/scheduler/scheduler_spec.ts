@@ -37,11 +37,11 @@ export interface SimpleSpec {
   readonly max_job_retries?: number;
   /** Default `least_recently_used`. */
   readonly allocation_strategy?: AllocationStrategy;
-  /** Accepted for NativeLink compatibility; only `memory` is used. */
-  readonly experimental_backend?: Readonly<Record<string, unknown>>;
-  /** Accepted for NativeLink compatibility; ignored. */
+  /** `"memory"`, or a Redis store (by name); accepted for NativeLink compatibility, the queue is in memory. */
+  readonly experimental_backend?: "memory" | { readonly redis: { readonly redis_store: string } };
+  /** Accepted for NativeLink compatibility (may be negative); ignored. */
   readonly worker_match_logging_interval_s?: number;
-  /** Accepted for NativeLink compatibility; ignored. */
+  /** Accepted for NativeLink compatibility (may be negative); ignored. */
   readonly fallback_match_interval_s?: number;
 }
 

@@ -11,7 +11,8 @@
  * ```
  * @module
  */
-import { X509Certificate } from "node:crypto";
+import { Buffer } from "node:buffer";
+import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import type { PeerCertificate, TLSSocket } from "node:tls";
 import { CairnError, Code } from "../util/error.ts";
 import type { ListenerTlsConfig } from "./types.ts";
@@ -30,6 +31,7 @@ export interface ListenerTls {
 export async function loadListenerTls(config: ListenerTlsConfig): Promise<ListenerTls> {
   const cert = await readPem(config.cert_file, "cert_file");
   const key = await readPem(config.key_file, "key_file");
+  checkKeyPair(config, cert, key);
   const caFile = config.client_ca_file ?? (config.verify_client ? config.ca_file : undefined);
   if (config.verify_client && caFile === undefined) {
     throw new CairnError(
@@ -90,6 +92,41 @@ function checkDates(cert: X509Certificate, now: number): string | undefined {
   }
   if (now > Date.parse(cert.validTo)) return `certificate "${cert.subject}" expired on ${cert.validTo}`;
   return undefined;
+}
+
+/** Refuses a cert_file/key_file that do not parse or do not belong together (else every handshake fails). */
+function checkKeyPair(config: ListenerTlsConfig, cert: string, key: string): void {
+  let leaf: X509Certificate;
+  try {
+    const first = splitPem(cert)[0];
+    if (first === undefined) throw new Error("no PEM certificate found");
+    leaf = new X509Certificate(first);
+  } catch (err) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Cannot set up TLS: cert_file ${config.cert_file} holds no valid certificate (${
+        (err as Error).message
+      })`,
+      { cause: err },
+    );
+  }
+  let publicDer: Uint8Array;
+  try {
+    publicDer = createPublicKey(createPrivateKey(key)).export({ type: "spki", format: "der" });
+  } catch (err) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Cannot set up TLS: key_file ${config.key_file} holds no valid private key (${(err as Error).message})`,
+      { cause: err },
+    );
+  }
+  const certDer = leaf.publicKey.export({ type: "spki", format: "der" });
+  if (Buffer.compare(Buffer.from(publicDer), Buffer.from(certDer)) !== 0) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Cannot set up TLS: key_file ${config.key_file} does not match the certificate in cert_file ${config.cert_file}`,
+    );
+  }
 }
 
 function splitPem(pem: string): string[] {
