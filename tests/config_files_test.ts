@@ -201,10 +201,14 @@ Deno.test("local.json5 puts data under CAIRN_DATA_DIR, defaulting to .data", asy
   assert.equal(config.servers[0]!.listener.http.socket_address, "127.0.0.1:50051");
   const ac = findStore(config, "AC");
   assert.ok(ac && "completeness_checking" in ac);
-  const backend = ac.completeness_checking.backend as { filesystem: { content_path: string; temp_path: string } };
+  const backend = ac.completeness_checking.backend as {
+    filesystem: { content_path: string; temp_path: string };
+  };
   assert.equal(backend.filesystem.content_path, ".data/ac/content");
   const moved = await loadConfig(join(CONFIG_DIR, "local.json5"), { CAIRN_DATA_DIR: "/srv/cairn" });
-  const movedAc = findStore(moved, "AC") as { completeness_checking: { backend: { filesystem: { temp_path: string } } } };
+  const movedAc = findStore(moved, "AC") as {
+    completeness_checking: { backend: { filesystem: { temp_path: string } } };
+  };
   assert.equal(movedAc.completeness_checking.backend.filesystem.temp_path, "/srv/cairn/ac/tmp");
   assert.equal(moved.workers[0]!.local.work_directory, "/srv/cairn/work");
 });

@@ -62,7 +62,12 @@ export interface StoreDriver {
    * and checked against `size` (and by wrappers, its hash); on any error nothing is stored.
    * Wrong size → INVALID_ARGUMENT naming expected and actual.
    */
-  write(key: StoreKey, data: ReadableStream<Uint8Array>, size: UploadSize, options?: WriteOptions): Promise<void>;
+  write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void>;
 
   /** Removes a key; true when it existed. Optional. */
   delete?(key: StoreKey): Promise<boolean>;
