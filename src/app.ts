@@ -19,6 +19,8 @@ import type { CairnConfig, ServerConfig } from "./config/types.ts";
 import { createStoreManager, type StoreManager } from "./store/mod.ts";
 import { buildServiceBindings, type ServiceExtension } from "./service/mod.ts";
 import { createExecutionExtension } from "./service/execution_extension.ts";
+import { metricsExtension } from "./service/metrics_route.ts";
+import { registerCollector } from "./util/metrics.ts";
 import { createSchedulers } from "./scheduler/mod.ts";
 import { type CairnServer, createCairnServer } from "./transport/mod.ts";
 import { CairnError, Code } from "./util/error.ts";
@@ -118,6 +120,31 @@ function filesystemPaths(spec: unknown, out: string[] = []): string[] {
   return out;
 }
 
+/** Exports each scheduler's queue, running actions and connected workers; returns its remover. */
+function registerSchedulerMetrics(schedulers: ReturnType<typeof createSchedulers>): () => Promise<void> {
+  const remove = registerCollector(() => {
+    const lines = [
+      "# HELP cairn_scheduler_queued_actions Actions waiting for a worker.",
+      "# TYPE cairn_scheduler_queued_actions gauge",
+      "# HELP cairn_scheduler_executing_actions Actions running on a worker.",
+      "# TYPE cairn_scheduler_executing_actions gauge",
+      "# HELP cairn_scheduler_workers Connected workers.",
+      "# TYPE cairn_scheduler_workers gauge",
+    ];
+    for (const name of schedulers.names()) {
+      const w = schedulers.get(name).workers as { stats?: () => Record<string, number> } | undefined;
+      const stats = w?.stats?.();
+      if (!stats) continue;
+      const label = `scheduler="${name.replace(/["\\]/g, "_")}"`;
+      lines.push(`cairn_scheduler_queued_actions{${label}} ${stats.queued ?? 0}`);
+      lines.push(`cairn_scheduler_executing_actions{${label}} ${stats.executing ?? 0}`);
+      lines.push(`cairn_scheduler_workers{${label}} ${stats.workers ?? 0}`);
+    }
+    return lines;
+  });
+  return () => Promise.resolve(void remove());
+}
+
 /** Host to print for a bound address (a wildcard bind is reachable on loopback). */
 function printableHost(host: string): string {
   if (host === "0.0.0.0" || host === "::" || host === "") return "127.0.0.1";
@@ -163,6 +190,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   }
   closers.push(() => Promise.resolve(schedulers.close()));
   const execution = createExecutionExtension(schedulers);
+  closers.push(registerSchedulerMetrics(schedulers));
   const addresses: ServerAddress[] = [];
   try {
     for (const [index, server] of config.servers.entries()) {
@@ -170,7 +198,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
         services: server.services,
         stores,
         schedulers,
-        extensions: [execution, ...(options.extensions ?? [])],
+        extensions: [execution, metricsExtension, ...(options.extensions ?? [])],
       });
       if (built.unhandled.length) {
         throw new CairnError(

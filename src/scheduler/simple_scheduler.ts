@@ -164,6 +164,13 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
   // ---------------------------------------------------------------------------------------------------------
   // Client side
 
+  /** Counts for metrics: actions waiting for a worker, actions on a worker, connected workers. */
+  stats(): { queued: number; executing: number; workers: number } {
+    let executing = 0;
+    for (const a of this.#active) if (a.worker !== undefined) executing++;
+    return { queued: this.#queue.length, executing, workers: this.#workers.size };
+  }
+
   addAction(request: ActionRequest): Promise<ActionHandle> {
     try {
       return Promise.resolve(this.#addAction(request));

@@ -35,6 +35,7 @@ import {
 import { CairnError, Code } from "../util/error.ts";
 import { encodeFrame, type Frame, FrameParser, parseGrpcTimeout, parseSingleFrame } from "./grpc_frame.ts";
 import { percentEncode, statusTrailers } from "./grpc_status.ts";
+import { type MethodStats, methodStats } from "./grpc_stats.ts";
 import { SendBacklog } from "./send_backlog.ts";
 import type { ServiceBinding, TransportLog } from "./types.ts";
 
@@ -60,6 +61,7 @@ interface MethodEntry {
   readonly streamingRequest: boolean;
   readonly streamingResponse: boolean;
   readonly impl: Impl | undefined;
+  readonly stats: MethodStats;
 }
 
 /** Responses smaller than this are sent uncompressed even when gzip is on. */
@@ -80,7 +82,9 @@ export class GrpcHandler {
     for (const { service, impl } of options.bindings) {
       for (const method of service.methods) {
         const fn = impl[method.localName];
-        this.#methods.set(`/${service.typeName}/${method.name}`, {
+        const path = `/${service.typeName}/${method.name}`;
+        this.#methods.set(path, {
+          stats: methodStats(path),
           service,
           method,
           input: method.input,
@@ -194,6 +198,7 @@ class GrpcCall implements HandlerContext {
   #chunks: Uint8Array[] = [];
   #received = 0;
   #trailers: Record<string, string> = OK_TRAILERS;
+  readonly #startedAt = performance.now();
 
   constructor(
     owner: GrpcHandler,
@@ -487,6 +492,7 @@ class GrpcCall implements HandlerContext {
     }
     if (this.#state === State.Idle) {
       this.#state = State.Done;
+      this.#trailers = trailers;
       stream.resume();
       try {
         const headers: OutgoingHttpHeaders = {
@@ -523,6 +529,8 @@ class GrpcCall implements HandlerContext {
     }
     this.#owner.release(this);
     if (this.#abortReason !== undefined) return;
+    const code = reason === undefined ? Number(this.#trailers["grpc-status"] ?? 0) : Code.Cancelled;
+    this.#entry.stats.record(code, (performance.now() - this.#startedAt) / 1000);
     this.#abortReason = reason ?? CALL_COMPLETE;
     this.#abortController?.abort(this.#abortReason);
   }
