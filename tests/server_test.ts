@@ -142,7 +142,9 @@ function grpcJsRead(client: GrpcJs, resourceName: string): Promise<Uint8Array> {
 // --- the h2c server ----------------------------------------------------------------------------------
 
 Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSON, /status, bad input", async (t) => {
-  const cairn: CairnProcess = await startCairnProcess({ config: memoryCacheConfig({ instances: ["", "main"] }) });
+  const cairn: CairnProcess = await startCairnProcess({
+    config: memoryCacheConfig({ instances: ["", "main"] }),
+  });
   const c = connectClients(cairn.url);
   try {
     assert.match(cairn.logs(), /^cairn: bazel flags: --remote_cache=grpc:\/\/127\.0\.0\.1:\d+$/m);
@@ -151,7 +153,10 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
       const caps = await c.caps.getCapabilities({ instanceName: "" });
       assert.ok(caps.cacheCapabilities?.digestFunctions.includes(DigestFunction_Value.SHA256));
       assert.ok((caps.cacheCapabilities?.maxBatchTotalSizeBytes ?? 0n) > 0n);
-      assert.equal((await c.caps.getCapabilities({ instanceName: "main" })).cacheCapabilities !== undefined, true);
+      assert.equal(
+        (await c.caps.getCapabilities({ instanceName: "main" })).cacheCapabilities !== undefined,
+        true,
+      );
       assert.equal((await c.health.check({ service: "" })).status, HealthCheckResponse_ServingStatus.SERVING);
     });
 
@@ -175,21 +180,24 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
       assert.equal(read.responses[3]?.status?.code, Code.NotFound);
     });
 
-    await t.step("connect-node: ByteStream write and read of a 6 MiB blob, and a read at an offset", async () => {
-      const blob = await patternBytes(6 * 1024 * 1024 + 123, 7);
-      const d = digestOf(blob);
-      const w = await bsWrite(c.bs, writeName(d), blob);
-      assert.equal(w.committedSize, BigInt(d.size));
-      assert.deepEqual(await missing(c.cas, "", [d]), []);
-      const back = await bsRead(c.bs, readName(d));
-      assert.equal(back.length, blob.length);
-      assert.ok(digestOf(back).hash === d.hash, "read back bytes differ");
-      const tail = await bsRead(c.bs, readName(d), BigInt(d.size - 1000));
-      assert.deepEqual(tail, blob.subarray(d.size - 1000));
-      // A second upload of a present blob short-circuits with committed_size = size.
-      const again = await bsWrite(c.bs, writeName(d), blob.subarray(0, 1024 * 1024));
-      assert.equal(again.committedSize, BigInt(d.size));
-    });
+    await t.step(
+      "connect-node: ByteStream write and read of a 6 MiB blob, and a read at an offset",
+      async () => {
+        const blob = await patternBytes(6 * 1024 * 1024 + 123, 7);
+        const d = digestOf(blob);
+        const w = await bsWrite(c.bs, writeName(d), blob);
+        assert.equal(w.committedSize, BigInt(d.size));
+        assert.deepEqual(await missing(c.cas, "", [d]), []);
+        const back = await bsRead(c.bs, readName(d));
+        assert.equal(back.length, blob.length);
+        assert.ok(digestOf(back).hash === d.hash, "read back bytes differ");
+        const tail = await bsRead(c.bs, readName(d), BigInt(d.size - 1000));
+        assert.deepEqual(tail, blob.subarray(d.size - 1000));
+        // A second upload of a present blob short-circuits with committed_size = size.
+        const again = await bsWrite(c.bs, writeName(d), blob.subarray(0, 1024 * 1024));
+        assert.equal(again.committedSize, BigInt(d.size));
+      },
+    );
 
     await t.step("connect-node: UpdateActionResult and GetActionResult", async () => {
       const action = digestOf(enc.encode(`action ${crypto.randomUUID()}`));
@@ -200,10 +208,19 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
         stdoutDigest: proto(digestOf(stdout)),
         outputFiles: [{ path: "out/a.txt", digest: proto(digestOf(stdout)), isExecutable: false }],
       };
-      const miss = await connectError(c.ac.getActionResult({ instanceName: "", actionDigest: proto(action) }));
+      const miss = await connectError(
+        c.ac.getActionResult({ instanceName: "", actionDigest: proto(action) }),
+      );
       assert.equal(miss.code, Code.NotFound);
-      await c.cas.batchUpdateBlobs({ instanceName: "", requests: [{ digest: proto(digestOf(stdout)), data: stdout }] });
-      const stored = await c.ac.updateActionResult({ instanceName: "", actionDigest: proto(action), actionResult: result });
+      await c.cas.batchUpdateBlobs({
+        instanceName: "",
+        requests: [{ digest: proto(digestOf(stdout)), data: stdout }],
+      });
+      const stored = await c.ac.updateActionResult({
+        instanceName: "",
+        actionDigest: proto(action),
+        actionResult: result,
+      });
       assert.equal(stored.outputFiles[0]?.path, "out/a.txt");
       const got = await c.ac.getActionResult({ instanceName: "", actionDigest: proto(action) });
       assert.equal(got.exitCode, 0);
@@ -331,7 +348,7 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
       assert.equal(body.status, "ok", JSON.stringify(body));
     });
 
-    await t.step("instances \"\" and \"main\" have separate stores", async () => {
+    await t.step('instances "" and "main" have separate stores', async () => {
       const blob = enc.encode(`only in "" ${crypto.randomUUID()}`);
       const d = digestOf(blob);
       await c.cas.batchUpdateBlobs({ instanceName: "", requests: [{ digest: proto(d), data: blob }] });
@@ -346,7 +363,10 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
         actionDigest: proto(action),
         actionResult: { exitCode: 0 },
       });
-      assert.equal((await c.ac.getActionResult({ instanceName: "main", actionDigest: proto(action) })).exitCode, 0);
+      assert.equal(
+        (await c.ac.getActionResult({ instanceName: "main", actionDigest: proto(action) })).exitCode,
+        0,
+      );
       const e = await connectError(c.ac.getActionResult({ instanceName: "", actionDigest: proto(action) }));
       assert.equal(e.code, Code.NotFound);
     });
@@ -368,7 +388,14 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
     });
 
     await t.step("a malformed resource name is INVALID_ARGUMENT", async () => {
-      for (const name of ["blobs/xyz/12", "blobs/" + "a".repeat(64), "blobs/" + "a".repeat(64) + "/-1", "nonsense"]) {
+      for (
+        const name of [
+          "blobs/xyz/12",
+          "blobs/" + "a".repeat(64),
+          "blobs/" + "a".repeat(64) + "/-1",
+          "nonsense",
+        ]
+      ) {
         const e = await connectError(bsRead(c.bs, name));
         assert.equal(e.code, Code.InvalidArgument, `${name}: ${e.message}`);
       }
@@ -404,7 +431,12 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
       })()));
       assert.equal(skip.code, Code.InvalidArgument, skip.message);
       const fresh = await connectError(c.bs.write((async function* () {
-        yield { resourceName: writeName(d), writeOffset: 1000n, data: blob.subarray(1000), finishWrite: true };
+        yield {
+          resourceName: writeName(d),
+          writeOffset: 1000n,
+          data: blob.subarray(1000),
+          finishWrite: true,
+        };
       })()));
       assert.equal(fresh.code, Code.InvalidArgument, fresh.message);
       assert.deepEqual(await missing(c.cas, "", [d]), [d.hash]);
@@ -468,7 +500,11 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
     await t.step("the ActionResult wire bytes round-trip unchanged", async () => {
       const action = digestOf(enc.encode(`bytes ${crypto.randomUUID()}`));
       const result = create(ActionResultSchema, { exitCode: 7, stdoutRaw: enc.encode("x") });
-      await c.ac.updateActionResult({ instanceName: "main", actionDigest: proto(action), actionResult: result });
+      await c.ac.updateActionResult({
+        instanceName: "main",
+        actionDigest: proto(action),
+        actionResult: result,
+      });
       const got = await c.ac.getActionResult({ instanceName: "main", actionDigest: proto(action) });
       assert.deepEqual(toBinary(ActionResultSchema, got), toBinary(ActionResultSchema, result));
     });
@@ -551,7 +587,9 @@ Deno.test("main.ts over TLS (grpcs) and mTLS", async (t) => {
         }
 
         const anonymous = connectClients(cairn.url, { tls: { ca_file: certs.caCert } });
-        const e = await connectError(anonymous.cas.findMissingBlobs({ instanceName: "", blobDigests: [proto(d)] }));
+        const e = await connectError(
+          anonymous.cas.findMissingBlobs({ instanceName: "", blobDigests: [proto(d)] }),
+        );
         assert.equal(e.code, Code.Unauthenticated, e.message);
         const rogue = connectClients(cairn.url, {
           tls: { ca_file: certs.caCert, cert_file: certs.rogueCert, key_file: certs.rogueKey },

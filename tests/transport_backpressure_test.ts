@@ -102,8 +102,9 @@ Deno.test("back-pressure: a paused reader stalls a server-streaming impl; a slow
     // Deno's http2 client queues writes without regard to flow control, so measure what reached the wire
     await sleep(200);
     const onWire = session.socket.bytesWritten - sentBefore;
+    // At most about one stream window (the server's default is 2 MiB) may sit unread on the server's side.
     assert.ok(
-      onWire < 2 * 1024 * 1024,
+      onWire < 3 * 1024 * 1024,
       `${onWire} of ${accepted} bytes reached a server whose impl does not read`,
     );
     assert.equal(consumed, 0);

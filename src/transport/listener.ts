@@ -172,11 +172,17 @@ export class Listener {
       clearTimeout(timer);
       socket.off("data", onData);
       socket.off("close", onClose);
-      socket.pause();
-      socket.unshift(seen);
-      if (isPreface) this.#options.onHttp2(socket);
-      else this.#options.onHttp1(socket);
-      socket.resume();
+      if (isPreface) {
+        socket.pause();
+        socket.unshift(seen);
+        this.#options.onHttp2(socket);
+        socket.resume();
+      } else {
+        // Deno's node:http server stops keeping a connection alive when its first bytes were put back with
+        // unshift(); handing the bytes over as a data event after the connection keeps HTTP/1.1 keep-alive.
+        this.#options.onHttp1(socket);
+        socket.emit("data", seen);
+      }
     };
     const onClose = () => clearTimeout(timer);
     socket.on("data", onData);

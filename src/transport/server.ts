@@ -19,6 +19,7 @@
  */
 import http from "node:http";
 import http2 from "node:http2";
+import net from "node:net";
 import type { TLSSocket } from "node:tls";
 import { Code as ConnectCode, ConnectError } from "@connectrpc/connect";
 import { createConnectHandler } from "./connect_handler.ts";
@@ -101,8 +102,9 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
   h2.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.on("error", ignore);
-    const connectionWindow = cfg.advanced_http?.experimental_http2_initial_connection_window_size;
-    if (connectionWindow) session.once("connect", () => session.setLocalWindowSize(connectionWindow));
+    const connectionWindow = cfg.advanced_http?.experimental_http2_initial_connection_window_size ||
+      DEFAULT_CONNECTION_WINDOW;
+    session.once("connect", () => session.setLocalWindowSize(connectionWindow));
     const keepAlive = cfg.advanced_http?.http2_keep_alive_interval;
     const pinger = keepAlive
       ? setInterval(() => {
@@ -123,6 +125,25 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     connect(req as NodeRequest, res as NodeResponse);
   });
   h1.on("clientError", (_err, socket) => socket.destroy());
+  // Build tools pool HTTP/1.1 connections and reuse them across builds: keep idle ones for two minutes.
+  h1.keepAliveTimeout = 120_000;
+  // Deno's node:http drops keep-alive after a chunked response on a connection handed over with
+  // emit("connection"), and Bazel's HTTP cache client then loses uploads on the closed connection. So HTTP/1.1
+  // connections are piped into `h1` listening on its own loopback port, which keeps them alive.
+  let h1Port: number | undefined;
+  const toH1 = (socket: net.Socket) => {
+    const upstream = net.connect({ port: h1Port!, host: "127.0.0.1", noDelay: true });
+    socket.setNoDelay?.(true);
+    // The client leaving drops the inner connection at once; the inner side closing ends the client's
+    // connection gracefully (a TLS close_notify, then FIN) so pooled clients see it closed, not reset.
+    socket.on("error", () => upstream.destroy()).on("close", () => upstream.destroy());
+    upstream.on("error", () => socket.destroy()).on("close", () => {
+      socket.end();
+      setTimeout(() => socket.destroy(), 1000).unref?.();
+    });
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+  };
 
   const refuser = createRefuser();
 
@@ -137,15 +158,28 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       if (listener) {
         throw new Error(`Cannot listen on "${cfg.socket_address}": the server is listening already`);
       }
+      h1Port = await new Promise<number>((resolve, reject) => {
+        h1.once("error", reject);
+        h1.listen(0, "127.0.0.1", () => {
+          h1.off("error", reject);
+          resolve((h1.address() as net.AddressInfo).port);
+        });
+      });
       listener = new Listener({
         socketAddress: cfg.socket_address,
         tls: cfg.tls ? await loadListenerTls(cfg.tls) : undefined,
         onHttp2: (socket) => h2.emit("connection", socket),
-        onHttp1: (socket) => h1.emit("connection", socket),
+        onHttp1: toH1,
         onRefused: (socket, reason) => refuseClient(socket, reason, refuser),
         log,
       });
-      return await listener.listen();
+      try {
+        return await listener.listen();
+      } catch (err) {
+        listener = undefined;
+        await new Promise<void>((r) => h1.close(() => r()));
+        throw err;
+      }
     },
     close(graceMs = 5000) {
       closing ??= (async () => {
@@ -164,7 +198,8 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
         }
         for (const s of sessions) s.destroy();
         listener.destroyConnections();
-        await closed;
+        h1.closeAllConnections?.();
+        await Promise.all([closed, new Promise<void>((r) => h1.close(() => r()))]);
       })();
       return closing;
     },
@@ -211,12 +246,17 @@ function refuseClient(socket: TLSSocket, reason: string, refuser: http2.Http2Ser
   );
 }
 
+/** Default HTTP/2 flow-control windows (NativeLink's `experimental_http2_initial_*_window_size` override them). */
+const DEFAULT_STREAM_WINDOW = 2 * 1024 * 1024;
+const DEFAULT_CONNECTION_WINDOW = 16 * 1024 * 1024;
+
 function http2Settings(cfg: HttpListenerConfig): http2.Settings {
   const a = cfg.advanced_http ?? {};
-  const s: http2.Settings = {};
-  if (a.experimental_http2_initial_stream_window_size) {
-    s.initialWindowSize = a.experimental_http2_initial_stream_window_size;
-  }
+  // HTTP/2's default 64 KiB stream window starves large ByteStream uploads on loopback and LANs (the client
+  // waits for WINDOW_UPDATEs); a few MiB keep the pipe full while bounding what one slow stream can buffer.
+  const s: http2.Settings = {
+    initialWindowSize: a.experimental_http2_initial_stream_window_size || DEFAULT_STREAM_WINDOW,
+  };
   if (a.experimental_http2_max_frame_size) s.maxFrameSize = a.experimental_http2_max_frame_size;
   if (a.experimental_http2_max_concurrent_streams) {
     s.maxConcurrentStreams = a.experimental_http2_max_concurrent_streams;

@@ -1,0 +1,587 @@
+/**
+ * Remote-cache throughput of the real `main.ts` (a child process, filesystem CAS behind a verify store as in
+ * `config/local.json5`, memory AC) over loopback, each figure beside the ceiling measured in the same run:
+ *
+ * - ByteStream Write / Read of a 1 GiB blob: the framed WriteRequest stream is generated as a stream into a
+ *   file (never held in memory) and sent by h2load (`-n 1`, a C client, so both shared cores go to the
+ *   server); the same bytes go into / come out of a bare `node:http2` server with the same framing;
+ * - SHA-256 on one core (node:crypto), which bounds what a verifying CAS can accept;
+ * - FindMissingBlobs of 1,000 digests, calls/s (h2load);
+ * - GetActionResult with 64 concurrent streams (h2load `-c 4 -m 16`), calls/s, p50 and p99, against a bare
+ *   `node:http2` unary handler answering the same bytes;
+ * - peak RSS of the server during the 1 GiB transfers (VmRSS of the child from /proc).
+ *
+ * @example
+ * ```sh
+ * deno run -A tests/bench/cache_bench.ts [--size-mib 1024] [--chunk-kib 1024] [--duration 5] [--no-verify] [--window-mib 0]
+ * ```
+ * @module
+ */
+import http2 from "node:http2";
+import { createHash } from "node:crypto";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  ActionResultSchema,
+  FindMissingBlobsRequestSchema,
+  GetActionResultRequestSchema,
+} from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ReadRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import { type Digest, digestOf } from "../../src/digest/digest.ts";
+import { patternStream } from "../../src/util/streams.ts";
+import { startCairnProcess } from "../fixtures/cairn_process.ts";
+
+const MiB = 1024 * 1024;
+
+function arg(name: string, fallback: number): number {
+  const i = Deno.args.indexOf(name);
+  return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
+}
+
+function frame(msg: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + msg.length);
+  new DataView(out.buffer).setUint32(1, msg.length);
+  out.set(msg, 5);
+  return out;
+}
+
+// --- bare server mode: `cache_bench.ts --bare-server`; swallows uploads, sends downloads, answers unary ---
+
+if (Deno.args.includes("--bare-server")) {
+  const unaryAnswer = frame(toBinary(ActionResultSchema, benchActionResult()));
+  // The same HTTP/2 settings as Cairn's listener without advanced_http (node:http2 defaults).
+  const server = http2.createServer();
+  server.on("session", (session) => session.on("error", () => {}));
+  server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+    stream.on("error", () => {}); // h2load hangs up at the end of a timed run
+    const path = String(headers[":path"]);
+    if (path === "/download") {
+      // Sends `size` bytes as gRPC-framed messages of `chunk` bytes, like a ByteStream Read.
+      const size = Number(headers["x-size"]);
+      const chunk = Number(headers["x-chunk"]);
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      const body = new Uint8Array(chunk).fill(7);
+      const head = new Uint8Array(5 + 6);
+      let sent = 0;
+      const pump = () => {
+        while (sent < size) {
+          const n = Math.min(chunk, size - sent);
+          new DataView(head.buffer).setUint32(1, n + 6);
+          sent += n;
+          stream.write(head);
+          if (!stream.write(n === chunk ? body : body.subarray(0, n))) return void stream.once("drain", pump);
+        }
+        stream.end();
+      };
+      stream.on("data", () => {});
+      stream.on("end", pump);
+      return;
+    }
+    let bytes = 0;
+    stream.on("data", (c: Uint8Array) => bytes += c.length);
+    stream.on("end", () => {
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-bytes": String(bytes) }));
+      stream.end(path === "/upload" ? frame(new Uint8Array(0)) : unaryAnswer);
+    });
+  });
+  server.listen(0, "127.0.0.1", () => {
+    console.log(JSON.stringify({ port: (server.address() as { port: number }).port }));
+  });
+  Deno.addSignalListener("SIGTERM", () => server.close(() => Deno.exit(0)));
+  await new Promise(() => {});
+}
+
+/** The ActionResult GetActionResult answers (also the bare unary answer, so both send the same bytes). */
+function benchActionResult() {
+  const d = (i: number) => ({ hash: i.toString(16).padStart(64, "0"), sizeBytes: BigInt(1000 + i) });
+  return create(ActionResultSchema, {
+    exitCode: 0,
+    outputFiles: Array.from(
+      { length: 4 },
+      (_, i) => ({ path: `bazel-out/k8-fastbuild/bin/out_${i}.o`, digest: d(i) }),
+    ),
+    stdoutDigest: d(9),
+  });
+}
+
+// --- raw gRPC over node:http2 (the client of both servers) ---------------------------------------------
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n > 127) {
+    out.push((n & 127) | 128);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return out;
+}
+
+/** WriteRequest wire bytes up to the data field's payload: name (first only), offset, finish, data tag+len. */
+function writeRequestHead(
+  name: string | undefined,
+  offset: number,
+  finish: boolean,
+  dataLen: number,
+): Uint8Array {
+  const bytes: number[] = [];
+  if (name !== undefined) {
+    const n = new TextEncoder().encode(name);
+    bytes.push(0x0a, ...varint(n.length), ...n);
+  }
+  if (offset > 0) bytes.push(0x10, ...varint(offset));
+  if (finish) bytes.push(0x18, 1);
+  if (dataLen > 0) bytes.push(0x52, ...varint(dataLen)); // field 10, wire type 2
+  const msgLen = bytes.length + dataLen;
+  const out = new Uint8Array(5 + bytes.length);
+  new DataView(out.buffer).setUint32(1, msgLen);
+  out.set(bytes, 5);
+  return out;
+}
+
+function connect(port: number): http2.ClientHttp2Session {
+  const s = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
+  s.on("connect", () => s.setLocalWindowSize?.(1 << 24));
+  s.on("error", () => {});
+  return s;
+}
+
+interface CallResult {
+  status: string;
+  message: string;
+  bytes: number;
+}
+
+function grpcRequest(session: http2.ClientHttp2Session, path: string, extra: Record<string, string> = {}) {
+  return session.request({
+    ":method": "POST",
+    ":path": path,
+    "content-type": "application/grpc",
+    te: "trailers",
+    ...extra,
+  });
+}
+
+function finish(stream: http2.ClientHttp2Stream, countBody = false): Promise<CallResult> {
+  return new Promise((resolve, reject) => {
+    let bytes = 0;
+    let headers: Record<string, unknown> = {};
+    stream.on("response", (h) => headers = h);
+    stream.on("trailers", (t) => headers = { ...headers, ...t });
+    stream.on("data", (c: Uint8Array) => {
+      if (countBody) bytes += c.length;
+    });
+    stream.on("error", reject);
+    stream.on("close", () =>
+      resolve({
+        status: String(headers["grpc-status"] ?? "?"),
+        message: decodeURIComponent(String(headers["grpc-message"] ?? "")),
+        bytes,
+      }));
+  });
+}
+
+// --- h2load -----------------------------------------------------------------------------------------
+
+interface H2loadFigures {
+  seconds: number;
+  dataBytes: number;
+  reqPerSec: number;
+  succeeded: number;
+  failed: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+async function h2load(
+  port: number,
+  path: string,
+  body: Uint8Array | string,
+  args: string[],
+): Promise<H2loadFigures> {
+  const dir = await Deno.makeTempDir({ prefix: "cairn_bench_h2load_" });
+  try {
+    const bodyFile = typeof body === "string" ? body : `${dir}/body.bin`;
+    if (typeof body !== "string") await Deno.writeFile(bodyFile, body);
+    const out = await new Deno.Command("h2load", {
+      args: [
+        ...args,
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "-d",
+        bodyFile,
+        "--log-file",
+        `${dir}/log.tsv`,
+        `http://127.0.0.1:${port}${path}`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    const m = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(text);
+    const rps = /finished in ([\d.]+)(m?s), ([\d.]+) req\/s/.exec(text);
+    const data = /\((\d+)\) data/.exec(text);
+    if (!m || !rps) throw new Error(`Cannot parse h2load output:\n${text}`);
+    const durations = (await Deno.readTextFile(`${dir}/log.tsv`)).trim().split("\n")
+      .map((l) => Number(l.split("\t")[2])).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+    const pct = (p: number) =>
+      (durations[Math.min(durations.length - 1, Math.floor(durations.length * p))] ?? 0) / 1000;
+    return {
+      seconds: Number(rps[1]) / (rps[2] === "ms" ? 1000 : 1),
+      dataBytes: Number(data?.[1] ?? 0),
+      reqPerSec: Number(rps[3]),
+      succeeded: Number(m[1]),
+      failed: Number(m[2]),
+      p50ms: pct(0.5),
+      p99ms: pct(0.99),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+// --- the run ----------------------------------------------------------------------------------------
+
+const sizeMiB = arg("--size-mib", 1024);
+const chunkKiB = arg("--chunk-kib", 1024);
+const duration = arg("--duration", 5);
+/** `--window-mib N`: give the server's listener N MiB HTTP/2 stream windows (advanced_http); 0 = defaults. */
+const windowMiB = arg("--window-mib", 0);
+const SIZE = sizeMiB * MiB;
+const CHUNK = chunkKiB * 1024;
+const fmt = (n: number, d = 0) => n.toFixed(d);
+const pctOf = (a: number, b: number) => `${(a / b * 100).toFixed(0)}%`;
+
+async function rssKiB(pid: number): Promise<number> {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(await Deno.readTextFile(`/proc/${pid}/status`));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Samples VmRSS of `pid` every 50 ms until stopped; returns the peak in MiB. */
+function sampleRss(pid: number): () => number {
+  let peak = 0;
+  const timer = setInterval(async () => {
+    peak = Math.max(peak, await rssKiB(pid));
+  }, 50);
+  return () => {
+    clearInterval(timer);
+    return peak / 1024;
+  };
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now();
+  const r = await fn();
+  return [r, (performance.now() - t0) / 1000];
+}
+
+// Digest of the 1 GiB pattern blob, and the SHA-256 one-core ceiling on the same bytes.
+const [blobDigest, shaSeconds] = await timed(async () => {
+  const h = createHash("sha256");
+  for await (const c of patternStream(SIZE, 42, CHUNK)) h.update(c);
+  return { hash: h.digest("hex"), size: SIZE } as Digest;
+});
+// patternStream generation is part of that time; measure the pure hash on a fixed buffer as well.
+const shaBuf = new Uint8Array(CHUNK).fill(1);
+const [, shaPure] = await timed(() => {
+  const h = createHash("sha256");
+  for (let i = 0; i < SIZE / CHUNK; i++) h.update(shaBuf);
+  h.digest();
+  return Promise.resolve();
+});
+
+// The bare server (ceiling) in its own process.
+const bareChild = new Deno.Command(Deno.execPath(), {
+  args: ["run", "-A", new URL(import.meta.url).pathname, "--bare-server"],
+  stdout: "piped",
+  stderr: "inherit",
+}).spawn();
+const bareLine = await (async () => {
+  const reader = bareChild.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  while (!buf.includes("\n")) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error("bare server exited");
+    buf += value;
+  }
+  reader.releaseLock();
+  return buf;
+})();
+const barePort = (JSON.parse(bareLine.slice(0, bareLine.indexOf("\n"))) as { port: number }).port;
+
+const dataDir = await Deno.makeTempDir({ prefix: "cairn_bench_" });
+const filesystem = {
+  filesystem: {
+    content_path: `${dataDir}/cas/content`,
+    temp_path: `${dataDir}/cas/tmp`,
+    eviction_policy: { max_bytes: "4gb" },
+  },
+};
+// As config/local.json5: a verify store (size + hash) over the filesystem store; `--no-verify` drops it.
+const casSpec = Deno.args.includes("--no-verify")
+  ? filesystem
+  : { verify: { verify_size: true, verify_hash: true, backend: filesystem } };
+const cairn = await startCairnProcess({
+  dir: dataDir,
+  config: {
+    stores: [
+      { name: "CAS", ...casSpec },
+      { name: "AC", memory: { eviction_policy: { max_bytes: "100mb" } } },
+    ],
+    servers: [{
+      listener: {
+        http: {
+          socket_address: "127.0.0.1:0",
+          ...(windowMiB > 0
+            ? {
+              advanced_http: {
+                experimental_http2_initial_stream_window_size: windowMiB * MiB,
+                experimental_http2_initial_connection_window_size: 4 * windowMiB * MiB,
+              },
+            }
+            : {}),
+        },
+      },
+      services: {
+        cas: [{ instance_name: "", cas_store: "CAS" }],
+        ac: [{ instance_name: "", ac_store: "AC" }],
+        bytestream: [{ instance_name: "", cas_store: "CAS", max_bytes_per_stream: CHUNK }],
+        capabilities: [{ instance_name: "" }],
+      },
+    }],
+  },
+});
+
+const lines: string[] = [];
+const report = (s: string) => {
+  lines.push(s);
+  console.log(s);
+};
+
+try {
+  report(
+    `cache bench: CAS ${
+      casSpec === filesystem ? "filesystem" : "verify(filesystem)"
+    }, ${sizeMiB} MiB blob in ${chunkKiB} KiB messages; server HTTP/2 window ${
+      windowMiB ? `${windowMiB} MiB` : "default (64 KiB)"
+    }; h2load runs of ${duration}s`,
+  );
+  report(
+    `SHA-256, one core (node:crypto): ${fmt(SIZE / MiB / shaPure)} MB/s ` +
+      `(${fmt(SIZE / MiB / shaSeconds)} MB/s including pattern generation)`,
+  );
+
+  // The framed WriteRequest stream of the blob, written to a file (h2load streams it from disk; the client
+  // is C, so the two shared cores go to the server under test).
+  const name = `uploads/${crypto.randomUUID()}/blobs/${blobDigest.hash}/${blobDigest.size}`;
+  const uploadFile = `${dataDir}/upload.grpc`;
+  {
+    using f = await Deno.open(uploadFile, { write: true, create: true, truncate: true });
+    const writer = f.writable.getWriter();
+    let offset = 0;
+    for await (const data of patternStream(SIZE, 42, CHUNK)) {
+      await writer.write(
+        writeRequestHead(offset === 0 ? name : undefined, offset, offset + data.length >= SIZE, data.length),
+      );
+      await writer.write(data);
+      offset += data.length;
+    }
+    await writer.close();
+  }
+  const readFile = `${dataDir}/read.grpc`;
+  await Deno.writeFile(
+    readFile,
+    frame(toBinary(
+      ReadRequestSchema,
+      create(ReadRequestSchema, { resourceName: `blobs/${blobDigest.hash}/${blobDigest.size}` }),
+    )),
+  );
+  const once = ["-n", "1", "-c", "1", "-m", "1"];
+
+  // Ceiling: the same bytes into / out of a bare node:http2 server.
+  const bareUp = await h2load(barePort, "/upload", uploadFile, once);
+  const bareDown = await h2load(barePort, "/download", readFile, [
+    ...once,
+    "-H",
+    `x-size: ${SIZE}`,
+    "-H",
+    `x-chunk: ${CHUNK}`,
+  ]);
+  if (bareUp.succeeded !== 1 || bareDown.succeeded !== 1) throw new Error("bare transfers failed");
+  const upCeil = SIZE / MiB / bareUp.seconds;
+  const downCeil = bareDown.dataBytes / MiB / bareDown.seconds;
+  report(`bare node:http2 upload (ceiling):   ${fmt(upCeil)} MB/s`);
+  report(`bare node:http2 download (ceiling): ${fmt(downCeil)} MB/s`);
+
+  // ByteStream Write and Read of the blob through main.ts.
+  const idleRss = await rssKiB(cairn.pid) / 1024;
+  let stopRss = sampleRss(cairn.pid);
+  const w = await h2load(cairn.port, "/google.bytestream.ByteStream/Write", uploadFile, once);
+  const writePeak = stopRss();
+  const session = connect(cairn.port);
+  const check = await (async () => {
+    const s = grpcRequest(
+      session,
+      "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
+    );
+    s.end(frame(toBinary(
+      FindMissingBlobsRequestSchema,
+      create(FindMissingBlobsRequestSchema, {
+        blobDigests: [{ hash: blobDigest.hash, sizeBytes: BigInt(blobDigest.size) }],
+      }),
+    )));
+    return await finish(s, true);
+  })();
+  // An empty FindMissingBlobsResponse is a 5-byte frame: the blob is stored.
+  if (w.succeeded !== 1 || check.status !== "0" || check.bytes !== 5) {
+    throw new Error(`ByteStream Write failed (${check.status} ${check.message}, ${check.bytes} bytes)`);
+  }
+  const writeRate = SIZE / MiB / w.seconds;
+  report(
+    `ByteStream Write: ${fmt(writeRate)} MB/s = ${pctOf(writeRate, upCeil)} of the bare upload ` +
+      `(target >= 60%); server RSS peak ${fmt(writePeak)} MiB (idle ${fmt(idleRss)} MiB)`,
+  );
+
+  stopRss = sampleRss(cairn.pid);
+  const r = await h2load(cairn.port, "/google.bytestream.ByteStream/Read", readFile, once);
+  const readPeak = stopRss();
+  const framing = Math.ceil(SIZE / CHUNK) * 16;
+  if (r.succeeded !== 1 || r.dataBytes < SIZE || r.dataBytes > SIZE + framing) {
+    throw new Error(`ByteStream Read returned ${r.dataBytes} bytes`);
+  }
+  const readRate = SIZE / MiB / r.seconds;
+  report(
+    `ByteStream Read:  ${fmt(readRate)} MB/s = ${pctOf(readRate, downCeil)} of the bare download; ` +
+      `server RSS peak ${fmt(readPeak)} MiB (target < 300 MiB)`,
+  );
+  session.close();
+  await Deno.remove(uploadFile);
+
+  // FindMissingBlobs of 1,000 digests (half present).
+  const present: Digest[] = [];
+  const small = connect(cairn.port);
+  for (let i = 0; i < 500; i++) {
+    const bytes = new TextEncoder().encode(`bench blob ${i}`);
+    present.push(digestOf(bytes));
+  }
+  {
+    const reqs = present.map((d, i) => ({
+      digest: { hash: d.hash, sizeBytes: BigInt(d.size) },
+      data: new TextEncoder().encode(`bench blob ${i}`),
+    }));
+    const { BatchUpdateBlobsRequestSchema } = await import(
+      "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts"
+    );
+    const s = grpcRequest(
+      small,
+      "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
+    );
+    s.end(
+      frame(
+        toBinary(BatchUpdateBlobsRequestSchema, create(BatchUpdateBlobsRequestSchema, { requests: reqs })),
+      ),
+    );
+    const res = await finish(s);
+    if (res.status !== "0") throw new Error(`BatchUpdateBlobs failed: ${res.status} ${res.message}`);
+  }
+  const fmbDigests = [
+    ...present.map((d) => ({ hash: d.hash, sizeBytes: BigInt(d.size) })),
+    ...Array.from(
+      { length: 500 },
+      (_, i) => ({ hash: createHash("sha256").update(`absent ${i}`).digest("hex"), sizeBytes: 100n }),
+    ),
+  ];
+  const fmbBody = frame(toBinary(
+    FindMissingBlobsRequestSchema,
+    create(FindMissingBlobsRequestSchema, { blobDigests: fmbDigests }),
+  ));
+  const fmb = await h2load(
+    cairn.port,
+    "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
+    fmbBody,
+    ["-D", String(duration), "-c", "1", "-m", "4"],
+  );
+  report(
+    `FindMissingBlobs x1000 digests: ${fmt(fmb.reqPerSec)} calls/s (${
+      fmt(fmb.reqPerSec * 1000)
+    } digests/s), ` +
+      `p50 ${fmt(fmb.p50ms, 2)} ms, p99 ${fmt(fmb.p99ms, 2)} ms (h2load -c 1 -m 4)`,
+  );
+
+  // GetActionResult: store one result, then 64 concurrent streams.
+  const action = { hash: createHash("sha256").update("bench action").digest("hex"), sizeBytes: 140n };
+  {
+    const { UpdateActionResultRequestSchema } = await import(
+      "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts"
+    );
+    const s = grpcRequest(small, "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult");
+    s.end(frame(toBinary(
+      UpdateActionResultRequestSchema,
+      create(UpdateActionResultRequestSchema, { actionDigest: action, actionResult: benchActionResult() }),
+    )));
+    const res = await finish(s);
+    if (res.status !== "0") throw new Error(`UpdateActionResult failed: ${res.status} ${res.message}`);
+    const g = grpcRequest(small, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult");
+    g.end(
+      frame(
+        toBinary(
+          GetActionResultRequestSchema,
+          create(GetActionResultRequestSchema, { actionDigest: action }),
+        ),
+      ),
+    );
+    const got = await finish(g, true);
+    if (got.status !== "0") throw new Error(`GetActionResult failed: ${got.status} ${got.message}`);
+  }
+  small.close();
+  const garBody = frame(toBinary(
+    GetActionResultRequestSchema,
+    create(GetActionResultRequestSchema, { actionDigest: action }),
+  ));
+  const h2args = ["-D", String(duration), "-c", "4", "-m", "16"];
+  await h2load(barePort, "/unary", garBody, ["-n", "5000", "-c", "4", "-m", "16"]); // warm-up
+  await h2load(cairn.port, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult", garBody, [
+    "-n",
+    "5000",
+    "-c",
+    "4",
+    "-m",
+    "16",
+  ]);
+  const bareUnary = await h2load(barePort, "/unary", garBody, h2args);
+  const gar = await h2load(
+    cairn.port,
+    "/build.bazel.remote.execution.v2.ActionCache/GetActionResult",
+    garBody,
+    h2args,
+  );
+  report(
+    `bare node:http2 unary (ceiling): ${fmt(bareUnary.reqPerSec)} calls/s, p50 ${
+      fmt(bareUnary.p50ms, 2)
+    } ms, ` +
+      `p99 ${fmt(bareUnary.p99ms, 2)} ms`,
+  );
+  report(
+    `GetActionResult (h2load -c 4 -m 16): ${fmt(gar.reqPerSec)} calls/s = ${
+      pctOf(gar.reqPerSec, bareUnary.reqPerSec)
+    } ` +
+      `of the bare unary (target >= 80%), p50 ${fmt(gar.p50ms, 2)} ms, p99 ${
+        fmt(gar.p99ms, 2)
+      } ms (target < 20 ms)`,
+  );
+  if (gar.failed + fmb.failed > 0) report(`WARNING: h2load saw ${gar.failed + fmb.failed} failed requests`);
+} finally {
+  await cairn.stop(60_000);
+  try {
+    bareChild.kill("SIGTERM");
+  } catch { /* already gone */ }
+  await bareChild.status;
+  await bareChild.stdout.cancel().catch(() => {});
+  await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+}
