@@ -153,3 +153,24 @@ Deno.test("sandbox: a root worker runs actions unprivileged, unable to modify re
     }
   });
 });
+
+Deno.test("sandbox: a cancel at any moment of bwrap's set-up leaves no sandbox or process behind", async () => {
+  const sandbox = await createSandbox({ kind: "bwrap" });
+  await withDirs(async (dir, run) => {
+    // Cancel after 0..14 ms: most land while bwrap is still building the sandbox, before its init has
+    // armed --die-with-parent; the whole process group must die all the same.
+    for (let delayMs = 0; delayMs < 15; delayMs++) {
+      const abort = new AbortController();
+      const pending = sandbox.run(run(["/bin/sleep", "1031"], { signal: abort.signal }));
+      setTimeout(() => abort.abort(), delayMs);
+      const r = await pending;
+      assert.ok(r.killed || r.exitCode !== 0, `run ${delayMs}: was not stopped`);
+    }
+    assert.equal(await settledSleepers("1031"), 0, "an action outlived its cancelled sandbox");
+    const out = new Deno.Command("ps", { args: ["-eo", "args="], stdout: "piped" }).outputSync();
+    const orphans = new TextDecoder().decode(out.stdout).split("\n").filter((l) =>
+      l.includes("bwrap") && l.includes(dir)
+    );
+    assert.deepEqual(orphans, [], "a bwrap of this test survived");
+  });
+});

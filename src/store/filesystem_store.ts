@@ -453,9 +453,13 @@ class PipelinedWriter {
     this.#buffers = [new Uint8Array(size), new Uint8Array(size)];
   }
 
-  /** Resolves once the chunk is buffered or its write started (at most one write in flight). */
+  /**
+   * Resolves once the chunk is buffered or its write started (at most one write in flight). A chunk at
+   * least a buffer long with nothing buffered before it is written as is, without a copy.
+   */
   async push(chunk: Uint8Array): Promise<void> {
     const buf = this.#buffers[this.#current];
+    if (this.#used === 0 && chunk.byteLength >= buf.byteLength) return await this.#start(chunk);
     if (this.#used + chunk.byteLength <= buf.byteLength) {
       buf.set(chunk, this.#used);
       this.#used += chunk.byteLength;

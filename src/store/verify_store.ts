@@ -1,6 +1,6 @@
 /**
  * `verify` store: checks uploads to digest keys on their way into the backend — the byte count
- * (`verify_size`) and the SHA-256 (`verify_hash`). A mismatch errors the stream in its flush, so the
+ * (`verify_size`) and the SHA-256 (`verify_hash`). A mismatch errors the stream at its end, so the
  * backend's write fails and stores nothing (INVALID_ARGUMENT naming expected and actual).
  *
  * @example
@@ -49,44 +49,59 @@ export class VerifyStore extends WrapperStore {
     if (!isDigestKey(key) || (!this.#verifySize && !this.#verifyHash)) {
       return this.inner.write(key, data, size, options);
     }
-    return this.inner.write(key, data.pipeThrough(this.#checker(key)), size, options);
+    return this.inner.write(key, this.#checked(key, data), size, options);
   }
 
-  #checker(key: Digest): TransformStream<Uint8Array, Uint8Array> {
+  /**
+   * `data` as the backend sees it: each chunk is counted and hashed as the backend pulls it, and the
+   * end of the stream becomes an error when size or hash are wrong (so the backend stores nothing).
+   * A pull-through stream rather than a TransformStream: one promise hop per chunk instead of a pipe.
+   */
+  #checked(key: Digest, data: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
     const hasher = this.#verifyHash ? createHasher(this.#fn) : undefined;
     const verifySize = this.#verifySize;
     const name = formatDigest(key);
+    const reader = data.getReader();
     let count = 0;
-    return new TransformStream({
-      transform(chunk, controller) {
-        count += chunk.byteLength;
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const { done, value } = await reader.read();
+        if (done) {
+          reader.releaseLock();
+          if (verifySize && count !== key.size) {
+            throw new CairnError(
+              Code.InvalidArgument,
+              `Size mismatch for ${name}: expected ${key.size} bytes, got ${count}`,
+            );
+          }
+          if (hasher) {
+            const actual = hasher.digest("hex");
+            if (actual !== key.hash) {
+              throw new CairnError(
+                Code.InvalidArgument,
+                `Hash mismatch for ${name}: expected ${key.hash}, computed ${actual} over ${count} bytes`,
+              );
+            }
+          }
+          controller.close();
+          return;
+        }
+        count += value.byteLength;
         if (verifySize && count > key.size) {
-          throw new CairnError(
+          const err = new CairnError(
             Code.InvalidArgument,
             `Size mismatch for ${name}: expected ${key.size} bytes, got at least ${count}`,
           );
+          await reader.cancel(err).catch(() => {});
+          throw err;
         }
-        hasher?.update(chunk);
-        controller.enqueue(chunk);
+        hasher?.update(value);
+        controller.enqueue(value);
       },
-      flush() {
-        if (verifySize && count !== key.size) {
-          throw new CairnError(
-            Code.InvalidArgument,
-            `Size mismatch for ${name}: expected ${key.size} bytes, got ${count}`,
-          );
-        }
-        if (hasher) {
-          const actual = hasher.digest("hex");
-          if (actual !== key.hash) {
-            throw new CairnError(
-              Code.InvalidArgument,
-              `Hash mismatch for ${name}: expected ${key.hash}, computed ${actual} over ${count} bytes`,
-            );
-          }
-        }
+      cancel(reason) {
+        return reader.cancel(reason);
       },
-    });
+    }, { highWaterMark: 0 });
   }
 }
 

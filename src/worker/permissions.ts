@@ -54,8 +54,11 @@ export function workerDenoPermissions(
       run.add("/usr/bin/bwrap");
     } else {
       read.add("/usr/bin/setsid");
-      run.add("/usr/bin/setsid");
     }
+    // Actions run in their own process group (setsid), killed as a group with the kill program.
+    run.add("/usr/bin/setsid");
+    run.add("/usr/bin/kill");
+    read.add("/usr/bin/setsid");
     for (const source of Object.values(w.platform_properties ?? {})) {
       if ("query_cmd" in source) run.add(source.query_cmd.trim().split(/\s+/)[0]!);
     }

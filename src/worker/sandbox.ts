@@ -158,7 +158,11 @@ export async function createSandbox(options: SandboxOptions): Promise<Sandbox> {
     mounts.push("--ro-bind", SETPRIV, SETPRIV);
   }
   const user = isRoot ? (options.actionUser ?? { uid: 65534, gid: 65534 }) : undefined;
-  return new BwrapSandbox(bwrap, mounts, user);
+  const setsid = await exists("/usr/bin/setsid") ? "/usr/bin/setsid" : await which("setsid");
+  if (!setsid) {
+    throw new CairnError(Code.FailedPrecondition, "Cannot start worker: setsid (util-linux) is missing");
+  }
+  return new BwrapSandbox(setsid, bwrap, mounts, user);
 }
 
 /** `/a`, `/a/b` for `/a/b/c`: the directories above a path, outermost first. */
@@ -169,11 +173,18 @@ export function ancestorDirs(path: string): string[] {
 
 class BwrapSandbox implements Sandbox {
   readonly kind = "bwrap";
+  #setsid: string;
   #bwrap: string;
   #mounts: readonly string[];
   #user: { uid: number; gid: number } | undefined;
 
-  constructor(bwrap: string, mounts: readonly string[], user: { uid: number; gid: number } | undefined) {
+  constructor(
+    setsid: string,
+    bwrap: string,
+    mounts: readonly string[],
+    user: { uid: number; gid: number } | undefined,
+  ) {
+    this.#setsid = setsid;
     this.#bwrap = bwrap;
     this.#mounts = mounts;
     this.#user = user;
@@ -224,7 +235,10 @@ class BwrapSandbox implements Sandbox {
         : []),
       ...run.argv,
     ];
-    return spawnAndWait(this.#bwrap, args, run, "/", false);
+    // bwrap runs as the leader of its own process group and the whole group is killed: a kill that lands
+    // while bwrap is still setting up (before its sandbox init arms --die-with-parent) then still takes the
+    // sandbox init, and with it every process of the action's PID namespace.
+    return spawnAndWait(this.#setsid, [this.#bwrap, ...args], run, "/", true);
   }
 }
 
@@ -274,9 +288,9 @@ async function spawnAndWait(
   let timedOut = false;
   let killed = false;
   const kill = () => {
+    if (killGroup) killProcessGroup(child.pid);
     try {
-      if (killGroup) Deno.kill(-child.pid, "SIGKILL");
-      else child.kill("SIGKILL");
+      child.kill("SIGKILL");
     } catch {
       // Already gone.
     }
@@ -312,6 +326,28 @@ async function spawnAndWait(
   } finally {
     if (timer !== undefined) clearTimeout(timer);
     run.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** The `kill` program, for process groups when Deno may not signal them itself. */
+export const KILL_PROGRAM = "/usr/bin/kill";
+
+/**
+ * SIGKILLs a whole process group. `Deno.kill(-pgid)` needs unrestricted run permission, which a worker with
+ * narrowed permissions lacks; it then uses the `kill` program (in its run allow-list) instead.
+ */
+function killProcessGroup(pgid: number): void {
+  try {
+    Deno.kill(-pgid, "SIGKILL");
+    return;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied)) return;
+  }
+  try {
+    new Deno.Command(KILL_PROGRAM, { args: ["-KILL", "--", `-${pgid}`], stdout: "null", stderr: "null" })
+      .spawn().status.catch(() => {});
+  } catch {
+    // No kill program or no permission: the direct child kill below still stops the sandbox's parent.
   }
 }
 
