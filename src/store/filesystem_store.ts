@@ -324,12 +324,13 @@ export class FilesystemStore implements StoreDriver {
   }
 
   async #rebuildIndex(): Promise<void> {
+    // Synchronous on purpose: this runs once at start, before the store serves anything, and a million
+    // readdir/lstat calls run several times faster without a promise each.
     const found: { id: string; rel: string; key: StoreKey | undefined; size: number; mtime: number }[] = [];
-    const dirs = [...SHARDS.map((s) => `d/${s}`), "s"];
-    await pool(dirs, 8, async (dir) => {
-      const names: string[] = [];
-      for await (const e of Deno.readDir(`${this.contentPath}/${dir}`)) names.push(e.name);
-      await pool(names, 32, async (name) => {
+    const doomed: string[] = [];
+    for (const dir of [...SHARDS.map((s) => `d/${s}`), "s"]) {
+      for (const e of Deno.readDirSync(`${this.contentPath}/${dir}`)) {
+        const name = e.name;
         const rel = `${dir}/${name}`;
         const path = `${this.contentPath}/${rel}`;
         let key: StoreKey | undefined;
@@ -339,8 +340,8 @@ export class FilesystemStore implements StoreDriver {
         else {
           const m = DIGEST_NAME.exec(name);
           if (!m || m[1]!.slice(0, 2) !== dir.slice(2)) {
-            await Deno.remove(path, { recursive: true }).catch(() => {});
-            return;
+            doomed.push(path);
+            continue;
           }
           key = { hash: m[1]!, size: Number(m[2]) };
           expected = Number(m[3] ?? m[2]);
@@ -348,17 +349,18 @@ export class FilesystemStore implements StoreDriver {
         }
         let stat: Deno.FileInfo;
         try {
-          stat = await Deno.lstat(path);
+          stat = Deno.lstatSync(path);
         } catch {
-          return;
+          continue;
         }
         if (!stat.isFile || (expected !== undefined && stat.size !== expected)) {
-          await Deno.remove(path, { recursive: true }).catch(() => {});
-          return;
+          doomed.push(path);
+          continue;
         }
         found.push({ id, rel, key, size: stat.size, mtime: stat.mtime?.getTime() ?? 0 });
-      });
-    });
+      }
+    }
+    await pool(doomed, 16, (path) => Deno.remove(path, { recursive: true }).catch(() => {}));
     found.sort((a, b) => a.mtime - b.mtime);
     for (const f of found) {
       // The same digest stored twice (exact and transformed): keep the newer file.
