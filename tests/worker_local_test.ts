@@ -136,9 +136,14 @@ Deno.test("worker: runs an action and reports files, Tree outputs, symlinks, log
     assert.equal(f.server.uploads.get(formatDigest(digestOf(enc.encode("same\n")))), 1);
     // Written to the action cache.
     assert.equal(f.server.actionResults.get(formatDigest(a.actionDigest))?.exitCode, 0);
-    // The action directory is gone.
-    const left = [];
-    for await (const e of Deno.readDir(`${f.work}/actions`)) left.push(e.name);
+    // The action directory is gone (removed just after the result went out, before the slot is reused).
+    let left: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      left = [];
+      for await (const e of Deno.readDir(`${f.work}/actions`)) left.push(e.name);
+      if (left.length === 0) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
     assert.deepEqual(left, []);
   } finally {
     await f.cleanup();

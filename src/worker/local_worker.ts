@@ -390,6 +390,7 @@ class Worker implements LocalWorker {
     const abort = new AbortController();
     this.#running.set(task.operationId, { task, abort });
     const job = (async () => {
+      let cleanup: (() => Promise<void>) | undefined;
       try {
         if (!(await preconditionPasses(this.#spec.preconditionScript))) {
           this.#log.warn(`Precondition script failed; declining ${task.operationId}`);
@@ -414,7 +415,7 @@ class Worker implements LocalWorker {
           }),
           false,
         );
-        const outcome = await runAction(this.#ctx!, task, abort.signal);
+        const outcome = await runAction(this.#ctx!, task, abort.signal, (c) => cleanup = c);
         this.#deliver(create(ExecutionUpdateSchema, {
           operationId: task.operationId,
           instanceName: task.instanceName,
@@ -424,6 +425,8 @@ class Worker implements LocalWorker {
             : { case: "internalError", value: outcome.internalError },
         }));
       } finally {
+        // The result is on its way; the action's directory is removed before the slot takes new work.
+        await cleanup?.();
         this.#running.delete(task.operationId);
       }
     })();

@@ -71,6 +71,7 @@ export async function runAction(
   ctx: ActionContext,
   task: StartExecution,
   signal: AbortSignal,
+  deferCleanup?: (cleanup: () => Promise<void>) => void,
 ): Promise<ActionOutcome> {
   const id = safeId(task.operationId);
   const actionDir = `${ctx.spec.workDirectory}/actions/${id}`;
@@ -190,11 +191,16 @@ export async function runAction(
     }
     return { internalError: create(StatusSchema, { code: e.code, message: e.message }) };
   } finally {
-    await removeTree(actionDir).catch((err) =>
-      ctx.log.warn(`Cannot clean ${actionDir}: ${(err as Error).message}`)
-    );
-    await Deno.remove(stdoutPath).catch(() => {});
-    await Deno.remove(stderrPath).catch(() => {});
+    const cleanup = async () => {
+      await removeTree(actionDir).catch((err) =>
+        ctx.log.warn(`Cannot clean ${actionDir}: ${(err as Error).message}`)
+      );
+      await Deno.remove(stdoutPath).catch(() => {});
+      await Deno.remove(stderrPath).catch(() => {});
+    };
+    // The caller may report the result first and clean afterwards (it keeps the slot until then).
+    if (deferCleanup) deferCleanup(cleanup);
+    else await cleanup();
   }
 }
 
