@@ -29,7 +29,8 @@ import { emptyStream, has } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { createInstances } from "./instances.ts";
-import { UploadSession } from "./upload_session.ts";
+import { IoThread } from "../util/io_thread.ts";
+import { THREAD_HASH_MIN_BYTES, UploadSession } from "./upload_session.ts";
 import { createZstdCompressStream } from "./zstd_stream.ts";
 
 /** Default size of each `ReadResponse.data`. */
@@ -90,6 +91,8 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
   const instances = createInstances("ByteStream", options.instances);
   const maxParked = options.maxParkedUploads ?? DEFAULT_MAX_PARKED_UPLOADS;
   const uploads = new Map<string, UploadSession>();
+  /** Hashes large uploads off the main thread (started on the first one). */
+  let thread: IoThread | undefined;
 
   const drop = (key: string, session: UploadSession, reason: unknown) => {
     session.abort(reason);
@@ -129,6 +132,8 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
       for (const [key, s] of uploads) {
         drop(key, s, new CairnError(Code.Unavailable, "Server is shutting down"));
       }
+      thread?.close();
+      thread = undefined;
     },
 
     async *read(req, ctx) {
@@ -223,6 +228,7 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
                 digest: d,
                 compressor: resource.compressor,
                 what: name,
+                ...(d.size >= THREAD_HASH_MIN_BYTES ? { thread: thread ??= new IoThread() } : {}),
               });
               uploads.set(key, session);
             } else {

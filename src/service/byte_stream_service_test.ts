@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { ByteStream, type WriteRequest } from "../gen/google/bytestream/bytestream_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { WriteRequestSchema } from "../gen/google/bytestream/bytestream_pb.ts";
@@ -261,6 +262,48 @@ Deno.test("ByteStream on a filesystem store: resume, ranged read, and a wrong ha
       Code.InvalidArgument,
     );
     assert.equal(await has(casStore, lie), undefined);
+  } finally {
+    impl.close();
+    await casStore.close?.();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Large uploads (hashed and written off the main thread) commit only when the hash matches", async () => {
+  const dir = await Deno.makeTempDir();
+  const casStore = createFilesystemStore({ contentPath: `${dir}/content`, tempPath: `${dir}/tmp` });
+  await casStore.init?.();
+  const { client, impl } = setup(casStore);
+  try {
+    const data = await patternBytes((6 << 20) + 333, 21);
+    const d = digestOf(data);
+    assert.equal(
+      (await client.write(stream(writeRequests(writeName(d, "big-1"), data, 256 * 1024)))).committedSize,
+      BigInt(data.byteLength),
+    );
+    assert.ok(Buffer.compare(await getBytes(casStore, d, { maxSize: d.size }), data) === 0);
+
+    // The same bytes under a digest whose hash is wrong (one byte flipped in the claimed hash).
+    const flipped = (d.hash[0] === "0" ? "1" : "0") + d.hash.slice(1);
+    const lie: Digest = { hash: flipped, size: data.byteLength };
+    const msg = await rejectsWithCode(
+      client.write(stream(writeRequests(writeName(lie, "big-2"), data, 1 << 20))),
+      Code.InvalidArgument,
+    );
+    assert.match(msg, /Hash mismatch/);
+    assert.equal(await has(casStore, lie), undefined);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/tmp`)], [], "no temp file is left behind");
+
+    // A client that vanishes mid-upload leaves nothing once its upload is dropped.
+    const other = await patternBytes(5 << 20, 22);
+    const od = digestOf(other);
+    await assert.rejects(client.write(stream(writeRequests(writeName(od, "big-3"), other, 1 << 20), 2)));
+    impl.close();
+    assert.equal(await has(casStore, od), undefined);
+    for (let i = 0; i < 100 && [...Deno.readDirSync(`${dir}/tmp`)].length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual([...Deno.readDirSync(`${dir}/tmp`)], []);
   } finally {
     impl.close();
     await casStore.close?.();

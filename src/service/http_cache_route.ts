@@ -150,7 +150,7 @@ export function createHttpCacheRoute(options: HttpCacheRouteOptions): HttpRoute 
           }
         }),
       );
-      await inst.casStore.write(d, body, { exact: d.size }, { signal: request.signal });
+      await inst.casStore.write(d, body, { exact: d.size }, { signal: request.signal, verified: true });
     } else {
       await request.body?.cancel();
     }

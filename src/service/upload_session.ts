@@ -19,6 +19,7 @@ import { type Digest, formatDigest } from "../digest/digest.ts";
 import type { ResourceCompressor } from "../digest/resource_name.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
+import { IoThread, threadHashingStream } from "../util/io_thread.ts";
 import { hashingStream } from "../util/streams.ts";
 import { createZstdDecompressStream } from "./zstd_stream.ts";
 
@@ -29,7 +30,12 @@ export interface UploadSessionOptions {
   readonly compressor: ResourceCompressor;
   /** Resource name, for messages. */
   readonly what: string;
+  /** Hash uploads of at least {@linkcode THREAD_HASH_MIN_BYTES} on this thread instead of inline. */
+  readonly thread?: IoThread;
 }
+
+/** Uploads this large are hashed on the session's {@linkcode IoThread} (smaller ones inline). */
+export const THREAD_HASH_MIN_BYTES = 4 << 20;
 
 /** An upload being streamed into a store. */
 export class UploadSession {
@@ -64,7 +70,7 @@ export class UploadSession {
     if (compressor === "zstd") {
       plain = plain.pipeThrough(createZstdDecompressStream({ maxOutputBytes: digest.size }));
     }
-    const checked = plain.pipeThrough(hashingStream((hash, size) => {
+    const verify = (hash: string, size: number) => {
       if (size !== digest.size) {
         throw new CairnError(
           Code.InvalidArgument,
@@ -77,8 +83,16 @@ export class UploadSession {
           `Hash mismatch for ${what}: the data hashes to ${hash}, not ${digest.hash}`,
         );
       }
-    }));
-    this.#done = store.write(digest, checked, { exact: digest.size }, { signal: this.#abort.signal });
+    };
+    const checked = plain.pipeThrough(
+      options.thread !== undefined && digest.size >= THREAD_HASH_MIN_BYTES
+        ? threadHashingStream(options.thread, verify)
+        : hashingStream(verify),
+    );
+    this.#done = store.write(digest, checked, { exact: digest.size }, {
+      signal: this.#abort.signal,
+      verified: true,
+    });
     this.#done.then(
       () => {
         this.#settled = true;

@@ -35,6 +35,7 @@ import {
   keyToString,
   notFoundError,
   resolveRange,
+  transformedWriteOptions,
   uploadLimit,
   WrapperStore,
 } from "./helpers.ts";
@@ -125,7 +126,7 @@ export class CompressionStore extends WrapperStore {
       key,
       compressed,
       { max: maxStoredSize(uploadLimit(check), this.#blockSize) },
-      options,
+      transformedWriteOptions(options),
     );
   }
 

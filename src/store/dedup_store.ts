@@ -27,6 +27,7 @@ import {
   keyToString,
   notFoundError,
   resolveRange,
+  transformedWriteOptions,
   uploadLimit,
 } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
@@ -169,7 +170,14 @@ export class DedupStore implements StoreDriver {
       chunks.push(d);
       const p = (async () => {
         const [have] = await this.#content.hasMany([d]);
-        if (have === undefined) await this.#content.write(d, bytesStream(chunk), { exact: d.size }, options);
+        if (have === undefined) {
+          await this.#content.write(
+            d,
+            bytesStream(chunk),
+            { exact: d.size },
+            transformedWriteOptions(options),
+          );
+        }
       })().catch((err) => void (failure ??= err)).finally(() => inflight.delete(p));
       inflight.add(p);
       if (inflight.size >= UPLOAD_CONCURRENCY) await Promise.race(inflight);
@@ -203,7 +211,7 @@ export class DedupStore implements StoreDriver {
     if (failure !== undefined) throw CairnError.from(failure);
     const index = encodeIndex(chunks, count);
     const announced = typeof key === "string" ? index.byteLength : Math.max(index.byteLength, key.size);
-    await this.#index.write(key, bytesStream(index), { max: announced }, options);
+    await this.#index.write(key, bytesStream(index), { max: announced }, transformedWriteOptions(options));
   }
 
   async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {

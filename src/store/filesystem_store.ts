@@ -40,6 +40,7 @@ import {
   resolveRange,
   uploadLimit,
 } from "./helpers.ts";
+import { IoThread } from "../util/io_thread.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -54,6 +55,11 @@ export interface FilesystemStoreOptions {
   readonly blockSize?: number;
   /** At most this many writes at once (0 = unlimited). */
   readonly maxConcurrentWrites?: number;
+  /**
+   * Values of at least this many bytes are written by a worker thread ({@linkcode IoThread}) so the
+   * main thread keeps receiving and hashing meanwhile; smaller ones are written inline. Default 4 MiB.
+   */
+  readonly threadWriteMinBytes?: number;
   /** Millisecond clock (tests). */
   readonly now?: () => number;
 }
@@ -69,6 +75,8 @@ interface Entry {
 
 const DEFAULT_READ_CHUNK = 1 << 20;
 const WRITE_BUFFER = 1 << 20;
+/** Default of {@linkcode FilesystemStoreOptions.threadWriteMinBytes}. */
+const THREAD_WRITE_MIN = 4 << 20;
 const MAX_NAME_BYTES = 200;
 const DIGEST_NAME = /^([0-9a-f]{64})-(\d+)(?:@(\d+))?$/;
 const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
@@ -86,9 +94,11 @@ export class FilesystemStore implements StoreDriver {
   readonly #locks = new Map<string, Promise<void>>();
   readonly #pending = new Set<Promise<void>>();
   readonly #maxWrites: number;
+  readonly #threadWriteMin: number;
   #activeWrites = 0;
   #writeWaiters: (() => void)[] = [];
   #started: Promise<void> | undefined;
+  #thread: IoThread | undefined;
   #tempSeq = 0;
   #tempPrefix = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 
@@ -98,6 +108,7 @@ export class FilesystemStore implements StoreDriver {
     this.#readChunk = options.readBufferSize || DEFAULT_READ_CHUNK;
     this.#blockSize = options.blockSize || 4096;
     this.#maxWrites = options.maxConcurrentWrites ?? 0;
+    this.#threadWriteMin = options.threadWriteMinBytes ?? THREAD_WRITE_MIN;
     this.#now = options.now ?? Date.now;
     this.#index = new LruIndex<Entry>(options.evictionPolicy ?? NO_EVICTION, {
       now: this.#now,
@@ -200,13 +211,12 @@ export class FilesystemStore implements StoreDriver {
     const id = this.#id(key);
     await this.#acquireWrite();
     const tmp = `${this.tempPath}/${this.#tempPrefix}-${(this.#tempSeq++).toString(36)}`;
-    let file: Deno.FsFile | undefined;
-    let pipeline: PipelinedWriter | undefined;
+    let sink: FileOut | undefined;
     try {
-      file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o555 });
-      const out = file;
-      const writer = new PipelinedWriter(out, Math.min(WRITE_BUFFER, Math.max(limit, 1)));
-      pipeline = writer;
+      sink = exact !== undefined && exact >= this.#threadWriteMin
+        ? await this.#writeThread().open(tmp, 0o555)
+        : await MainThreadFile.open(tmp, Math.min(WRITE_BUFFER, Math.max(limit, 1)));
+      const out = sink;
       let count = 0;
       await forEachChunk(data, (chunk) => {
         count += chunk.byteLength;
@@ -218,19 +228,16 @@ export class FilesystemStore implements StoreDriver {
               : `Too much data for ${name}: more than the limit of ${limit} bytes`,
           );
         }
-        return writer.push(chunk);
+        return out.push(chunk);
       }, options?.signal);
-      await writer.finish();
       if (exact !== undefined && count !== exact) {
         throw new CairnError(
           Code.InvalidArgument,
           `Size mismatch for ${name}: expected ${exact} bytes, got ${count}`,
         );
       }
-      const now = new Date(this.#now());
-      await file.utime(now, now);
-      file.close();
-      file = undefined;
+      await out.finish(new Date(this.#now()));
+      sink = undefined;
       const rel = typeof key === "string"
         ? id
         : count === key.size && exact !== undefined
@@ -251,12 +258,7 @@ export class FilesystemStore implements StoreDriver {
         if (old && old.file !== rel) await Deno.remove(`${this.contentPath}/${old.file}`).catch(() => {});
       });
     } catch (err) {
-      await pipeline?.settle();
-      if (file) {
-        try {
-          file.close();
-        } catch { /* closed */ }
-      }
+      await sink?.abort();
       await Deno.remove(tmp).catch(() => {});
       const e = CairnError.from(err, `Cannot write ${name} to filesystem store`);
       throw e;
@@ -289,10 +291,17 @@ export class FilesystemStore implements StoreDriver {
     }
   }
 
-  /** Waits for pending evictions; the files stay for the next start. */
+  /** Waits for pending evictions and stops the write thread; the files stay for the next start. */
   async close(): Promise<void> {
     if (this.#started) await this.#started.catch(() => {});
     while (this.#pending.size) await Promise.all([...this.#pending]);
+    this.#thread?.close();
+    this.#thread = undefined;
+  }
+
+  /** The thread that writes large files (started on first use). */
+  #writeThread(): IoThread {
+    return this.#thread ??= new IoThread({ bufferSize: WRITE_BUFFER });
   }
 
   // --- internals ---
@@ -500,6 +509,54 @@ class PipelinedWriter {
     const p = writeAll(this.#file, bytes);
     p.catch(() => {}); // observed later by finish/settle or the next write
     this.#inflight = p;
+  }
+}
+
+/** Where a write's bytes go: a `FileSink` on the I/O thread, or a file written inline. */
+interface FileOut {
+  push(chunk: Uint8Array): Promise<void>;
+  /** Sets the file's times to `mtime` and closes it; throws any write error. */
+  finish(mtime: Date): Promise<void>;
+  /** Closes the file after a failure (the caller removes it). */
+  abort(): Promise<void>;
+}
+
+/** A file written on the main thread (small values: a thread hop would cost more than the write). */
+class MainThreadFile implements FileOut {
+  readonly #file: Deno.FsFile;
+  readonly #writer: PipelinedWriter;
+  #closed = false;
+
+  private constructor(file: Deno.FsFile, bufferSize: number) {
+    this.#file = file;
+    this.#writer = new PipelinedWriter(file, bufferSize);
+  }
+
+  static async open(path: string, bufferSize: number): Promise<MainThreadFile> {
+    return new MainThreadFile(
+      await Deno.open(path, { write: true, createNew: true, mode: 0o555 }),
+      bufferSize,
+    );
+  }
+
+  push(chunk: Uint8Array): Promise<void> {
+    return this.#writer.push(chunk);
+  }
+
+  async finish(mtime: Date): Promise<void> {
+    await this.#writer.finish();
+    await this.#file.utime(mtime, mtime);
+    this.#closed = true;
+    this.#file.close();
+  }
+
+  async abort(): Promise<void> {
+    await this.#writer.settle();
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#file.close();
+    } catch { /* closed */ }
   }
 }
 

@@ -26,6 +26,20 @@ runStoreConformance("filesystem", async () => {
   };
 });
 
+// Every write through the worker thread (the default sends only values of 4 MiB and more there).
+runStoreConformance("filesystem (thread writes)", async () => {
+  const t = await tempStore({ threadWriteMinBytes: 0 });
+  const store = t.open();
+  await store.init();
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      await t.remove();
+    },
+  };
+});
+
 const blob = (i: number, size = 100) => {
   const b = new Uint8Array(size);
   b.fill(i);

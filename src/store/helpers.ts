@@ -248,3 +248,12 @@ export class WrapperStore implements StoreDriver {
     await this.inner.close?.();
   }
 }
+
+/**
+ * `options` for an inner store that receives transformed bytes (compressed, an index…): the caller's
+ * `verified` promise was about the original bytes, so it is dropped.
+ */
+export function transformedWriteOptions(options: WriteOptions | undefined): WriteOptions | undefined {
+  if (options?.verified === undefined) return options;
+  return options.signal === undefined ? {} : { signal: options.signal };
+}

@@ -35,6 +35,11 @@ export interface ReadOptions {
 export interface WriteOptions {
   /** Aborts the write; nothing is stored. */
   readonly signal?: AbortSignal;
+  /**
+   * The caller checks the stream against the key's digest (size and SHA-256) and errors it at its end on a
+   * mismatch, so nothing wrong is committed; a `verify` wrapper then need not hash the bytes again.
+   */
+  readonly verified?: boolean;
 }
 
 /** Resolves store names to built stores (for `ref_store` and wrappers that name other stores). */

@@ -14,6 +14,8 @@
  * @example
  * ```sh
  * deno run -A tests/bench/cache_bench.ts [--size-mib 1024] [--chunk-kib 1024] [--duration 5] [--no-verify] [--window-mib 0]
+ * # one part only (write, read, fmb, gar), with a V8 CPU profile of the server written into DIR:
+ * deno run -A tests/bench/cache_bench.ts --only gar --cpu-prof DIR
  * ```
  * @module
  */
@@ -141,7 +143,9 @@ function writeRequestHead(
 
 function connect(port: number): http2.ClientHttp2Session {
   const s = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
-  s.on("connect", () => s.setLocalWindowSize?.(1 << 24));
+  s.on("connect", () => {
+    if (!s.destroyed) s.setLocalWindowSize?.(1 << 24);
+  });
   s.on("error", () => {});
   return s;
 }
@@ -249,6 +253,14 @@ const chunkKiB = arg("--chunk-kib", 1024);
 const duration = arg("--duration", 5);
 /** `--window-mib N`: give the server's listener N MiB HTTP/2 stream windows (advanced_http); 0 = defaults. */
 const windowMiB = arg("--window-mib", 0);
+/** `--only write,read,fmb,gar`: run those parts only (write runs whenever read does). */
+const onlyArg = Deno.args.indexOf("--only") >= 0 ? Deno.args[Deno.args.indexOf("--only") + 1] ?? "" : "";
+const parts = new Set(onlyArg ? onlyArg.split(",") : ["write", "read", "fmb", "gar"]);
+if (parts.has("read")) parts.add("write");
+/** `--cpu-prof DIR`: the server writes a V8 CPU profile into DIR when it stops. */
+const cpuProfDir = Deno.args.indexOf("--cpu-prof") >= 0
+  ? Deno.args[Deno.args.indexOf("--cpu-prof") + 1]
+  : undefined;
 const SIZE = sizeMiB * MiB;
 const CHUNK = chunkKiB * 1024;
 const fmt = (n: number, d = 0) => n.toFixed(d);
@@ -282,11 +294,14 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 }
 
 // Digest of the 1 GiB pattern blob, and the SHA-256 one-core ceiling on the same bytes.
-const [blobDigest, shaSeconds] = await timed(async () => {
-  const h = createHash("sha256");
-  for await (const c of patternStream(SIZE, 42, CHUNK)) h.update(c);
-  return { hash: h.digest("hex"), size: SIZE } as Digest;
-});
+const wantWrite = parts.has("write");
+const [blobDigest, shaSeconds] = wantWrite
+  ? await timed(async () => {
+    const h = createHash("sha256");
+    for await (const c of patternStream(SIZE, 42, CHUNK)) h.update(c);
+    return { hash: h.digest("hex"), size: SIZE } as Digest;
+  })
+  : [{ hash: "", size: 0 } as Digest, 0];
 // patternStream generation is part of that time; measure the pure hash on a fixed buffer as well.
 const shaBuf = new Uint8Array(CHUNK).fill(1);
 const [, shaPure] = await timed(() => {
@@ -329,6 +344,7 @@ const casSpec = Deno.args.includes("--no-verify")
   : { verify: { verify_size: true, verify_hash: true, backend: filesystem } };
 const cairn = await startCairnProcess({
   dir: dataDir,
+  ...(cpuProfDir === undefined ? {} : { permissions: ["-A", "--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`] }),
   config: {
     stores: [
       { name: "CAS", ...casSpec },
@@ -369,213 +385,231 @@ try {
     `cache bench: CAS ${
       casSpec === filesystem ? "filesystem" : "verify(filesystem)"
     }, ${sizeMiB} MiB blob in ${chunkKiB} KiB messages; server HTTP/2 window ${
-      windowMiB ? `${windowMiB} MiB` : "default (64 KiB)"
+      windowMiB ? `${windowMiB} MiB` : "Cairn's default (2 MiB)"
     }; h2load runs of ${duration}s`,
   );
-  report(
-    `SHA-256, one core (node:crypto): ${fmt(SIZE / MiB / shaPure)} MB/s ` +
-      `(${fmt(SIZE / MiB / shaSeconds)} MB/s including pattern generation)`,
-  );
+  if (wantWrite) {
+    report(
+      `SHA-256, one core (node:crypto): ${fmt(SIZE / MiB / shaPure)} MB/s ` +
+        `(${fmt(SIZE / MiB / shaSeconds)} MB/s including pattern generation)`,
+    );
 
-  // The framed WriteRequest stream of the blob, written to a file (h2load streams it from disk; the client
-  // is C, so the two shared cores go to the server under test).
-  const name = `uploads/${crypto.randomUUID()}/blobs/${blobDigest.hash}/${blobDigest.size}`;
-  const uploadFile = `${dataDir}/upload.grpc`;
-  {
-    using f = await Deno.open(uploadFile, { write: true, create: true, truncate: true });
-    const writer = f.writable.getWriter();
-    let offset = 0;
-    for await (const data of patternStream(SIZE, 42, CHUNK)) {
-      await writer.write(
-        writeRequestHead(offset === 0 ? name : undefined, offset, offset + data.length >= SIZE, data.length),
-      );
-      await writer.write(data);
-      offset += data.length;
+    // The framed WriteRequest stream of the blob, written to a file (h2load streams it from disk; the client
+    // is C, so the two shared cores go to the server under test).
+    const name = `uploads/${crypto.randomUUID()}/blobs/${blobDigest.hash}/${blobDigest.size}`;
+    const uploadFile = `${dataDir}/upload.grpc`;
+    {
+      using f = await Deno.open(uploadFile, { write: true, create: true, truncate: true });
+      const writer = f.writable.getWriter();
+      let offset = 0;
+      for await (const data of patternStream(SIZE, 42, CHUNK)) {
+        await writer.write(
+          writeRequestHead(
+            offset === 0 ? name : undefined,
+            offset,
+            offset + data.length >= SIZE,
+            data.length,
+          ),
+        );
+        await writer.write(data);
+        offset += data.length;
+      }
+      await writer.close();
     }
-    await writer.close();
-  }
-  const readFile = `${dataDir}/read.grpc`;
-  await Deno.writeFile(
-    readFile,
-    frame(toBinary(
-      ReadRequestSchema,
-      create(ReadRequestSchema, { resourceName: `blobs/${blobDigest.hash}/${blobDigest.size}` }),
-    )),
-  );
-  const once = ["-n", "1", "-c", "1", "-m", "1"];
-
-  // Ceiling: the same bytes into / out of a bare node:http2 server.
-  const bareUp = await h2load(barePort, "/upload", uploadFile, once);
-  const bareDown = await h2load(barePort, "/download", readFile, [
-    ...once,
-    "-H",
-    `x-size: ${SIZE}`,
-    "-H",
-    `x-chunk: ${CHUNK}`,
-  ]);
-  if (bareUp.succeeded !== 1 || bareDown.succeeded !== 1) throw new Error("bare transfers failed");
-  const upCeil = SIZE / MiB / bareUp.seconds;
-  const downCeil = bareDown.dataBytes / MiB / bareDown.seconds;
-  report(`bare node:http2 upload (ceiling):   ${fmt(upCeil)} MB/s`);
-  report(`bare node:http2 download (ceiling): ${fmt(downCeil)} MB/s`);
-
-  // ByteStream Write and Read of the blob through main.ts.
-  const idleRss = await rssKiB(cairn.pid) / 1024;
-  let stopRss = sampleRss(cairn.pid);
-  const w = await h2load(cairn.port, "/google.bytestream.ByteStream/Write", uploadFile, once);
-  const writePeak = stopRss();
-  const session = connect(cairn.port);
-  const check = await (async () => {
-    const s = grpcRequest(
-      session,
-      "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
+    const readFile = `${dataDir}/read.grpc`;
+    await Deno.writeFile(
+      readFile,
+      frame(toBinary(
+        ReadRequestSchema,
+        create(ReadRequestSchema, { resourceName: `blobs/${blobDigest.hash}/${blobDigest.size}` }),
+      )),
     );
-    s.end(frame(toBinary(
-      FindMissingBlobsRequestSchema,
-      create(FindMissingBlobsRequestSchema, {
-        blobDigests: [{ hash: blobDigest.hash, sizeBytes: BigInt(blobDigest.size) }],
-      }),
-    )));
-    return await finish(s, true);
-  })();
-  // An empty FindMissingBlobsResponse is a 5-byte frame: the blob is stored.
-  if (w.succeeded !== 1 || check.status !== "0" || check.bytes !== 5) {
-    throw new Error(`ByteStream Write failed (${check.status} ${check.message}, ${check.bytes} bytes)`);
-  }
-  const writeRate = SIZE / MiB / w.seconds;
-  report(
-    `ByteStream Write: ${fmt(writeRate)} MB/s = ${pctOf(writeRate, upCeil)} of the bare upload ` +
-      `(target >= 60%); server RSS peak ${fmt(writePeak)} MiB (idle ${fmt(idleRss)} MiB)`,
-  );
+    const once = ["-n", "1", "-c", "1", "-m", "1"];
 
-  stopRss = sampleRss(cairn.pid);
-  const r = await h2load(cairn.port, "/google.bytestream.ByteStream/Read", readFile, once);
-  const readPeak = stopRss();
-  const framing = Math.ceil(SIZE / CHUNK) * 16;
-  if (r.succeeded !== 1 || r.dataBytes < SIZE || r.dataBytes > SIZE + framing) {
-    throw new Error(`ByteStream Read returned ${r.dataBytes} bytes`);
-  }
-  const readRate = SIZE / MiB / r.seconds;
-  report(
-    `ByteStream Read:  ${fmt(readRate)} MB/s = ${pctOf(readRate, downCeil)} of the bare download; ` +
-      `server RSS peak ${fmt(readPeak)} MiB (target < 300 MiB)`,
-  );
-  session.close();
-  await Deno.remove(uploadFile);
+    // Ceiling: the same bytes into / out of a bare node:http2 server.
+    const bareUp = await h2load(barePort, "/upload", uploadFile, once);
+    if (bareUp.succeeded !== 1) throw new Error("bare upload failed");
+    const upCeil = SIZE / MiB / bareUp.seconds;
+    report(`bare node:http2 upload (ceiling):   ${fmt(upCeil)} MB/s`);
 
-  // FindMissingBlobs of 1,000 digests (half present).
-  const present: Digest[] = [];
+    // ByteStream Write and Read of the blob through main.ts.
+    const idleRss = await rssKiB(cairn.pid) / 1024;
+    let stopRss = sampleRss(cairn.pid);
+    const w = await h2load(cairn.port, "/google.bytestream.ByteStream/Write", uploadFile, once);
+    const writePeak = stopRss();
+    const session = connect(cairn.port);
+    const check = await (async () => {
+      const s = grpcRequest(
+        session,
+        "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
+      );
+      s.end(frame(toBinary(
+        FindMissingBlobsRequestSchema,
+        create(FindMissingBlobsRequestSchema, {
+          blobDigests: [{ hash: blobDigest.hash, sizeBytes: BigInt(blobDigest.size) }],
+        }),
+      )));
+      return await finish(s, true);
+    })();
+    // An empty FindMissingBlobsResponse is a 5-byte frame: the blob is stored.
+    if (w.succeeded !== 1 || check.status !== "0" || check.bytes !== 5) {
+      throw new Error(`ByteStream Write failed (${check.status} ${check.message}, ${check.bytes} bytes)`);
+    }
+    const writeRate = SIZE / MiB / w.seconds;
+    report(
+      `ByteStream Write: ${fmt(writeRate)} MB/s = ${pctOf(writeRate, upCeil)} of the bare upload ` +
+        `(target >= 60%); server RSS peak ${fmt(writePeak)} MiB (idle ${fmt(idleRss)} MiB)`,
+    );
+
+    if (parts.has("read")) {
+      const bareDown = await h2load(barePort, "/download", readFile, [
+        ...once,
+        "-H",
+        `x-size: ${SIZE}`,
+        "-H",
+        `x-chunk: ${CHUNK}`,
+      ]);
+      if (bareDown.succeeded !== 1) throw new Error("bare download failed");
+      const downCeil = bareDown.dataBytes / MiB / bareDown.seconds;
+      report(`bare node:http2 download (ceiling): ${fmt(downCeil)} MB/s`);
+      stopRss = sampleRss(cairn.pid);
+      const r = await h2load(cairn.port, "/google.bytestream.ByteStream/Read", readFile, once);
+      const readPeak = stopRss();
+      const framing = Math.ceil(SIZE / CHUNK) * 16;
+      if (r.succeeded !== 1 || r.dataBytes < SIZE || r.dataBytes > SIZE + framing) {
+        throw new Error(`ByteStream Read returned ${r.dataBytes} bytes`);
+      }
+      const readRate = SIZE / MiB / r.seconds;
+      report(
+        `ByteStream Read:  ${fmt(readRate)} MB/s = ${pctOf(readRate, downCeil)} of the bare download; ` +
+          `server RSS peak ${fmt(readPeak)} MiB (target < 300 MiB)`,
+      );
+    }
+    session.close();
+    await Deno.remove(uploadFile);
+  }
+
   const small = connect(cairn.port);
-  for (let i = 0; i < 500; i++) {
-    const bytes = new TextEncoder().encode(`bench blob ${i}`);
-    present.push(digestOf(bytes));
-  }
-  {
-    const reqs = present.map((d, i) => ({
-      digest: { hash: d.hash, sizeBytes: BigInt(d.size) },
-      data: new TextEncoder().encode(`bench blob ${i}`),
-    }));
-    const { BatchUpdateBlobsRequestSchema } = await import(
-      "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts"
-    );
-    const s = grpcRequest(
-      small,
-      "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
-    );
-    s.end(
-      frame(
-        toBinary(BatchUpdateBlobsRequestSchema, create(BatchUpdateBlobsRequestSchema, { requests: reqs })),
-      ),
-    );
-    const res = await finish(s);
-    if (res.status !== "0") throw new Error(`BatchUpdateBlobs failed: ${res.status} ${res.message}`);
-  }
-  const fmbDigests = [
-    ...present.map((d) => ({ hash: d.hash, sizeBytes: BigInt(d.size) })),
-    ...Array.from(
-      { length: 500 },
-      (_, i) => ({ hash: createHash("sha256").update(`absent ${i}`).digest("hex"), sizeBytes: 100n }),
-    ),
-  ];
-  const fmbBody = frame(toBinary(
-    FindMissingBlobsRequestSchema,
-    create(FindMissingBlobsRequestSchema, { blobDigests: fmbDigests }),
-  ));
-  const fmb = await h2load(
-    cairn.port,
-    "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
-    fmbBody,
-    ["-D", String(duration), "-c", "1", "-m", "4"],
-  );
-  report(
-    `FindMissingBlobs x1000 digests: ${fmt(fmb.reqPerSec)} calls/s (${
-      fmt(fmb.reqPerSec * 1000)
-    } digests/s), ` +
-      `p50 ${fmt(fmb.p50ms, 2)} ms, p99 ${fmt(fmb.p99ms, 2)} ms (h2load -c 1 -m 4)`,
-  );
-
-  // GetActionResult: store one result, then 64 concurrent streams.
-  const action = { hash: createHash("sha256").update("bench action").digest("hex"), sizeBytes: 140n };
-  {
-    const { UpdateActionResultRequestSchema } = await import(
-      "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts"
-    );
-    const s = grpcRequest(small, "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult");
-    s.end(frame(toBinary(
-      UpdateActionResultRequestSchema,
-      create(UpdateActionResultRequestSchema, { actionDigest: action, actionResult: benchActionResult() }),
-    )));
-    const res = await finish(s);
-    if (res.status !== "0") throw new Error(`UpdateActionResult failed: ${res.status} ${res.message}`);
-    const g = grpcRequest(small, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult");
-    g.end(
-      frame(
-        toBinary(
-          GetActionResultRequestSchema,
-          create(GetActionResultRequestSchema, { actionDigest: action }),
+  let failed = 0;
+  if (parts.has("fmb")) {
+    // FindMissingBlobs of 1,000 digests (half present).
+    const present: Digest[] = [];
+    for (let i = 0; i < 500; i++) {
+      const bytes = new TextEncoder().encode(`bench blob ${i}`);
+      present.push(digestOf(bytes));
+    }
+    {
+      const reqs = present.map((d, i) => ({
+        digest: { hash: d.hash, sizeBytes: BigInt(d.size) },
+        data: new TextEncoder().encode(`bench blob ${i}`),
+      }));
+      const { BatchUpdateBlobsRequestSchema } = await import(
+        "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts"
+      );
+      const s = grpcRequest(
+        small,
+        "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
+      );
+      s.end(
+        frame(
+          toBinary(BatchUpdateBlobsRequestSchema, create(BatchUpdateBlobsRequestSchema, { requests: reqs })),
         ),
+      );
+      const res = await finish(s);
+      if (res.status !== "0") throw new Error(`BatchUpdateBlobs failed: ${res.status} ${res.message}`);
+    }
+    const fmbDigests = [
+      ...present.map((d) => ({ hash: d.hash, sizeBytes: BigInt(d.size) })),
+      ...Array.from(
+        { length: 500 },
+        (_, i) => ({ hash: createHash("sha256").update(`absent ${i}`).digest("hex"), sizeBytes: 100n }),
       ),
+    ];
+    const fmbBody = frame(toBinary(
+      FindMissingBlobsRequestSchema,
+      create(FindMissingBlobsRequestSchema, { blobDigests: fmbDigests }),
+    ));
+    const fmb = await h2load(
+      cairn.port,
+      "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
+      fmbBody,
+      ["-D", String(duration), "-c", "1", "-m", "4"],
     );
-    const got = await finish(g, true);
-    if (got.status !== "0") throw new Error(`GetActionResult failed: ${got.status} ${got.message}`);
+    report(
+      `FindMissingBlobs x1000 digests: ${fmt(fmb.reqPerSec)} calls/s (${
+        fmt(fmb.reqPerSec * 1000)
+      } digests/s), ` +
+        `p50 ${fmt(fmb.p50ms, 2)} ms, p99 ${fmt(fmb.p99ms, 2)} ms (h2load -c 1 -m 4)`,
+    );
+
+    failed += fmb.failed;
+  }
+
+  if (parts.has("gar")) {
+    // GetActionResult: store one result, then 64 concurrent streams.
+    const action = { hash: createHash("sha256").update("bench action").digest("hex"), sizeBytes: 140n };
+    {
+      const { UpdateActionResultRequestSchema } = await import(
+        "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts"
+      );
+      const s = grpcRequest(small, "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult");
+      s.end(frame(toBinary(
+        UpdateActionResultRequestSchema,
+        create(UpdateActionResultRequestSchema, { actionDigest: action, actionResult: benchActionResult() }),
+      )));
+      const res = await finish(s);
+      if (res.status !== "0") throw new Error(`UpdateActionResult failed: ${res.status} ${res.message}`);
+      const g = grpcRequest(small, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult");
+      g.end(
+        frame(
+          toBinary(
+            GetActionResultRequestSchema,
+            create(GetActionResultRequestSchema, { actionDigest: action }),
+          ),
+        ),
+      );
+      const got = await finish(g, true);
+      if (got.status !== "0") throw new Error(`GetActionResult failed: ${got.status} ${got.message}`);
+    }
+    const garBody = frame(toBinary(
+      GetActionResultRequestSchema,
+      create(GetActionResultRequestSchema, { actionDigest: action }),
+    ));
+    const h2args = ["-D", String(duration), "-c", "4", "-m", "16"];
+    await h2load(barePort, "/unary", garBody, ["-n", "5000", "-c", "4", "-m", "16"]); // warm-up
+    await h2load(cairn.port, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult", garBody, [
+      "-n",
+      "5000",
+      "-c",
+      "4",
+      "-m",
+      "16",
+    ]);
+    const bareUnary = await h2load(barePort, "/unary", garBody, h2args);
+    const gar = await h2load(
+      cairn.port,
+      "/build.bazel.remote.execution.v2.ActionCache/GetActionResult",
+      garBody,
+      h2args,
+    );
+    report(
+      `bare node:http2 unary (ceiling): ${fmt(bareUnary.reqPerSec)} calls/s, p50 ${
+        fmt(bareUnary.p50ms, 2)
+      } ms, ` +
+        `p99 ${fmt(bareUnary.p99ms, 2)} ms`,
+    );
+    report(
+      `GetActionResult (h2load -c 4 -m 16): ${fmt(gar.reqPerSec)} calls/s = ${
+        pctOf(gar.reqPerSec, bareUnary.reqPerSec)
+      } ` +
+        `of the bare unary (target >= 80%), p50 ${fmt(gar.p50ms, 2)} ms, p99 ${
+          fmt(gar.p99ms, 2)
+        } ms (target < 20 ms)`,
+    );
+    failed += gar.failed;
   }
   small.close();
-  const garBody = frame(toBinary(
-    GetActionResultRequestSchema,
-    create(GetActionResultRequestSchema, { actionDigest: action }),
-  ));
-  const h2args = ["-D", String(duration), "-c", "4", "-m", "16"];
-  await h2load(barePort, "/unary", garBody, ["-n", "5000", "-c", "4", "-m", "16"]); // warm-up
-  await h2load(cairn.port, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult", garBody, [
-    "-n",
-    "5000",
-    "-c",
-    "4",
-    "-m",
-    "16",
-  ]);
-  const bareUnary = await h2load(barePort, "/unary", garBody, h2args);
-  const gar = await h2load(
-    cairn.port,
-    "/build.bazel.remote.execution.v2.ActionCache/GetActionResult",
-    garBody,
-    h2args,
-  );
-  report(
-    `bare node:http2 unary (ceiling): ${fmt(bareUnary.reqPerSec)} calls/s, p50 ${
-      fmt(bareUnary.p50ms, 2)
-    } ms, ` +
-      `p99 ${fmt(bareUnary.p99ms, 2)} ms`,
-  );
-  report(
-    `GetActionResult (h2load -c 4 -m 16): ${fmt(gar.reqPerSec)} calls/s = ${
-      pctOf(gar.reqPerSec, bareUnary.reqPerSec)
-    } ` +
-      `of the bare unary (target >= 80%), p50 ${fmt(gar.p50ms, 2)} ms, p99 ${
-        fmt(gar.p99ms, 2)
-      } ms (target < 20 ms)`,
-  );
-  if (gar.failed + fmb.failed > 0) report(`WARNING: h2load saw ${gar.failed + fmb.failed} failed requests`);
+  if (failed > 0) report(`WARNING: h2load saw ${failed} failed requests`);
 } finally {
   await cairn.stop(60_000);
   try {
