@@ -16,14 +16,17 @@
  * ```
  * @module
  */
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type ActionCache,
   type ActionResult,
   ActionResultSchema,
   type Digest as DigestProto,
+  GetActionResultRequestSchema,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { decodeRequest } from "../transport/grpc_handler.ts";
+import type { EncodedUnary } from "../transport/types.ts";
 import { actionCacheKey, type Digest, EMPTY_SHA256, formatDigest, fromProto } from "../digest/digest.ts";
 
 export { actionCacheKey };
@@ -46,6 +49,12 @@ export interface AcInstance {
   readonly readOnly?: boolean;
 }
 
+/** The ActionCache implementation plus encoded-bytes methods for the gRPC fast path. */
+export type ActionCacheServiceImpl = Partial<ServiceImpl<typeof ActionCache>> & {
+  /** `getActionResult` on encoded messages: a stored result goes out as stored when nothing is inlined. */
+  readonly encoded: { readonly getActionResult: EncodedUnary };
+};
+
 /** Options of {@linkcode createActionCacheService}. */
 export interface ActionCacheServiceOptions {
   readonly instances: ReadonlyMap<string, AcInstance>;
@@ -56,6 +65,62 @@ export interface ActionCacheServiceOptions {
 /** Reads an ActionResult stored for `digest`; NOT_FOUND when absent or unreadable. */
 export async function readActionResult(acStore: StoreDriver, digest: Digest): Promise<ActionResult> {
   const bytes = await getBytes(acStore, actionCacheKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
+  return decodeActionResult(bytes, digest);
+}
+
+/** The stored bytes of an ActionResult, checked to be a well-formed message; NOT_FOUND otherwise. */
+export async function readEncodedActionResult(acStore: StoreDriver, digest: Digest): Promise<Uint8Array> {
+  const bytes = await getBytes(acStore, actionCacheKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
+  if (!isWellFormedMessage(bytes)) decodeActionResult(bytes, digest); // throws NOT_FOUND with the reason
+  return bytes;
+}
+
+/**
+ * Whether `bytes` parse as protobuf wire format at the top level: every field has a valid number and wire
+ * type, and every length stays inside the message (a cheap check for truncated or foreign bytes).
+ */
+export function isWellFormedMessage(bytes: Uint8Array): boolean {
+  let pos = 0;
+  const end = bytes.byteLength;
+  const varint = (): number => {
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < 10; i++) {
+      if (pos >= end) return -1;
+      const b = bytes[pos++]!;
+      value += (b & 0x7f) * scale;
+      if (b < 0x80) return value;
+      scale *= 128;
+    }
+    return -1;
+  };
+  while (pos < end) {
+    const key = varint();
+    if (key < 8) return false; // field number 0, or not a varint
+    switch (key % 8) {
+      case 0:
+        if (varint() < 0) return false;
+        break;
+      case 1:
+        pos += 8;
+        break;
+      case 2: {
+        const len = varint();
+        if (len < 0) return false;
+        pos += len;
+        break;
+      }
+      case 5:
+        pos += 4;
+        break;
+      default:
+        return false; // groups (3, 4) and 6, 7 do not occur in these messages
+    }
+  }
+  return pos === end;
+}
+
+function decodeActionResult(bytes: Uint8Array, digest: Digest): ActionResult {
   try {
     return fromBinary(ActionResultSchema, bytes);
   } catch (err) {
@@ -94,13 +159,25 @@ export function validateActionResult(result: ActionResult): void {
  * });
  * ```
  */
-export function createActionCacheService(
-  options: ActionCacheServiceOptions,
-): Partial<ServiceImpl<typeof ActionCache>> {
+export function createActionCacheService(options: ActionCacheServiceOptions): ActionCacheServiceImpl {
   const instances = createInstances("ActionCache", options.instances);
   const maxInline = options.maxInlineBytes ?? DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES;
 
-  return {
+  const impl: ActionCacheServiceImpl = {
+    encoded: {
+      async getActionResult(bytes, context) {
+        const req = decodeRequest(GetActionResultRequestSchema, bytes);
+        const inst = instances.get(req.instanceName);
+        const inlining = req.inlineStdout || req.inlineStderr || req.inlineOutputFiles.length > 0;
+        if (inlining && inst.casStore !== undefined) {
+          const result = await impl.getActionResult!(req, context);
+          return toBinary(ActionResultSchema, create(ActionResultSchema, result));
+        }
+        const digest = fromProto(req.actionDigest, checkDigestFunction(req.digestFunction));
+        return await readEncodedActionResult(inst.acStore, digest);
+      },
+    },
+
     async getActionResult(req) {
       const fn = checkDigestFunction(req.digestFunction);
       const inst = instances.get(req.instanceName);
@@ -170,4 +247,5 @@ export function createActionCacheService(
       return result;
     },
   };
+  return impl;
 }

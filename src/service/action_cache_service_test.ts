@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
-import { ActionCache } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  ActionCache,
+  ActionResultSchema,
+  GetActionResultRequestSchema,
+} from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { digestOf, EMPTY_DIGEST } from "../digest/digest.ts";
 import { has, putBytes } from "../store/helpers.ts";
 import { createMemoryStore } from "../store/memory_store.ts";
 import { Code } from "../util/error.ts";
-import { actionCacheKey, createActionCacheService } from "./action_cache_service.ts";
+import { actionCacheKey, createActionCacheService, isWellFormedMessage } from "./action_cache_service.ts";
 import { toProto } from "./cas_service.ts";
 import { rejectsWithCode, serviceClient } from "./testing.ts";
 
@@ -22,7 +27,7 @@ function setup(maxInlineBytes?: number) {
     ]),
     ...(maxInlineBytes === undefined ? {} : { maxInlineBytes }),
   });
-  return { acStore, casStore, otherAc, client: serviceClient(ActionCache, impl) };
+  return { acStore, casStore, otherAc, impl, client: serviceClient(ActionCache, impl) };
 }
 
 Deno.test("GetActionResult misses are NOT_FOUND; UpdateActionResult stores under the action digest", async () => {
@@ -116,4 +121,81 @@ Deno.test("GetActionResult inlines stdout, stderr and requested output files wit
     "a/empty": 0,
     "a/unrequested": 0,
   });
+});
+
+Deno.test("The encoded GetActionResult (gRPC fast path) answers as the decoded one", async () => {
+  const { acStore, casStore, impl, client } = setup();
+  const ctx = {} as Parameters<typeof impl.encoded.getActionResult>[1];
+  const call = (req: Parameters<typeof create<typeof GetActionResultRequestSchema>>[1]) =>
+    Promise.resolve(impl.encoded.getActionResult(
+      toBinary(GetActionResultRequestSchema, create(GetActionResultRequestSchema, req)),
+      ctx,
+    ));
+  const action = digestOf(enc.encode("encoded action"));
+  const stdout = enc.encode("hello from stdout");
+  await putBytes(casStore, digestOf(stdout), stdout);
+  await client.updateActionResult({
+    actionDigest: toProto(action),
+    actionResult: {
+      exitCode: 3,
+      stdoutDigest: toProto(digestOf(stdout)),
+      outputFiles: [{ path: "a/b.o", digest: toProto(digestOf(stdout)) }],
+    },
+  });
+
+  // No inlining: the stored bytes as they are, decoding to the same result the decoded method returns.
+  const plain = fromBinary(ActionResultSchema, await call({ actionDigest: toProto(action) }));
+  const decoded = await client.getActionResult({ actionDigest: toProto(action) });
+  assert.equal(plain.exitCode, 3);
+  assert.deepEqual(toBinary(ActionResultSchema, plain), toBinary(ActionResultSchema, decoded));
+  assert.equal(plain.stdoutRaw.byteLength, 0);
+
+  // Inlining requested: filled from the CAS like the decoded method.
+  const inlined = fromBinary(
+    ActionResultSchema,
+    await call({ actionDigest: toProto(action), inlineStdout: true }),
+  );
+  assert.deepEqual(inlined.stdoutRaw, stdout);
+
+  // Misses, bad requests and bad digests fail with the same codes.
+  const missing = digestOf(enc.encode("never stored"));
+  await assert.rejects(
+    call({ actionDigest: toProto(missing) }),
+    (e: { code?: number }) => e.code === Code.NotFound,
+  );
+  await assert.rejects(
+    Promise.resolve().then(() => impl.encoded.getActionResult(new Uint8Array([0x12, 0x50, 1]), ctx)),
+    (e: { code?: number; message?: string }) =>
+      e.code === Code.InvalidArgument && /GetActionResultRequest/.test(e.message ?? ""),
+  );
+  await assert.rejects(
+    call({ actionDigest: { hash: "abc", sizeBytes: 1n } }),
+    (e: { code?: number }) => e.code === Code.InvalidArgument,
+  );
+
+  // Stored bytes that are not a protobuf message (a damaged entry) are a miss, never served.
+  const damaged = digestOf(enc.encode("damaged"));
+  await putBytes(acStore, actionCacheKey(damaged), new Uint8Array([0x0a, 0x7f, 0x01, 0x02]));
+  await assert.rejects(
+    call({ actionDigest: toProto(damaged) }),
+    (e: { code?: number }) => e.code === Code.NotFound,
+  );
+  await rejectsWithCode(client.getActionResult({ actionDigest: toProto(damaged) }), Code.NotFound);
+});
+
+Deno.test("isWellFormedMessage accepts protobuf wire format and refuses truncated or foreign bytes", () => {
+  const good = toBinary(
+    ActionResultSchema,
+    create(ActionResultSchema, {
+      exitCode: 300,
+      stdoutRaw: new Uint8Array(200),
+      outputFiles: [{ path: "x" }],
+    }),
+  );
+  assert.equal(isWellFormedMessage(good), true);
+  assert.equal(isWellFormedMessage(new Uint8Array(0)), true, "the empty message");
+  assert.equal(isWellFormedMessage(good.subarray(0, good.byteLength - 1)), false, "truncated");
+  assert.equal(isWellFormedMessage(enc.encode('{"exitCode": 0}')), false, "JSON");
+  assert.equal(isWellFormedMessage(new Uint8Array([0x00, 0x01])), false, "field number 0");
+  assert.equal(isWellFormedMessage(new Uint8Array([0x0b, 0x0c])), false, "groups");
 });

@@ -166,10 +166,8 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
         ...(casStore ? { casStore } : {}),
       }];
     }));
-    bindings.push({
-      service: ActionCache,
-      impl: createActionCacheService({ instances, maxInlineBytes: maxBatch }),
-    });
+    const impl = createActionCacheService({ instances, maxInlineBytes: maxBatch });
+    bindings.push({ service: ActionCache, impl, encoded: impl.encoded });
   }
 
   if (services.bytestream) {

@@ -120,6 +120,17 @@ export function runStoreConformance(
     },
   );
 
+  if (stringKeys && retains) {
+    test("getBytes refuses a value (or range) larger than maxSize", async (store) => {
+      const bytes = await patternBytes(200_000, 13);
+      await putBytes(store, "big-entry", bytes);
+      await assertRejectsWithCode(getBytes(store, "big-entry", { maxSize: 199_999 }), Code.ResourceExhausted);
+      const part = await getBytes(store, "big-entry", { maxSize: 1000, offset: 70_000, length: 1000 });
+      assert.deepEqual(part, bytes.subarray(70_000, 71_000));
+      assert.deepEqual(await getBytes(store, "big-entry", { maxSize: 200_000 }), bytes);
+    });
+  }
+
   test("range reads at the edges", async (store) => {
     const bytes = await patternBytes(largeSize, 11);
     const d = digestOf(bytes);

@@ -67,6 +67,7 @@ export async function getBytes(
       `Cannot read ${keyToString(key)} into memory: ${wanted} bytes exceeds the limit of ${maxSize}`,
     );
   }
+  if (store.readBytes !== undefined) return await store.readBytes(key, options);
   const stream = await store.read(key, readOptions);
   return await collectBytes(stream, maxSize, keyToString(key));
 }

@@ -77,6 +77,39 @@ export class MemoryStore implements StoreDriver {
     }
   }
 
+  /** A small value without a stream: a view of the stored bytes when they are one segment, else a copy. */
+  readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    const entry = this.#index.get(keyToString(key));
+    if (!entry) return Promise.reject(notFoundError(this.kind, key));
+    try {
+      options.signal?.throwIfAborted();
+      const { start, end } = resolveRange(key, entry.size, options);
+      if (end - start > options.maxSize) {
+        throw new CairnError(
+          Code.ResourceExhausted,
+          `Cannot read ${keyToString(key)} into memory: ${
+            end - start
+          } bytes exceeds the limit of ${options.maxSize}`,
+        );
+      }
+      const first = entry.segments[0];
+      if (entry.segments.length === 1 && first !== undefined) {
+        return Promise.resolve(first.subarray(start, end));
+      }
+      const out = new Uint8Array(end - start);
+      let base = 0;
+      for (const seg of entry.segments) {
+        const from = Math.max(start - base, 0);
+        const to = Math.min(end - base, seg.byteLength);
+        if (from < to) out.set(seg.subarray(from, to), base + from - start);
+        base += seg.byteLength;
+      }
+      return Promise.resolve(out);
+    } catch (err) {
+      return Promise.reject(CairnError.from(err));
+    }
+  }
+
   async write(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,

@@ -74,6 +74,12 @@ export interface StoreDriver {
     options?: WriteOptions,
   ): Promise<void>;
 
+  /**
+   * Optional shortcut for small values: bytes `[offset, offset + length)` of a stored value at once, without
+   * a stream; RESOURCE_EXHAUSTED when they are more than `maxSize`. `getBytes` uses it when present.
+   */
+  readBytes?(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array>;
+
   /** Removes a key; true when it existed. Optional. */
   delete?(key: StoreKey): Promise<boolean>;
 

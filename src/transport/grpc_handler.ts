@@ -23,6 +23,7 @@ import {
   type DescService,
   fromBinary,
   isMessage,
+  type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
 import {
@@ -37,7 +38,7 @@ import { encodeFrame, type Frame, FrameParser, parseGrpcTimeout, parseSingleFram
 import { percentEncode, statusTrailers } from "./grpc_status.ts";
 import { type MethodStats, methodStats } from "./grpc_stats.ts";
 import { SendBacklog } from "./send_backlog.ts";
-import type { ServiceBinding, TransportLog } from "./types.ts";
+import type { EncodedUnary, ServiceBinding, TransportLog } from "./types.ts";
 
 /** Options of {@linkcode GrpcHandler}. */
 export interface GrpcHandlerOptions {
@@ -61,6 +62,8 @@ interface MethodEntry {
   readonly streamingRequest: boolean;
   readonly streamingResponse: boolean;
   readonly impl: Impl | undefined;
+  /** The binding's encoded-bytes version of a unary method, preferred when present. */
+  readonly encoded: EncodedUnary | undefined;
   readonly stats: MethodStats;
 }
 
@@ -79,9 +82,10 @@ export class GrpcHandler {
   readonly backlog = new SendBacklog(4 * 1024 * 1024);
 
   constructor(options: GrpcHandlerOptions) {
-    for (const { service, impl } of options.bindings) {
+    for (const { service, impl, encoded } of options.bindings) {
       for (const method of service.methods) {
         const fn = impl[method.localName];
+        const raw = method.methodKind === "unary" ? encoded?.[method.localName] : undefined;
         const path = `/${service.typeName}/${method.name}`;
         this.#methods.set(path, {
           stats: methodStats(path),
@@ -94,6 +98,7 @@ export class GrpcHandler {
           streamingResponse: method.methodKind === "server_streaming" ||
             method.methodKind === "bidi_streaming",
           impl: typeof fn === "function" ? (fn as Impl).bind(impl) : undefined,
+          encoded: raw,
         });
       }
     }
@@ -331,6 +336,8 @@ class GrpcCall implements HandlerContext {
     const chunks = this.#chunks;
     this.#chunks = [];
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#received);
+    const encoded = this.#entry.encoded;
+    if (encoded !== undefined) return this.#invokeEncoded(encoded, body);
     let request: unknown;
     try {
       request = this.#decode(parseSingleFrame(body, this.#owner.maxMessageBytes));
@@ -338,6 +345,31 @@ class GrpcCall implements HandlerContext {
       return this.#fail(err);
     }
     this.#invoke(request);
+  }
+
+  #invokeEncoded(fn: EncodedUnary, body: Uint8Array): void {
+    let result: Promise<Uint8Array> | Uint8Array;
+    try {
+      result = fn(this.#payload(parseSingleFrame(body, this.#owner.maxMessageBytes)), this);
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (result instanceof Promise) {
+      result.then((bytes) => this.#sendEncoded(bytes), (err) => this.#fail(err));
+    } else {
+      this.#sendEncoded(result);
+    }
+  }
+
+  #sendEncoded(bytes: Uint8Array): void {
+    if (this.#state !== State.Idle) return;
+    const frame = this.#gzipOut && bytes.byteLength >= COMPRESS_MIN_BYTES
+      ? encodeFrame(zlib.gzipSync(bytes), true)
+      : encodeFrame(bytes, false);
+    if (!this.#respond()) return;
+    this.#state = State.Ending;
+    this.#trailers = this.#responseTrailer ? withTrailers(OK_TRAILERS, this.#responseTrailer) : OK_TRAILERS;
+    this.#stream.end(frame);
   }
 
   #invoke(request: unknown): void {
@@ -405,6 +437,11 @@ class GrpcCall implements HandlerContext {
   }
 
   #decode(frame: Frame): unknown {
+    return decodeRequest(this.#entry.input, this.#payload(frame));
+  }
+
+  /** The frame's message bytes, gunzipped when compressed. */
+  #payload(frame: Frame): Uint8Array {
     let data = frame.data;
     if (frame.compressed) {
       if (!this.#gzipIn) {
@@ -425,14 +462,7 @@ class GrpcCall implements HandlerContext {
         );
       }
     }
-    try {
-      return fromBinary(this.#entry.input, data);
-    } catch (err) {
-      throw new CairnError(
-        Code.InvalidArgument,
-        `Cannot decode ${this.#entry.input.typeName}: ${(err as Error).message}`,
-      );
-    }
+    return data;
   }
 
   #frame(message: unknown): Uint8Array {
@@ -533,6 +563,22 @@ class GrpcCall implements HandlerContext {
     this.#entry.stats.record(code, (performance.now() - this.#startedAt) / 1000);
     this.#abortReason = reason ?? CALL_COMPLETE;
     this.#abortController?.abort(this.#abortReason);
+  }
+}
+
+/**
+ * Decodes a request message; INVALID_ARGUMENT naming the type when the bytes are not one.
+ *
+ * @example
+ * ```ts
+ * const req = decodeRequest(GetActionResultRequestSchema, bytes);
+ * ```
+ */
+export function decodeRequest<D extends DescMessage>(schema: D, bytes: Uint8Array): MessageShape<D> {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (err) {
+    throw new CairnError(Code.InvalidArgument, `Cannot decode ${schema.typeName}: ${(err as Error).message}`);
   }
 }
 

@@ -25,7 +25,9 @@ export {
 } from "./grpc_client.ts";
 export { registerErrorDetailTypes, statusOf, toConnectError } from "./grpc_status.ts";
 export { type BoundAddress, parseSocketAddress } from "./listener.ts";
+export { decodeRequest } from "./grpc_handler.ts";
 export type {
+  EncodedUnary,
   HttpListenerConfig,
   HttpRoute,
   ListenerAdvancedHttpConfig,

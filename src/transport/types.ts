@@ -14,13 +14,22 @@
  * @module
  */
 import type { DescService } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+
+/**
+ * A unary method working on encoded messages: the request's bytes in, the response's bytes out. The gRPC
+ * fast path prefers it over the impl's method (no decode and re-encode of a stored response); it must
+ * answer exactly as that method does. Decode errors should be INVALID_ARGUMENT, as with `decodeRequest`.
+ */
+export type EncodedUnary = (request: Uint8Array, context: HandlerContext) => Promise<Uint8Array> | Uint8Array;
 
 /** One RPC service and its implementation (build one with `bindService`). */
 export interface ServiceBinding {
   readonly service: DescService;
   // deno-lint-ignore no-explicit-any
   readonly impl: Partial<ServiceImpl<any>>;
+  /** Encoded-bytes versions of some unary methods, by local name (`getActionResult`), for gRPC. */
+  readonly encoded?: Readonly<Record<string, EncodedUnary>>;
 }
 
 /**

@@ -28,7 +28,7 @@ export interface IoThreadOptions {
   readonly bufferSize?: number;
   /** Buffers one file or hash may have at the worker at once (default 4). */
   readonly depth?: number;
-  /** Free buffers kept for reuse (default 16). */
+  /** Free buffers kept for reuse (default 8). */
   readonly poolSize?: number;
 }
 
@@ -57,7 +57,7 @@ export class IoThread {
   constructor(options: IoThreadOptions = {}) {
     this.bufferSize = options.bufferSize ?? 1 << 20;
     this.depth = options.depth ?? 4;
-    this.#poolSize = options.poolSize ?? 16;
+    this.#poolSize = options.poolSize ?? 8;
   }
 
   /** Creates `path` (it must not exist) with `mode`; resolves once it is open. */
