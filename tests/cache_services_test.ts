@@ -19,6 +19,7 @@ import { createStoreManager } from "../src/store/store_manager.ts";
 import { createCairnServer } from "../src/transport/server.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
 import { concatBytes, patternBytes } from "../src/util/streams.ts";
+import { Code } from "../src/util/error.ts";
 
 async function withCache(
   fn: (c: {
@@ -110,6 +111,38 @@ Deno.test("Cache services over gRPC: capabilities, batches, ByteStream (plain an
       chunks.push(r.data);
     }
     assert.deepEqual(concatBytes(chunks), big);
+
+    // Ranged reads and refused reads on the gRPC fast path (encoded ReadResponses).
+    const readName = formatReadResourceName({ instanceName: "main", compressor: "identity", digest: d });
+    const ranged: Uint8Array[] = [];
+    for await (
+      const r of bs.read({ resourceName: readName, readOffset: 1_000_000n, readLimit: 3_000_001n })
+    ) {
+      ranged.push(r.data);
+    }
+    assert.deepEqual(concatBytes(ranged), big.subarray(1_000_000, 4_000_001));
+    const drain = async (req: { resourceName: string; readOffset?: bigint }) => {
+      for await (const _ of bs.read(req)) { /* consume */ }
+    };
+    await assert.rejects(
+      drain({ resourceName: readName, readOffset: BigInt(big.byteLength + 1) }),
+      (e: { code?: number }) => e.code === Code.OutOfRange,
+    );
+    const absent = digestOf(new TextEncoder().encode("absent blob"));
+    await assert.rejects(
+      drain({
+        resourceName: formatReadResourceName({
+          instanceName: "main",
+          compressor: "identity",
+          digest: absent,
+        }),
+      }),
+      (e: { code?: number }) => e.code === Code.NotFound,
+    );
+    await assert.rejects(
+      drain({ resourceName: "main/blobs/xyz/12" }),
+      (e: { code?: number }) => e.code === Code.InvalidArgument,
+    );
 
     const text = new TextEncoder().encode("compress me ".repeat(10_000));
     const td = digestOf(text);

@@ -18,7 +18,13 @@
  * @module
  */
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { ByteStream } from "../gen/google/bytestream/bytestream_pb.ts";
+import {
+  type ByteStream,
+  type ReadRequest,
+  ReadRequestSchema,
+} from "../gen/google/bytestream/bytestream_pb.ts";
+import { decodeRequest } from "../transport/grpc_handler.ts";
+import type { EncodedServerStream } from "../transport/types.ts";
 import { type Digest, EMPTY_SHA256, formatDigest } from "../digest/digest.ts";
 import {
   parseReadResourceName,
@@ -60,6 +66,8 @@ export interface ByteStreamServiceOptions {
 
 /** The ByteStream implementation plus a `close()` that aborts parked uploads. */
 export type ByteStreamServiceImpl = Partial<ServiceImpl<typeof ByteStream>> & {
+  /** `read` on encoded messages for the gRPC fast path (no copy of the blob's bytes into messages). */
+  readonly encoded: { readonly read: EncodedServerStream };
   /** Aborts every upload in progress (nothing partial is stored). */
   close(): void;
   /** Number of uploads in progress or parked (for tests and metrics). */
@@ -123,7 +131,62 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
     }
   };
 
-  return {
+  /** The blob's bytes for a ReadRequest, in pieces of at most the instance's `max_bytes_per_stream`. */
+  async function* readData(req: ReadRequest, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    const r = parseReadResourceName(req.resourceName);
+    const inst = instances.get(r.instanceName);
+    const offset = Number(req.readOffset);
+    const limit = Number(req.readLimit);
+    const d = r.digest;
+    if (offset < 0 || offset > d.size) {
+      throw new CairnError(
+        Code.OutOfRange,
+        `Invalid read_offset ${offset} for ${req.resourceName}: the blob has ${d.size} bytes`,
+      );
+    }
+    if (limit < 0) {
+      throw new CairnError(Code.InvalidArgument, `Invalid read_limit ${limit}: must not be negative`);
+    }
+    if (r.compressor !== "identity" && limit !== 0) {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `read_limit must be 0 when reading compressed blobs (got ${limit})`,
+      );
+    }
+    const configured = inst.maxBytesPerStream || DEFAULT_MAX_BYTES_PER_STREAM;
+    const chunkSize = Math.min(Math.max(configured, 1024), MAX_MESSAGE_BYTES);
+    let stream = isEmpty(d) ? emptyStream() : await inst.casStore.read(d, {
+      offset,
+      ...(limit > 0 ? { length: limit } : {}),
+      signal,
+    });
+    if (r.compressor === "zstd") stream = stream.pipeThrough(createZstdCompressStream());
+    const reader = stream.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        for (let pos = 0; pos < value.byteLength; pos += chunkSize) {
+          yield value.subarray(pos, pos + chunkSize);
+        }
+      }
+    } catch (err) {
+      throw CairnError.from(err, `Cannot read ${req.resourceName}`);
+    } finally {
+      await reader.cancel().catch(() => {});
+      reader.releaseLock();
+    }
+  }
+
+  const impl: ByteStreamServiceImpl = {
+    encoded: {
+      /** Read on encoded messages: each ReadResponse is its `data` field's header and the bytes as read. */
+      async *read(bytes, ctx) {
+        const req = decodeRequest(ReadRequestSchema, bytes);
+        for await (const data of readData(req, ctx.signal)) yield [dataFieldHeader(data.byteLength), data];
+      },
+    },
+
     get activeUploads() {
       return uploads.size;
     },
@@ -136,50 +199,8 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
       thread = undefined;
     },
 
-    async *read(req, ctx) {
-      const r = parseReadResourceName(req.resourceName);
-      const inst = instances.get(r.instanceName);
-      const offset = Number(req.readOffset);
-      const limit = Number(req.readLimit);
-      const d = r.digest;
-      if (offset < 0 || offset > d.size) {
-        throw new CairnError(
-          Code.OutOfRange,
-          `Invalid read_offset ${offset} for ${req.resourceName}: the blob has ${d.size} bytes`,
-        );
-      }
-      if (limit < 0) {
-        throw new CairnError(Code.InvalidArgument, `Invalid read_limit ${limit}: must not be negative`);
-      }
-      if (r.compressor !== "identity" && limit !== 0) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          `read_limit must be 0 when reading compressed blobs (got ${limit})`,
-        );
-      }
-      const configured = inst.maxBytesPerStream || DEFAULT_MAX_BYTES_PER_STREAM;
-      const chunkSize = Math.min(Math.max(configured, 1024), MAX_MESSAGE_BYTES);
-      let stream = isEmpty(d) ? emptyStream() : await inst.casStore.read(d, {
-        offset,
-        ...(limit > 0 ? { length: limit } : {}),
-        signal: ctx.signal,
-      });
-      if (r.compressor === "zstd") stream = stream.pipeThrough(createZstdCompressStream());
-      const reader = stream.getReader();
-      try {
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          for (let pos = 0; pos < value.byteLength; pos += chunkSize) {
-            yield { data: value.subarray(pos, pos + chunkSize) };
-          }
-        }
-      } catch (err) {
-        throw CairnError.from(err, `Cannot read ${req.resourceName}`);
-      } finally {
-        await reader.cancel().catch(() => {});
-        reader.releaseLock();
-      }
+    read(req, ctx) {
+      return readMessages(readData(req, ctx.signal));
     },
 
     async write(requests, ctx) {
@@ -302,4 +323,21 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
       return { committedSize: 0n, complete: false };
     },
   };
+  return impl;
+}
+
+async function* readMessages(data: AsyncIterable<Uint8Array>): AsyncGenerator<{ data: Uint8Array }> {
+  for await (const bytes of data) yield { data: bytes };
+}
+
+/** The wire header of `ReadResponse.data` (field 10, length-delimited) for `length` bytes. */
+function dataFieldHeader(length: number): Uint8Array {
+  const out = [0x52];
+  let n = length;
+  while (n > 127) {
+    out.push((n & 127) | 128);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return new Uint8Array(out);
 }

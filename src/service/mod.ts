@@ -180,7 +180,7 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
     }]));
     const impl = createByteStreamService({ instances });
     closers.push(() => impl.close());
-    bindings.push({ service: ByteStream, impl });
+    bindings.push({ service: ByteStream, impl, encoded: impl.encoded });
   }
 
   if (services.capabilities) {

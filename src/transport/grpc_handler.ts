@@ -34,11 +34,18 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import { CairnError, Code } from "../util/error.ts";
-import { encodeFrame, type Frame, FrameParser, parseGrpcTimeout, parseSingleFrame } from "./grpc_frame.ts";
+import {
+  encodeFrame,
+  type Frame,
+  frameHeader,
+  FrameParser,
+  parseGrpcTimeout,
+  parseSingleFrame,
+} from "./grpc_frame.ts";
 import { percentEncode, statusTrailers } from "./grpc_status.ts";
 import { type MethodStats, methodStats } from "./grpc_stats.ts";
 import { SendBacklog } from "./send_backlog.ts";
-import type { EncodedUnary, ServiceBinding, TransportLog } from "./types.ts";
+import type { EncodedServerStream, EncodedUnary, ServiceBinding, TransportLog } from "./types.ts";
 
 /** Options of {@linkcode GrpcHandler}. */
 export interface GrpcHandlerOptions {
@@ -62,8 +69,8 @@ interface MethodEntry {
   readonly streamingRequest: boolean;
   readonly streamingResponse: boolean;
   readonly impl: Impl | undefined;
-  /** The binding's encoded-bytes version of a unary method, preferred when present. */
-  readonly encoded: EncodedUnary | undefined;
+  /** The binding's encoded-bytes version of a unary or server-streaming method, preferred when present. */
+  readonly encoded: EncodedUnary | EncodedServerStream | undefined;
   readonly stats: MethodStats;
 }
 
@@ -85,7 +92,9 @@ export class GrpcHandler {
     for (const { service, impl, encoded } of options.bindings) {
       for (const method of service.methods) {
         const fn = impl[method.localName];
-        const raw = method.methodKind === "unary" ? encoded?.[method.localName] : undefined;
+        const raw = method.methodKind === "unary" || method.methodKind === "server_streaming"
+          ? encoded?.[method.localName]
+          : undefined;
         const path = `/${service.typeName}/${method.name}`;
         this.#methods.set(path, {
           stats: methodStats(path),
@@ -347,18 +356,50 @@ class GrpcCall implements HandlerContext {
     this.#invoke(request);
   }
 
-  #invokeEncoded(fn: EncodedUnary, body: Uint8Array): void {
-    let result: Promise<Uint8Array> | Uint8Array;
+  #invokeEncoded(fn: EncodedUnary | EncodedServerStream, body: Uint8Array): void {
+    let result: Promise<Uint8Array> | Uint8Array | AsyncIterable<readonly Uint8Array[]>;
     try {
       result = fn(this.#payload(parseSingleFrame(body, this.#owner.maxMessageBytes)), this);
     } catch (err) {
       return this.#fail(err);
     }
-    if (result instanceof Promise) {
+    if (this.#entry.streamingResponse) {
+      void this.#pumpEncoded(result as AsyncIterable<readonly Uint8Array[]>);
+    } else if (result instanceof Promise) {
       result.then((bytes) => this.#sendEncoded(bytes), (err) => this.#fail(err));
     } else {
-      this.#sendEncoded(result);
+      this.#sendEncoded(result as Uint8Array);
     }
+  }
+
+  /** Streams encoded messages, each written as a frame header followed by its pieces (no copy). */
+  async #pumpEncoded(messages: AsyncIterable<readonly Uint8Array[]>): Promise<void> {
+    const stream = this.#stream;
+    try {
+      for await (const pieces of messages) {
+        if (this.#state >= State.Ending) return;
+        let length = 0;
+        for (const p of pieces) length += p.byteLength;
+        if (this.#state === State.Idle && !this.#respond()) return;
+        let ok: boolean;
+        if (this.#gzipOut && length >= COMPRESS_MIN_BYTES) {
+          ok = stream.write(encodeFrame(zlib.gzipSync(Buffer.concat(pieces as Uint8Array[], length)), true));
+        } else {
+          ok = stream.write(frameHeader(length, false));
+          for (const p of pieces) ok = stream.write(p);
+        }
+        if (!ok) await drained(stream);
+        await this.#owner.backlog.wait(stream.session, length + 5, () => this.#state >= State.Ending);
+        if (this.#state >= State.Ending) return;
+      }
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (this.#state >= State.Ending) return;
+    if (this.#state === State.Idle && !this.#respond()) return;
+    this.#state = State.Ending;
+    this.#trailers = this.#responseTrailer ? withTrailers(OK_TRAILERS, this.#responseTrailer) : OK_TRAILERS;
+    stream.end();
   }
 
   #sendEncoded(bytes: Uint8Array): void {

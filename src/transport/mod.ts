@@ -27,6 +27,7 @@ export { registerErrorDetailTypes, statusOf, toConnectError } from "./grpc_statu
 export { type BoundAddress, parseSocketAddress } from "./listener.ts";
 export { decodeRequest } from "./grpc_handler.ts";
 export type {
+  EncodedServerStream,
   EncodedUnary,
   HttpListenerConfig,
   HttpRoute,

@@ -23,13 +23,22 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
  */
 export type EncodedUnary = (request: Uint8Array, context: HandlerContext) => Promise<Uint8Array> | Uint8Array;
 
+/**
+ * A server-streaming method working on encoded messages: each item is one response message as byte pieces
+ * (written one after another behind the frame header, so large payloads are never copied into a message).
+ */
+export type EncodedServerStream = (
+  request: Uint8Array,
+  context: HandlerContext,
+) => AsyncIterable<readonly Uint8Array[]>;
+
 /** One RPC service and its implementation (build one with `bindService`). */
 export interface ServiceBinding {
   readonly service: DescService;
   // deno-lint-ignore no-explicit-any
   readonly impl: Partial<ServiceImpl<any>>;
-  /** Encoded-bytes versions of some unary methods, by local name (`getActionResult`), for gRPC. */
-  readonly encoded?: Readonly<Record<string, EncodedUnary>>;
+  /** Encoded-bytes versions of unary or server-streaming methods, by local name (`getActionResult`), for gRPC. */
+  readonly encoded?: Readonly<Record<string, EncodedUnary | EncodedServerStream>>;
 }
 
 /**
