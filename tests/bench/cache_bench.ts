@@ -84,6 +84,7 @@ if (Deno.args.includes("--bare-server")) {
     let bytes = 0;
     stream.on("data", (c: Uint8Array) => bytes += c.length);
     stream.on("end", () => {
+      if (stream.destroyed || stream.closed) return; // the client hung up (end of a timed h2load run)
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
       stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-bytes": String(bytes) }));
       stream.end(path === "/upload" ? frame(new Uint8Array(0)) : unaryAnswer);
@@ -632,6 +633,7 @@ try {
       p99ms: median(xs.map((x) => x.p99ms)),
       runs: xs.map((x) => `${fmt(x.reqPerSec)}/s p99 ${fmt(x.p99ms, 1)}`).join(", "),
     });
+    if (bare.some((x) => x.succeeded === 0)) throw new Error("the bare unary server answered nothing");
     const bareUnary = figures(bare);
     const gar = { ...figures(ours), failed: ours.reduce((n, x) => n + x.failed, 0) };
     report(
