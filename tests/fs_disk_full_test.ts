@@ -32,12 +32,13 @@ Deno.test("FilesystemStore reports a full disk as RESOURCE_EXHAUSTED and stays c
       const smallDigest = digestOf(small);
       await putBytes(store, smallDigest, small);
 
-      // 3 MiB is written on the main thread, 5 MiB by the store's I/O thread: both fail the same way.
+      // 3 MiB is written on the main thread, 5 MiB (offloaded, as uploads are) by the store's I/O thread:
+      // both fail the same way.
       for (const size of [3 << 20, 5 << 20]) {
         const big = randomBytes(size);
         const bigDigest = digestOf(big);
         const err = await assertRejectsWithCode(
-          store.write(bigDigest, bytesStream(big, 64 * 1024), { exact: big.byteLength }),
+          store.write(bigDigest, bytesStream(big, 64 * 1024), { exact: big.byteLength }, { offload: true }),
           Code.ResourceExhausted,
         );
         assert.match(err.message, /disk full|no space/i);

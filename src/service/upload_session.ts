@@ -92,6 +92,7 @@ export class UploadSession {
     this.#done = store.write(digest, checked, { exact: digest.size }, {
       signal: this.#abort.signal,
       verified: true,
+      offload: true,
     });
     this.#done.then(
       () => {

@@ -56,10 +56,13 @@ export interface FilesystemStoreOptions {
   /** At most this many writes at once (0 = unlimited). */
   readonly maxConcurrentWrites?: number;
   /**
-   * Values of at least this many bytes are written by a worker thread ({@linkcode IoThread}) so the
-   * main thread keeps receiving and hashing meanwhile; smaller ones are written inline. Default 4 MiB.
+   * Writes marked `offload` (network uploads) of at least this many bytes are written by a worker thread
+   * ({@linkcode IoThread}) so the main thread keeps receiving and hashing meanwhile; others inline.
+   * Default 4 MiB.
    */
   readonly threadWriteMinBytes?: number;
+  /** Send every write of a known size through the worker thread, `offload` or not (tests). */
+  readonly threadWritesAlways?: boolean;
   /** Millisecond clock (tests). */
   readonly now?: () => number;
 }
@@ -95,6 +98,7 @@ export class FilesystemStore implements StoreDriver {
   readonly #pending = new Set<Promise<void>>();
   readonly #maxWrites: number;
   readonly #threadWriteMin: number;
+  readonly #threadAlways: boolean;
   #activeWrites = 0;
   #writeWaiters: (() => void)[] = [];
   #started: Promise<void> | undefined;
@@ -109,6 +113,7 @@ export class FilesystemStore implements StoreDriver {
     this.#blockSize = options.blockSize || 4096;
     this.#maxWrites = options.maxConcurrentWrites ?? 0;
     this.#threadWriteMin = options.threadWriteMinBytes ?? THREAD_WRITE_MIN;
+    this.#threadAlways = options.threadWritesAlways ?? false;
     this.#now = options.now ?? Date.now;
     this.#index = new LruIndex<Entry>(options.evictionPolicy ?? NO_EVICTION, {
       now: this.#now,
@@ -213,7 +218,8 @@ export class FilesystemStore implements StoreDriver {
     const tmp = `${this.tempPath}/${this.#tempPrefix}-${(this.#tempSeq++).toString(36)}`;
     let sink: FileOut | undefined;
     try {
-      sink = exact !== undefined && exact >= this.#threadWriteMin
+      sink = exact !== undefined &&
+          (this.#threadAlways || (options?.offload === true && exact >= this.#threadWriteMin))
         ? await this.#writeThread().open(tmp, 0o555)
         : await MainThreadFile.open(tmp, Math.min(WRITE_BUFFER, Math.max(limit, 1)));
       const out = sink;

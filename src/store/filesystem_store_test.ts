@@ -26,9 +26,9 @@ runStoreConformance("filesystem", async () => {
   };
 });
 
-// Every write through the worker thread (the default sends only values of 4 MiB and more there).
+// Every write through the worker thread (by default only network uploads of 4 MiB and more go there).
 runStoreConformance("filesystem (thread writes)", async () => {
-  const t = await tempStore({ threadWriteMinBytes: 0 });
+  const t = await tempStore({ threadWritesAlways: true });
   const store = t.open();
   await store.init();
   return {

@@ -256,5 +256,6 @@ export class WrapperStore implements StoreDriver {
  */
 export function transformedWriteOptions(options: WriteOptions | undefined): WriteOptions | undefined {
   if (options?.verified === undefined) return options;
-  return options.signal === undefined ? {} : { signal: options.signal };
+  const { verified: _, ...rest } = options;
+  return rest;
 }

@@ -40,6 +40,11 @@ export interface WriteOptions {
    * mismatch, so nothing wrong is committed; a `verify` wrapper then need not hash the bytes again.
    */
   readonly verified?: boolean;
+  /**
+   * The caller's thread is busy receiving the bytes (a network upload): a store may move its CPU-heavy write
+   * work (filling the page cache) to another thread. Stores fed from memory do better inline.
+   */
+  readonly offload?: boolean;
 }
 
 /** Resolves store names to built stores (for `ref_store` and wrappers that name other stores). */
