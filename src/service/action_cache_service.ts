@@ -17,6 +17,7 @@
  * @module
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type ActionCache,
@@ -80,44 +81,18 @@ export async function readEncodedActionResult(acStore: StoreDriver, digest: Dige
  * type, and every length stays inside the message (a cheap check for truncated or foreign bytes).
  */
 export function isWellFormedMessage(bytes: Uint8Array): boolean {
-  let pos = 0;
-  const end = bytes.byteLength;
-  const varint = (): number => {
-    let value = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      if (pos >= end) return -1;
-      const b = bytes[pos++]!;
-      value += (b & 0x7f) * scale;
-      if (b < 0x80) return value;
-      scale *= 128;
+  const reader = new BinaryReader(bytes);
+  try {
+    while (reader.pos < reader.len) {
+      const [fieldNo, wireType] = reader.tag();
+      // Groups do not occur in these messages.
+      if (wireType === WireType.StartGroup || wireType === WireType.EndGroup) return false;
+      reader.skip(wireType, fieldNo);
     }
-    return -1;
-  };
-  while (pos < end) {
-    const key = varint();
-    if (key < 8) return false; // field number 0, or not a varint
-    switch (key % 8) {
-      case 0:
-        if (varint() < 0) return false;
-        break;
-      case 1:
-        pos += 8;
-        break;
-      case 2: {
-        const len = varint();
-        if (len < 0) return false;
-        pos += len;
-        break;
-      }
-      case 5:
-        pos += 4;
-        break;
-      default:
-        return false; // groups (3, 4) and 6, 7 do not occur in these messages
-    }
+  } catch {
+    return false;
   }
-  return pos === end;
+  return reader.pos === reader.len;
 }
 
 function decodeActionResult(bytes: Uint8Array, digest: Digest): ActionResult {

@@ -18,6 +18,7 @@
  * @module
  */
 import type { ServiceImpl } from "@connectrpc/connect";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
   type ByteStream,
   type ReadRequest,
@@ -36,7 +37,7 @@ import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { createInstances } from "./instances.ts";
 import { IoThread } from "../util/io_thread.ts";
-import { THREAD_HASH_MIN_BYTES, UploadSession } from "./upload_session.ts";
+import { UploadSession } from "./upload_session.ts";
 import { createZstdCompressStream } from "./zstd_stream.ts";
 
 /** Default size of each `ReadResponse.data`. */
@@ -44,6 +45,9 @@ export const DEFAULT_MAX_BYTES_PER_STREAM = 256 * 1024;
 
 /** Default seconds an interrupted upload waits for its client to resume (NativeLink's default). */
 export const DEFAULT_PERSIST_STREAM_TIMEOUT_S = 10;
+
+/** Uploads this large are hashed on an I/O thread (smaller ones inline: the hop would cost more). */
+const THREAD_HASH_MIN_BYTES = 4 << 20;
 
 /** Default bound on interrupted uploads kept at once (the oldest is dropped beyond it). */
 export const DEFAULT_MAX_PARKED_UPLOADS = 256;
@@ -332,12 +336,5 @@ async function* readMessages(data: AsyncIterable<Uint8Array>): AsyncGenerator<{ 
 
 /** The wire header of `ReadResponse.data` (field 10, length-delimited) for `length` bytes. */
 function dataFieldHeader(length: number): Uint8Array {
-  const out = [0x52];
-  let n = length;
-  while (n > 127) {
-    out.push((n & 127) | 128);
-    n = Math.floor(n / 128);
-  }
-  out.push(n);
-  return new Uint8Array(out);
+  return new BinaryWriter().tag(10, WireType.LengthDelimited).uint32(length).finish();
 }

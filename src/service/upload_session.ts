@@ -19,7 +19,7 @@ import { type Digest, formatDigest } from "../digest/digest.ts";
 import type { ResourceCompressor } from "../digest/resource_name.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
-import { IoThread, threadHashingStream } from "../util/io_thread.ts";
+import { type IoThread, threadHashingStream } from "../util/io_thread.ts";
 import { hashingStream } from "../util/streams.ts";
 import { createZstdDecompressStream } from "./zstd_stream.ts";
 
@@ -30,12 +30,9 @@ export interface UploadSessionOptions {
   readonly compressor: ResourceCompressor;
   /** Resource name, for messages. */
   readonly what: string;
-  /** Hash uploads of at least {@linkcode THREAD_HASH_MIN_BYTES} on this thread instead of inline. */
+  /** Hash on this thread instead of inline (worth it for large uploads only). */
   readonly thread?: IoThread;
 }
-
-/** Uploads this large are hashed on the session's {@linkcode IoThread} (smaller ones inline). */
-export const THREAD_HASH_MIN_BYTES = 4 << 20;
 
 /** An upload being streamed into a store. */
 export class UploadSession {
@@ -85,9 +82,7 @@ export class UploadSession {
       }
     };
     const checked = plain.pipeThrough(
-      options.thread !== undefined && digest.size >= THREAD_HASH_MIN_BYTES
-        ? threadHashingStream(options.thread, verify)
-        : hashingStream(verify),
+      options.thread !== undefined ? threadHashingStream(options.thread, verify) : hashingStream(verify),
     );
     this.#done = store.write(digest, checked, { exact: digest.size }, {
       signal: this.#abort.signal,

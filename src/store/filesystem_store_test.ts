@@ -13,8 +13,9 @@ async function tempStore(options: Partial<FilesystemStoreOptions> = {}) {
   return { dir, open, remove: () => Deno.remove(dir, { recursive: true }) };
 }
 
-runStoreConformance("filesystem", async () => {
-  const t = await tempStore();
+/** A started store in a fresh directory, for the conformance suite. */
+async function storeUnderTest(options: Partial<FilesystemStoreOptions> = {}) {
+  const t = await tempStore(options);
   const store = t.open();
   await store.init();
   return {
@@ -24,21 +25,11 @@ runStoreConformance("filesystem", async () => {
       await t.remove();
     },
   };
-});
+}
 
+runStoreConformance("filesystem", () => storeUnderTest());
 // Every write through the worker thread (by default only network uploads of 4 MiB and more go there).
-runStoreConformance("filesystem (thread writes)", async () => {
-  const t = await tempStore({ threadWritesAlways: true });
-  const store = t.open();
-  await store.init();
-  return {
-    store,
-    cleanup: async () => {
-      await store.close();
-      await t.remove();
-    },
-  };
-});
+runStoreConformance("filesystem (thread writes)", () => storeUnderTest({ threadWritesAlways: true }));
 
 const blob = (i: number, size = 100) => {
   const b = new Uint8Array(size);

@@ -47,6 +47,14 @@ export interface GetBytesOptions extends ReadOptions {
   readonly maxSize: number;
 }
 
+/** RESOURCE_EXHAUSTED: `bytes` of `key` are more than a caller's `maxSize` allows in memory. */
+export function tooLargeError(key: StoreKey, bytes: number, maxSize: number): CairnError {
+  return new CairnError(
+    Code.ResourceExhausted,
+    `Cannot read ${keyToString(key)} into memory: ${bytes} bytes exceeds the limit of ${maxSize}`,
+  );
+}
+
 /**
  * Reads a whole small value into memory. Refuses with RESOURCE_EXHAUSTED when the value (or the
  * requested range) is larger than `maxSize`; NOT_FOUND when absent.
@@ -61,12 +69,7 @@ export async function getBytes(
   const wanted = announced === undefined
     ? undefined
     : Math.min(announced - Math.min(announced, options.offset ?? 0), options.length ?? Infinity);
-  if (wanted !== undefined && wanted > maxSize) {
-    throw new CairnError(
-      Code.ResourceExhausted,
-      `Cannot read ${keyToString(key)} into memory: ${wanted} bytes exceeds the limit of ${maxSize}`,
-    );
-  }
+  if (wanted !== undefined && wanted > maxSize) throw tooLargeError(key, wanted, maxSize);
   if (store.readBytes !== undefined) return await store.readBytes(key, options);
   const stream = await store.read(key, readOptions);
   return await collectBytes(stream, maxSize, keyToString(key));

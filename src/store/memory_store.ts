@@ -17,9 +17,11 @@ import {
   emptyStream,
   evictionPolicyFrom,
   expectedUploadSize,
+  type GetBytesOptions,
   keyToString,
   notFoundError,
   resolveRange,
+  tooLargeError,
   uploadLimit,
 } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
@@ -78,20 +80,13 @@ export class MemoryStore implements StoreDriver {
   }
 
   /** A small value without a stream: a view of the stored bytes when they are one segment, else a copy. */
-  readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+  readBytes(key: StoreKey, options: GetBytesOptions): Promise<Uint8Array> {
     const entry = this.#index.get(keyToString(key));
     if (!entry) return Promise.reject(notFoundError(this.kind, key));
     try {
       options.signal?.throwIfAborted();
       const { start, end } = resolveRange(key, entry.size, options);
-      if (end - start > options.maxSize) {
-        throw new CairnError(
-          Code.ResourceExhausted,
-          `Cannot read ${keyToString(key)} into memory: ${
-            end - start
-          } bytes exceeds the limit of ${options.maxSize}`,
-        );
-      }
+      if (end - start > options.maxSize) throw tooLargeError(key, end - start, options.maxSize);
       const first = entry.segments[0];
       if (entry.segments.length === 1 && first !== undefined) {
         return Promise.resolve(first.subarray(start, end));

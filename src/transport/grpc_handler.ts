@@ -288,7 +288,7 @@ class GrpcCall implements HandlerContext {
       this.#timer = setTimeout(GrpcCall.#onDeadline, timeoutMs, this);
     }
     if (this.#entry.streamingRequest) {
-      this.#invoke(this.#readMessages());
+      this.#call(() => this.#entry.impl!(this.#readMessages(), this), false);
     } else {
       stream.on("data", GrpcCall.#onData);
       stream.on("end", GrpcCall.#onEnd);
@@ -346,34 +346,60 @@ class GrpcCall implements HandlerContext {
     this.#chunks = [];
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#received);
     const encoded = this.#entry.encoded;
-    if (encoded !== undefined) return this.#invokeEncoded(encoded, body);
-    let request: unknown;
-    try {
-      request = this.#decode(parseSingleFrame(body, this.#owner.maxMessageBytes));
-    } catch (err) {
-      return this.#fail(err);
-    }
-    this.#invoke(request);
+    this.#call(() => {
+      const frame = parseSingleFrame(body, this.#owner.maxMessageBytes);
+      return encoded !== undefined
+        ? encoded(this.#payload(frame), this)
+        : this.#entry.impl!(this.#decode(frame), this);
+    }, encoded !== undefined);
   }
 
-  #invokeEncoded(fn: EncodedUnary | EncodedServerStream, body: Uint8Array): void {
-    let result: Promise<Uint8Array> | Uint8Array | AsyncIterable<readonly Uint8Array[]>;
+  /**
+   * Runs the method and sends what it returns: a message (or encoded bytes, when `encoded`) for unary
+   * responses, an iterable of messages (or of encoded byte pieces) for streamed ones.
+   */
+  #call(invoke: () => unknown, encoded: boolean): void {
+    let result: unknown;
     try {
-      result = fn(this.#payload(parseSingleFrame(body, this.#owner.maxMessageBytes)), this);
+      result = invoke();
     } catch (err) {
       return this.#fail(err);
     }
     if (this.#entry.streamingResponse) {
-      void this.#pumpEncoded(result as AsyncIterable<readonly Uint8Array[]>);
+      const messages = result as AsyncIterable<unknown>;
+      void this.#pump(
+        encoded ? messages as AsyncIterable<readonly Uint8Array[]> : this.#encodeEach(messages),
+      );
     } else if (result instanceof Promise) {
-      result.then((bytes) => this.#sendEncoded(bytes), (err) => this.#fail(err));
+      result.then((r) => this.#sendUnary(r, encoded), (err) => this.#fail(err));
     } else {
-      this.#sendEncoded(result as Uint8Array);
+      this.#sendUnary(result, encoded);
     }
   }
 
-  /** Streams encoded messages, each written as a frame header followed by its pieces (no copy). */
-  async #pumpEncoded(messages: AsyncIterable<readonly Uint8Array[]>): Promise<void> {
+  #sendUnary(result: unknown, encoded: boolean): void {
+    if (this.#state !== State.Idle) return;
+    let frame: Uint8Array;
+    try {
+      const bytes = encoded ? result as Uint8Array : this.#encode(result);
+      frame = this.#gzipOut && bytes.byteLength >= COMPRESS_MIN_BYTES
+        ? encodeFrame(zlib.gzipSync(bytes), true)
+        : encodeFrame(bytes, false);
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (!this.#respond()) return;
+    this.#state = State.Ending;
+    this.#trailers = this.#responseTrailer ? withTrailers(OK_TRAILERS, this.#responseTrailer) : OK_TRAILERS;
+    this.#stream.end(frame);
+  }
+
+  async *#encodeEach(messages: AsyncIterable<unknown>): AsyncGenerator<readonly Uint8Array[]> {
+    for await (const message of messages) yield [this.#encode(message)];
+  }
+
+  /** Streams messages, each written as a frame header followed by its pieces (no copy unless gzipped). */
+  async #pump(messages: AsyncIterable<readonly Uint8Array[]>): Promise<void> {
     const stream = this.#stream;
     try {
       for await (const pieces of messages) {
@@ -390,68 +416,6 @@ class GrpcCall implements HandlerContext {
         }
         if (!ok) await drained(stream);
         await this.#owner.backlog.wait(stream.session, length + 5, () => this.#state >= State.Ending);
-        if (this.#state >= State.Ending) return;
-      }
-    } catch (err) {
-      return this.#fail(err);
-    }
-    if (this.#state >= State.Ending) return;
-    if (this.#state === State.Idle && !this.#respond()) return;
-    this.#state = State.Ending;
-    this.#trailers = this.#responseTrailer ? withTrailers(OK_TRAILERS, this.#responseTrailer) : OK_TRAILERS;
-    stream.end();
-  }
-
-  #sendEncoded(bytes: Uint8Array): void {
-    if (this.#state !== State.Idle) return;
-    const frame = this.#gzipOut && bytes.byteLength >= COMPRESS_MIN_BYTES
-      ? encodeFrame(zlib.gzipSync(bytes), true)
-      : encodeFrame(bytes, false);
-    if (!this.#respond()) return;
-    this.#state = State.Ending;
-    this.#trailers = this.#responseTrailer ? withTrailers(OK_TRAILERS, this.#responseTrailer) : OK_TRAILERS;
-    this.#stream.end(frame);
-  }
-
-  #invoke(request: unknown): void {
-    let result: unknown;
-    try {
-      result = this.#entry.impl!(request, this);
-    } catch (err) {
-      return this.#fail(err);
-    }
-    if (this.#entry.streamingResponse) {
-      void this.#pump(result as AsyncIterable<unknown>);
-    } else if (result instanceof Promise) {
-      result.then((r) => this.#sendUnary(r), (err) => this.#fail(err));
-    } else {
-      this.#sendUnary(result);
-    }
-  }
-
-  #sendUnary(result: unknown): void {
-    if (this.#state !== State.Idle) return;
-    let frame: Uint8Array;
-    try {
-      frame = this.#frame(result);
-    } catch (err) {
-      return this.#fail(err);
-    }
-    if (!this.#respond()) return;
-    this.#state = State.Ending;
-    this.#trailers = this.#responseTrailer ? withTrailers(OK_TRAILERS, this.#responseTrailer) : OK_TRAILERS;
-    this.#stream.end(frame);
-  }
-
-  async #pump(messages: AsyncIterable<unknown>): Promise<void> {
-    const stream = this.#stream;
-    try {
-      for await (const message of messages) {
-        if (this.#state >= State.Ending) return;
-        const frame = this.#frame(message);
-        if (this.#state === State.Idle && !this.#respond()) return;
-        if (!stream.write(frame)) await drained(stream);
-        await this.#owner.backlog.wait(stream.session, frame.byteLength, () => this.#state >= State.Ending);
         if (this.#state >= State.Ending) return;
       }
     } catch (err) {
@@ -506,13 +470,9 @@ class GrpcCall implements HandlerContext {
     return data;
   }
 
-  #frame(message: unknown): Uint8Array {
+  #encode(message: unknown): Uint8Array {
     const schema = this.#entry.output;
-    const bytes = toBinary(schema, isMessage(message, schema) ? message : create(schema, message as never));
-    if (this.#gzipOut && bytes.byteLength >= COMPRESS_MIN_BYTES) {
-      return encodeFrame(zlib.gzipSync(bytes), true);
-    }
-    return encodeFrame(bytes, false);
+    return toBinary(schema, isMessage(message, schema) ? message : create(schema, message as never));
   }
 
   /** Sends response headers; false when the stream is gone. */

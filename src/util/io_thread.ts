@@ -170,6 +170,7 @@ abstract class Channel {
   #out = 0;
   #wake: (() => void) | undefined;
   #error: unknown;
+  #ended = false;
 
   constructor(thread: IoThread, id: number, kind: "write" | "update") {
     this.thread = thread;
@@ -220,10 +221,25 @@ abstract class Channel {
     if (this.#error !== undefined) throw this.#error;
   }
 
-  /** Drops what is buffered (abort paths). */
-  protected discard(): void {
+  /** Sends what is buffered, then the request that ends the file or hash (`close`, `digest`). */
+  protected async end(message: Record<string, unknown>): Promise<string | undefined> {
+    await this.flush();
+    this.#ended = true;
+    try {
+      return await this.thread.call({ ...message, id: this.id });
+    } finally {
+      this.thread.forget(this.id);
+    }
+  }
+
+  /** Drops what is buffered and ends the file (closed unwritten; the caller removes it) or hash. */
+  async abort(): Promise<void> {
+    if (this.#ended) return;
+    this.#ended = true;
     this.#current = undefined;
     this.#used = 0;
+    await this.thread.call({ t: "abort", id: this.id }).catch(() => {});
+    this.thread.forget(this.id);
   }
 
   #wakeUp(): void {
@@ -235,8 +251,6 @@ abstract class Channel {
 
 /** One file being written by an {@linkcode IoThread}. */
 export class FileSink extends Channel {
-  #ended = false;
-
   /** @internal Use {@linkcode IoThread.open}. */
   constructor(thread: IoThread, id: number) {
     super(thread, id, "write");
@@ -244,29 +258,12 @@ export class FileSink extends Channel {
 
   /** Sends what is buffered, sets the file's times to `mtime` and closes it; throws any write error. */
   async finish(mtime: Date): Promise<void> {
-    await this.flush();
-    this.#ended = true;
-    try {
-      await this.thread.call({ t: "close", id: this.id, mtimeMs: mtime.getTime() });
-    } finally {
-      this.thread.forget(this.id);
-    }
-  }
-
-  /** Closes the file without writing what is still buffered (the caller removes it). */
-  async abort(): Promise<void> {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.discard();
-    await this.thread.call({ t: "abort", id: this.id }).catch(() => {});
-    this.thread.forget(this.id);
+    await this.end({ t: "close", mtimeMs: mtime.getTime() });
   }
 }
 
 /** A SHA-256 computed by an {@linkcode IoThread}. */
 export class ThreadHasher extends Channel {
-  #ended = false;
-
   /** @internal Use {@linkcode IoThread.hasher}. */
   constructor(thread: IoThread, id: number) {
     super(thread, id, "update");
@@ -274,22 +271,7 @@ export class ThreadHasher extends Channel {
 
   /** The hash (hex) of everything pushed. */
   async digest(): Promise<string> {
-    await this.flush();
-    this.#ended = true;
-    try {
-      return (await this.thread.call({ t: "digest", id: this.id })) ?? "";
-    } finally {
-      this.thread.forget(this.id);
-    }
-  }
-
-  /** Forgets the hash (abort paths). */
-  async abort(): Promise<void> {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.discard();
-    await this.thread.call({ t: "abort", id: this.id }).catch(() => {});
-    this.thread.forget(this.id);
+    return (await this.end({ t: "digest" })) ?? "";
   }
 }
 

@@ -214,13 +214,18 @@ export function hashingStream(
 /**
  * Deterministic pseudo-random bytes produced as a stream (never held whole in memory): the same
  * `(size, seed)` always yields the same bytes. For tests, fixtures and benchmarks.
+ *
+ * With `reuseBuffers` = N, chunks come from a ring of N buffers, each handed out again N chunks later
+ * (a benchmark source that allocates nothing; consumers must be done with a chunk by then).
  */
 export function patternStream(
   size: number,
   seed = 1,
   chunkSize = DEFAULT_CHUNK_SIZE,
+  reuseBuffers = 0,
 ): ReadableStream<Uint8Array> {
   const block = patternBlock(seed, chunkSize);
+  const ring = Array.from({ length: reuseBuffers }, () => block.slice());
   let pos = 0;
   let index = 0;
   return new ReadableStream<Uint8Array>({
@@ -230,9 +235,9 @@ export function patternStream(
         return;
       }
       const n = Math.min(chunkSize, size - pos);
-      const chunk = block.slice(0, n);
+      const chunk = reuseBuffers > 0 ? ring[index % reuseBuffers]!.subarray(0, n) : block.slice(0, n);
       // Make every chunk distinct so blobs do not repeat inside.
-      const view = new DataView(chunk.buffer);
+      const view = new DataView(chunk.buffer, chunk.byteOffset, n);
       for (let i = 0; i + 4 <= n && i < 64; i += 4) view.setUint32(i, (index * 2654435761 + i + seed) >>> 0);
       controller.enqueue(chunk);
       pos += n;

@@ -3,6 +3,7 @@ import { CairnError, Code } from "./error.ts";
 import {
   bytesStream,
   collectBytes,
+  concatBytes,
   countingStream,
   forEachChunk,
   hashingStream,
@@ -86,4 +87,16 @@ Deno.test("streams: patternStream is deterministic and distinct per seed", async
   assert.deepEqual(a, b);
   assert.notDeepEqual(a, c);
   assert.notDeepEqual(a.subarray(0, 1024), a.subarray(1024, 2048));
+});
+
+Deno.test("streams: patternStream from a ring of reused buffers yields the same bytes", async () => {
+  const plain = await patternBytes(10_000, 4, 1024);
+  const copies: Uint8Array[] = [];
+  const seen = new Set<ArrayBufferLike>();
+  for await (const chunk of patternStream(10_000, 4, 1024, 3)) {
+    copies.push(chunk.slice()); // copy now: the buffer comes back three chunks later
+    seen.add(chunk.buffer);
+  }
+  assert.deepEqual(concatBytes(copies), plain);
+  assert.equal(seen.size, 3);
 });

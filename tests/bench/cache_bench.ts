@@ -33,6 +33,7 @@ import { ReadRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb
 import { type Digest, digestOf } from "../../src/digest/digest.ts";
 import { patternStream } from "../../src/util/streams.ts";
 import { startCairnProcess } from "../fixtures/cairn_process.ts";
+import { type H2loadResult, runH2load } from "../fixtures/h2load.ts";
 
 const MiB = 1024 * 1024;
 
@@ -188,64 +189,22 @@ function finish(stream: http2.ClientHttp2Stream, countBody = false): Promise<Cal
   });
 }
 
-// --- h2load -----------------------------------------------------------------------------------------
+// --- h2load ---------------------------------------------------------------------------------------
 
-interface H2loadFigures {
-  seconds: number;
-  dataBytes: number;
-  reqPerSec: number;
-  succeeded: number;
-  failed: number;
-  p50ms: number;
-  p99ms: number;
-}
-
+/** h2load on `path` with `body` (bytes, or a file already holding them), latencies logged. */
 async function h2load(
   port: number,
   path: string,
   body: Uint8Array | string,
   args: string[],
-): Promise<H2loadFigures> {
-  const dir = await Deno.makeTempDir({ prefix: "cairn_bench_h2load_" });
+): Promise<H2loadResult> {
+  if (typeof body === "string") return await runH2load(port, args, { dataFile: body, path, latencies: true });
+  const file = await Deno.makeTempFile({ prefix: "cairn_bench_body_" });
   try {
-    const bodyFile = typeof body === "string" ? body : `${dir}/body.bin`;
-    if (typeof body !== "string") await Deno.writeFile(bodyFile, body);
-    const out = await new Deno.Command("h2load", {
-      args: [
-        ...args,
-        "-H",
-        "content-type: application/grpc",
-        "-H",
-        "te: trailers",
-        "-d",
-        bodyFile,
-        "--log-file",
-        `${dir}/log.tsv`,
-        `http://127.0.0.1:${port}${path}`,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    const m = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(text);
-    const rps = /finished in ([\d.]+)(m?s), ([\d.]+) req\/s/.exec(text);
-    const data = /\((\d+)\) data/.exec(text);
-    if (!m || !rps) throw new Error(`Cannot parse h2load output:\n${text}`);
-    const durations = (await Deno.readTextFile(`${dir}/log.tsv`)).trim().split("\n")
-      .map((l) => Number(l.split("\t")[2])).filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-    const pct = (p: number) =>
-      (durations[Math.min(durations.length - 1, Math.floor(durations.length * p))] ?? 0) / 1000;
-    return {
-      seconds: Number(rps[1]) / (rps[2] === "ms" ? 1000 : 1),
-      dataBytes: Number(data?.[1] ?? 0),
-      reqPerSec: Number(rps[3]),
-      succeeded: Number(m[1]),
-      failed: Number(m[2]),
-      p50ms: pct(0.5),
-      p99ms: pct(0.99),
-    };
+    await Deno.writeFile(file, body);
+    return await runH2load(port, args, { dataFile: file, path, latencies: true });
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(file);
   }
 }
 
@@ -614,8 +573,8 @@ try {
       "-m",
       "16",
     ]);
-    const bare: H2loadFigures[] = [];
-    const ours: H2loadFigures[] = [];
+    const bare: H2loadResult[] = [];
+    const ours: H2loadResult[] = [];
     for (let run = 0; run < repeat; run++) {
       bare.push(await h2load(barePort, "/unary", garBody, h2args));
       ours.push(
@@ -627,7 +586,7 @@ try {
         ),
       );
     }
-    const figures = (xs: H2loadFigures[]) => ({
+    const figures = (xs: H2loadResult[]) => ({
       reqPerSec: median(xs.map((x) => x.reqPerSec)),
       p50ms: median(xs.map((x) => x.p50ms)),
       p99ms: median(xs.map((x) => x.p99ms)),

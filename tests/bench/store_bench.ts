@@ -113,34 +113,13 @@ const RING = 16;
  * The bytes of `patternStream(size, seed, CHUNK)` from a ring of reused, already-touched buffers
  * (see the module doc). Chunk `i` differs from the template only in its first 64 bytes.
  */
-async function sourceStream(size: number, seed: number): Promise<ReadableStream<Uint8Array>> {
-  const reader = patternStream(CHUNK, seed, CHUNK).getReader();
-  const template = (await reader.read()).value!;
-  await reader.cancel();
-  const ring = Array.from({ length: RING }, () => template.slice());
-  let pos = 0;
-  let index = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      if (pos >= size) {
-        controller.close();
-        return;
-      }
-      const n = Math.min(CHUNK, size - pos);
-      const chunk = ring[index % RING]!.subarray(0, n);
-      const view = new DataView(chunk.buffer, chunk.byteOffset, n);
-      for (let i = 0; i + 4 <= n && i < 64; i += 4) view.setUint32(i, (index * 2654435761 + i + seed) >>> 0);
-      controller.enqueue(chunk);
-      pos += n;
-      index++;
-      if (pos >= size) controller.close();
-    },
-  }, { highWaterMark: 0 });
+function sourceStream(size: number, seed: number): ReadableStream<Uint8Array> {
+  return patternStream(size, seed, CHUNK, RING);
 }
 
 async function digestOfPattern(size: number, seed: number): Promise<Digest> {
   const h = createHash("sha256");
-  for await (const c of await sourceStream(size, seed)) h.update(c);
+  for await (const c of sourceStream(size, seed)) h.update(c);
   return { hash: h.digest("hex"), size };
 }
 
@@ -201,7 +180,7 @@ async function ceilings(dir: string, size: number) {
 
 async function ceilingsOnce(dir: string, size: number) {
   // Source generation alone (the bench's own producer cost).
-  const sourceToDrain = await sourceStream(size, 99);
+  const sourceToDrain = sourceStream(size, 99);
   let t = performance.now();
   await drain(sourceToDrain);
   const source = mbps(size, performance.now() - t);
@@ -269,7 +248,7 @@ async function measureChain(chain: Chain, base: string, ceil: Awaited<ReturnType
     let byob = 0;
     let t = 0;
     for (let run = 0; run < 2; run++) {
-      const source = await sourceStream(size, 5);
+      const source = sourceStream(size, 5);
       t = performance.now();
       await store.write(digest, source, { exact: size });
       put = Math.max(put, mbps(size, performance.now() - t));
@@ -339,7 +318,7 @@ async function peakRss(base: string) {
   const timer = setInterval(() => (peak = Math.max(peak, Deno.memoryUsage().rss)), 20);
   try {
     const digest = await digestOfPattern(size, 77);
-    const source = await sourceStream(size, 77);
+    const source = sourceStream(size, 77);
     const t0 = performance.now();
     await store.write(digest, source, { exact: size });
     const t1 = performance.now();
