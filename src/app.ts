@@ -20,7 +20,9 @@ import { createStoreManager, type StoreManager } from "./store/mod.ts";
 import { buildServiceBindings, type ServiceExtension } from "./service/mod.ts";
 import { createExecutionExtension } from "./service/execution_extension.ts";
 import { metricsExtension } from "./service/metrics_route.ts";
-import { registerCollector } from "./util/metrics.ts";
+import { registerOpsMetrics } from "./service/ops_metrics.ts";
+import { createStatusPage } from "./service/status_page.ts";
+import type { SchedulerSnapshot } from "./scheduler/types.ts";
 import { createSchedulers } from "./scheduler/mod.ts";
 import { type CairnServer, createCairnServer } from "./transport/mod.ts";
 import { CairnError, Code } from "./util/error.ts";
@@ -120,29 +122,20 @@ function filesystemPaths(spec: unknown, out: string[] = []): string[] {
   return out;
 }
 
-/** Exports each scheduler's queue, running actions and connected workers; returns its remover. */
-function registerSchedulerMetrics(schedulers: ReturnType<typeof createSchedulers>): () => Promise<void> {
-  const remove = registerCollector(() => {
-    const lines = [
-      "# HELP cairn_scheduler_queued_actions Actions waiting for a worker.",
-      "# TYPE cairn_scheduler_queued_actions gauge",
-      "# HELP cairn_scheduler_executing_actions Actions running on a worker.",
-      "# TYPE cairn_scheduler_executing_actions gauge",
-      "# HELP cairn_scheduler_workers Connected workers.",
-      "# TYPE cairn_scheduler_workers gauge",
-    ];
-    for (const name of schedulers.names()) {
-      const w = schedulers.get(name).workers as { stats?: () => Record<string, number> } | undefined;
-      const stats = w?.stats?.();
-      if (!stats) continue;
-      const label = `scheduler="${name.replace(/["\\]/g, "_")}"`;
-      lines.push(`cairn_scheduler_queued_actions{${label}} ${stats.queued ?? 0}`);
-      lines.push(`cairn_scheduler_executing_actions{${label}} ${stats.executing ?? 0}`);
-      lines.push(`cairn_scheduler_workers{${label}} ${stats.workers ?? 0}`);
-    }
-    return lines;
-  });
-  return () => Promise.resolve(void remove());
+/** A snapshot of each scheduler of the process that has a worker side (each counted once). */
+function schedulerSnapshots(
+  schedulers: ReturnType<typeof createSchedulers>,
+): { name: string; snapshot: SchedulerSnapshot }[] {
+  const seen = new Set<unknown>();
+  const out: { name: string; snapshot: SchedulerSnapshot }[] = [];
+  for (const name of schedulers.names()) {
+    const w = schedulers.get(name).workers;
+    if (w === undefined || seen.has(w)) continue;
+    seen.add(w);
+    const snapshot = w.snapshot?.();
+    if (snapshot) out.push({ name, snapshot });
+  }
+  return out;
 }
 
 /** Host to print for a bound address (a wildcard bind is reachable on loopback). */
@@ -190,7 +183,23 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   }
   closers.push(() => Promise.resolve(schedulers.close()));
   const execution = createExecutionExtension(schedulers);
-  closers.push(registerSchedulerMetrics(schedulers));
+  const snapshots = () => schedulerSnapshots(schedulers);
+  const removeOpsMetrics = registerOpsMetrics({ schedulers: snapshots, stores: () => stores.usage() });
+  closers.push(() => Promise.resolve(removeOpsMetrics()));
+  const pageShutdown = new AbortController();
+  const statusPage = createStatusPage({
+    schedulers: snapshots,
+    stores: () =>
+      stores.usage().map((r) => ({
+        name: r.path.includes(".") ? `${r.store} › ${r.path}` : r.store,
+        kind: r.kind,
+        bytes: r.bytes,
+        maxBytes: r.maxBytes,
+        count: r.count,
+      })),
+    signal: pageShutdown.signal,
+  });
+  closers.push(() => Promise.resolve(statusPage.close()));
   const addresses: ServerAddress[] = [];
   try {
     for (const [index, server] of config.servers.entries()) {
@@ -207,10 +216,14 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
         );
       }
       closers.push(() => Promise.resolve(built.close()));
+      // The live status page is served where an operator already looks: beside the metrics.
+      const routes = server.services.experimental_prometheus !== undefined
+        ? [...built.routes, statusPage.route]
+        : built.routes;
       const srv = createCairnServer({
         listener: server.listener.http,
         bindings: built.bindings,
-        routes: built.routes,
+        routes,
       });
       servers.push(srv);
       let bound;
@@ -267,6 +280,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
     shuttingDown ??= (async () => {
       // Workers drain first (their running actions still need the CAS and the scheduler), then the servers.
       await workers?.stop();
+      pageShutdown.abort();
       await Promise.allSettled(servers.map((s) => s.close()));
       await Promise.allSettled(closers.map((c) => c()));
       await stores.close();

@@ -42,6 +42,7 @@ import type {
   ActionRequest,
   ActionScheduler,
   OperationState,
+  SchedulerSnapshot,
   WorkerConnection,
   WorkerOutcome,
   WorkerRegistration,
@@ -126,6 +127,10 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
   readonly #retained: ClientOp[] = [];
   #seq = 0;
   #useSeq = 0;
+  /** The last finished actions and failures, for the status page (newest last). */
+  readonly #finishedLog: Mutable<SchedulerSnapshot["finished"][number]>[] = [];
+  readonly #failureLog: SchedulerSnapshot["failures"][number][] = [];
+  #executionFailures = 0;
   #matchScheduled = false;
   readonly #timer: ReturnType<typeof setInterval>;
   #closed = false;
@@ -169,6 +174,35 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
     let executing = 0;
     for (const a of this.#active) if (a.worker !== undefined) executing++;
     return { queued: this.#queue.length, executing, workers: this.#workers.size };
+  }
+
+  /** Workers, unfinished actions and the last finished ones and failures. */
+  snapshot(): SchedulerSnapshot {
+    const workers = [...this.#workers.values()].map((w) => ({
+      id: w.id,
+      properties: Object.fromEntries<string[]>([
+        ...[...w.offer.totals].map(([k, n]): [string, string[]] => [k, [String(n)]]),
+        ...[...w.offer.values].map(([k, v]): [string, string[]] => [k, [...v]]),
+      ]),
+      running: w.running.size,
+      maxInflight: w.maxInflight,
+      lastSeen: w.lastSeen,
+    }));
+    const actions = [...this.#active].map((a) => ({
+      id: a.id,
+      digest: digestText(a.request.actionDigest),
+      stage: a.worker !== undefined ? "executing" as const : "queued" as const,
+      queuedAt: a.queuedAt,
+      worker: a.worker?.id,
+      attempts: a.attempts,
+    }));
+    return {
+      workers,
+      actions,
+      finished: [...this.#finishedLog],
+      failures: [...this.#failureLog],
+      executionFailures: this.#executionFailures,
+    };
   }
 
   addAction(request: ActionRequest): Promise<ActionHandle> {
@@ -363,12 +397,36 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
     const action = task.action;
     if (task.killedAt === undefined && action.worker === worker && !action.done) {
       if ("response" in outcome) {
+        const status = outcome.response.status;
+        const error = status !== undefined && status.code !== 0
+          ? status.message || `code ${status.code}`
+          : undefined;
+        if (error !== undefined) this.#recordFailure(action, worker.id, error);
+        pushBounded(this.#finishedLog, {
+          digest: digestText(action.request.actionDigest),
+          worker: worker.id,
+          exitCode: outcome.response.result?.exitCode,
+          error,
+          queuedAt: action.queuedAt,
+          endedAt: Date.now(),
+        });
         this.#completeAction(action, outcome.response);
       } else {
+        this.#recordFailure(action, worker.id, outcome.error.message);
         this.#failAttempt(action, outcome.error, outcome.error.code !== Code.ResourceExhausted);
       }
     }
     this.#scheduleMatch();
+  }
+
+  #recordFailure(action: AwaitedAction, worker: string | undefined, error: string): void {
+    this.#executionFailures++;
+    pushBounded(this.#failureLog, {
+      at: Date.now(),
+      digest: digestText(action.request.actionDigest),
+      worker,
+      error: error.length > 500 ? `${error.slice(0, 500)}…` : error,
+    });
   }
 
   #removeWorker(worker: WorkerState, reason: string): void {
@@ -682,4 +740,18 @@ function stateOf(name: string, action: AwaitedAction): OperationState {
     done: false,
   };
   return action.metadata === undefined ? base : { ...base, partialExecutionMetadata: action.metadata };
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** How many finished actions and failures a scheduler remembers for the status page. */
+const LOG_ROWS = 50;
+
+function pushBounded<T>(list: T[], item: T): void {
+  list.push(item);
+  if (list.length > LOG_ROWS) list.shift();
+}
+
+function digestText(d: { hash: string; size: number }): string {
+  return `${d.hash}/${d.size}`;
 }

@@ -152,6 +152,50 @@ export interface WorkerSession {
 export interface WorkerScheduler {
   /** Registers a worker; INVALID_ARGUMENT for unsupported properties or a bad `maxInflightTasks`. */
   registerWorker(registration: WorkerRegistration): WorkerSession;
+  /** What the scheduler holds now, for metrics and the status page. */
+  snapshot?(): SchedulerSnapshot;
+}
+
+/** A scheduler's state at one moment (metrics, the status page). */
+export interface SchedulerSnapshot {
+  readonly workers: readonly {
+    readonly id: string;
+    /** Platform properties the worker offers: name → values. */
+    readonly properties: Record<string, string[]>;
+    readonly running: number;
+    /** 0: no limit. */
+    readonly maxInflight: number;
+    readonly lastSeen: number;
+  }[];
+  /** Actions not finished: queued or executing. */
+  readonly actions: readonly {
+    readonly id: string;
+    /** `hash/size` of the action. */
+    readonly digest: string;
+    readonly stage: "queued" | "executing";
+    readonly queuedAt: number;
+    readonly worker: string | undefined;
+    readonly attempts: number;
+  }[];
+  /** The last finished actions, newest last. */
+  readonly finished: readonly {
+    readonly digest: string;
+    readonly worker: string | undefined;
+    readonly exitCode: number | undefined;
+    /** The error status message when it ended with one. */
+    readonly error: string | undefined;
+    readonly queuedAt: number;
+    readonly endedAt: number;
+  }[];
+  /** The last failed executions (error statuses and failed attempts), newest last. */
+  readonly failures: readonly {
+    readonly at: number;
+    readonly digest: string;
+    readonly worker: string | undefined;
+    readonly error: string;
+  }[];
+  /** Executions that failed (an error status or a failed attempt) since start. */
+  readonly executionFailures: number;
 }
 
 /** A scheduler built from config: its client side and, when its chain ends in `simple`, its worker side. */

@@ -42,7 +42,7 @@ import {
 } from "./helpers.ts";
 import { IoThread } from "../util/io_thread.ts";
 import type { StoreFactory } from "./registry.ts";
-import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+import type { ReadOptions, StoreDriver, StoreKey, StoreUsage, UploadSize, WriteOptions } from "./types.ts";
 
 /** Settings of {@linkcode FilesystemStore} (NativeLink's fields in camelCase). */
 export interface FilesystemStoreOptions {
@@ -119,6 +119,10 @@ export class FilesystemStore implements StoreDriver {
       now: this.#now,
       onEvict: (id, entry) => this.#track(this.#unlinkIfUnindexed(id, entry.file)),
     });
+  }
+
+  usage(): StoreUsage {
+    return { bytes: this.#index.bytes, count: this.#index.size, maxBytes: this.#index.policy.maxBytes };
   }
 
   /** Number of indexed values. */

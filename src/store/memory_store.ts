@@ -25,7 +25,7 @@ import {
   uploadLimit,
 } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
-import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+import type { ReadOptions, StoreDriver, StoreKey, StoreUsage, UploadSize, WriteOptions } from "./types.ts";
 
 /** Settings of {@linkcode MemoryStore}. */
 export interface MemoryStoreOptions {
@@ -50,6 +50,10 @@ export class MemoryStore implements StoreDriver {
       options.evictionPolicy ?? NO_EVICTION,
       options.now ? { now: options.now } : {},
     );
+  }
+
+  usage(): StoreUsage {
+    return { bytes: this.#index.bytes, count: this.#index.size, maxBytes: this.#index.policy.maxBytes };
   }
 
   /** Number of stored values. */

@@ -38,6 +38,8 @@ export type SpecFields = { readonly [field: string]: unknown };
 export interface StoreBuildOptions {
   /** Milliseconds clock used for eviction ages (default `Date.now`). */
   readonly now?: () => number;
+  /** Called for every store built, nested ones included, with its dotted path (`verify.backend.filesystem`). */
+  readonly onBuilt?: (storeName: string, path: string, store: StoreDriver) => void;
 }
 
 /** What a factory gets besides its fields: where it is, how to build nested specs, field readers. */
@@ -224,7 +226,9 @@ class Registry implements StoreRegistry {
         return v as SpecFields;
       },
     };
-    return factory(fields as SpecFields, ctx);
+    const store = factory(fields as SpecFields, ctx);
+    options.onBuilt?.(storeName, here, store);
+    return store;
   }
 
   #validKinds(): string {

@@ -50,14 +50,42 @@ export interface StoreManagerOptions {
   readonly options?: StoreBuildOptions;
 }
 
+/** One store (top-level or nested) that keeps its own data, and what it holds. */
+export interface StoreUsageRow {
+  /** The top-level store's name. */
+  readonly store: string;
+  /** Where it sits in that store's spec (`verify.backend.filesystem`). */
+  readonly path: string;
+  readonly kind: string;
+  readonly bytes: number;
+  readonly count: number;
+  /** Its eviction limit; 0: none. */
+  readonly maxBytes: number;
+}
+
 /** Owns the named top-level stores. */
 export class StoreManager implements StoreLookup {
   #stores: Map<string, StoreDriver>;
+  #all: { store: string; path: string; driver: StoreDriver }[];
   #closed = false;
 
   /** Use {@linkcode createStoreManager}; this takes already built (not yet initialised) stores. */
-  constructor(stores: Map<string, StoreDriver>) {
+  constructor(
+    stores: Map<string, StoreDriver>,
+    all: { store: string; path: string; driver: StoreDriver }[] = [],
+  ) {
     this.#stores = stores;
+    this.#all = all;
+  }
+
+  /** Usage of every store, nested ones included, that keeps its own data (memory, filesystem). */
+  usage(): StoreUsageRow[] {
+    const rows: StoreUsageRow[] = [];
+    for (const { store, path, driver } of this.#all) {
+      const u = driver.usage?.();
+      if (u) rows.push({ store, path, kind: driver.kind, ...u });
+    }
+    return rows;
   }
 
   /** The store called `name`; FAILED_PRECONDITION naming the defined stores when there is none. */
@@ -154,13 +182,22 @@ export async function createStoreManager(
 ): Promise<StoreManager> {
   const registry = options.registry ?? createStoreRegistry();
   const built = new Map<string, StoreDriver>();
-  const manager = new StoreManager(built);
+  const all: { store: string; path: string; driver: StoreDriver }[] = [];
+  const manager = new StoreManager(built, all);
+  const outer = options.options?.onBuilt;
+  const buildOptions: StoreBuildOptions = {
+    ...options.options,
+    onBuilt: (store, path, driver) => {
+      all.push({ store, path, driver });
+      outer?.(store, path, driver);
+    },
+  };
   try {
     for (const [name, spec] of entriesOf(config)) {
       if (built.has(name)) {
         throw new CairnError(Code.InvalidArgument, `Cannot open store "${name}": name used twice`);
       }
-      built.set(name, registry.build(name, spec, options.options ?? {}));
+      built.set(name, registry.build(name, spec, buildOptions));
     }
     await manager.init();
   } catch (err) {

@@ -96,4 +96,14 @@ export interface StoreDriver {
 
   /** Flushes and releases resources at shutdown. */
   close?(): Promise<void>;
+
+  /** What a store holding its own data uses against its eviction limit (for metrics and the status page). */
+  usage?(): StoreUsage;
+}
+
+/** Bytes and entries a store holds, and its `eviction_policy.max_bytes` (0: no limit). */
+export interface StoreUsage {
+  readonly bytes: number;
+  readonly count: number;
+  readonly maxBytes: number;
 }

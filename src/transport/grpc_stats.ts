@@ -11,7 +11,32 @@
  * @module
  */
 import { Histogram, labelValue, registerCollector } from "../util/metrics.ts";
+import { MetricFamily } from "../util/metric_family.ts";
 import { codeName } from "../util/error.ts";
+
+/** Seed 000's latency histogram: every RPC (gRPC, gRPC-Web, Connect) by method. */
+const requestDuration = new MetricFamily(
+  "histogram",
+  "nativelink_request_duration_seconds",
+  "Time from request headers to the final status, by method (gRPC, gRPC-Web and Connect).",
+  ["method"],
+);
+/**
+ * Seed 000's error counter: calls that ended with an error, by method (from zero for every served method;
+ * `cairn_grpc_server_handled_total` has the codes). OK, NOT_FOUND (a cache miss) and CANCELLED (the client
+ * went away) are not errors.
+ */
+const requestErrors = new MetricFamily(
+  "counter",
+  "nativelink_request_errors_total",
+  "RPCs that ended with an error status (not OK, NOT_FOUND or CANCELLED), by method.",
+  ["method"],
+);
+requestDuration.register();
+requestErrors.register();
+
+/** Codes that are no error for `nativelink_request_errors_total`: OK, CANCELLED, NOT_FOUND. */
+const NOT_ERRORS = new Set([0, 1, 5]);
 
 /** Counters of one method. */
 export class MethodStats {
@@ -21,16 +46,33 @@ export class MethodStats {
 
   constructor(path: string) {
     this.path = path;
+    requestErrors.inc([path], 0);
   }
 
   /** Records one finished call. */
   record(code: number, seconds: number): void {
-    this.byCode[code >= 0 && code < 17 ? code : 2]!++;
+    const c = code >= 0 && code < 17 ? code : 2;
+    this.byCode[c]!++;
     this.latency.observe(seconds);
+    requestDuration.observe([this.path], seconds);
+    if (!NOT_ERRORS.has(c)) requestErrors.inc([this.path]);
   }
 }
 
 const stats = new Map<string, MethodStats>();
+
+/** Calls finished and calls that ended in an error (as `nativelink_request_errors_total` counts), all methods. */
+export function requestTotals(): { calls: number; errors: number } {
+  let calls = 0;
+  let errors = 0;
+  for (const s of stats.values()) {
+    s.byCode.forEach((n, code) => {
+      calls += n;
+      if (!NOT_ERRORS.has(code)) errors += n;
+    });
+  }
+  return { calls, errors };
+}
 
 /** The shared counters of a method path (`/pkg.Service/Method`). */
 export function methodStats(path: string): MethodStats {

@@ -1,0 +1,375 @@
+/**
+ * `deno task soak`: the all-in-one Cairn (`config/local.json5`, its real sandboxed worker) under minutes of
+ * mixed, well-behaved traffic at 64 concurrent streams (uploads, reads, action-cache hits, Execute), while
+ * attack clients run in bursts: HTTP/2 rapid reset, stalled ByteStream uploads and a zstd bomb.
+ *
+ * It passes (exit 0) when the server never exits, the well-behaved client sees no error, a probe
+ * (GetCapabilities and a small ByteStream read, 1 s deadline each, every second) is always answered, and
+ * the server's RSS over the last minute stays within 20% of its first-minute level.
+ *
+ * @example
+ * ```sh
+ * deno task soak                 # 10 minutes
+ * deno task soak --minutes 2     # shorter
+ * ```
+ * @module
+ */
+import http2 from "node:http2";
+import { createHash, randomUUID } from "node:crypto";
+import { zstdCompress } from "node:zlib";
+import { promisify } from "node:util";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import {
+  ActionCache,
+  ActionResultSchema,
+  Capabilities,
+  type Digest,
+} from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ByteStream, WriteRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import { createGrpcClientTransport } from "../../src/transport/grpc_client.ts";
+import { blobOf, buildAction, ExecClient, startAllInOne } from "../fixtures/exec_fixtures.ts";
+
+const args = Deno.args;
+const minutesArg = args.indexOf("--minutes");
+const MINUTES = minutesArg >= 0 ? Number(args[minutesArg + 1]) : 10;
+if (!(MINUTES > 0)) throw new Error("--minutes needs a positive number");
+const DURATION_MS = MINUTES * 60_000;
+const STREAMS = 64;
+/** Attack bursts: every BURST_EVERY_MS, for BURST_MS. */
+const BURST_EVERY_MS = 30_000;
+const BURST_MS = 10_000;
+
+const dataDir = await Deno.makeTempDir({ prefix: "cairn-soak-" });
+const cairn = await startAllInOne({ dataDir });
+const port = Number(new URL(cairn.url.replace("grpc:", "http:")).port);
+const pid = cairn.process.pid;
+console.log(`soak: Cairn pid ${pid} on ${cairn.url}, ${MINUTES} min, ${STREAMS} streams`);
+
+const transport = createGrpcClientTransport(cairn.url, { defaultTimeoutMs: 10_000 });
+const exec = new ExecClient(cairn.url);
+const bs: Client<typeof ByteStream> = createClient(ByteStream, transport);
+const ac: Client<typeof ActionCache> = createClient(ActionCache, transport);
+const caps: Client<typeof Capabilities> = createClient(Capabilities, transport);
+const probeTransport = createGrpcClientTransport(cairn.url);
+const probeBs: Client<typeof ByteStream> = createClient(ByteStream, probeTransport);
+const probeCaps: Client<typeof Capabilities> = createClient(Capabilities, probeTransport);
+
+// Fixtures the well-behaved client reads back.
+const small = blobOf(crypto.getRandomValues(new Uint8Array(4096)));
+await exec.upload([small]);
+const cachedAction = buildAction({ argv: ["/bin/echo", "soak"] });
+await exec.upload(cachedAction.blobs);
+const first = await exec.execute(cachedAction.actionDigest);
+if (first.response.result?.exitCode !== 0) throw new Error("soak: the seed action failed");
+const acKey = buildAction({ argv: ["/bin/true", randomUUID()] });
+await ac.updateActionResult({
+  actionDigest: acKey.actionDigest,
+  actionResult: create(ActionResultSchema, { exitCode: 0, stdoutDigest: small.digest }),
+});
+
+const stats = {
+  ops: new Map<string, number>(),
+  errors: [] as string[],
+  probeFailures: [] as string[],
+  probeMaxMs: 0,
+  attacks: { resets: 0, stalled: 0, refusedStalled: 0, bombs: 0, bombCodes: new Map<string, number>() },
+};
+const count = (op: string) => stats.ops.set(op, (stats.ops.get(op) ?? 0) + 1);
+const fail = (op: string, err: unknown) => {
+  const msg = err instanceof ConnectError ? `${Code[err.code]}: ${err.rawMessage}` : String(err);
+  if (stats.errors.length < 50) stats.errors.push(`${op}: ${msg}`);
+  else stats.errors.length++;
+};
+
+const started = Date.now();
+const endAt = started + DURATION_MS;
+const running = () => Date.now() < endAt && alive();
+let exited = false;
+cairn.process.done.then(() => exited = true);
+const alive = () => !exited;
+
+function digestOf(bytes: Uint8Array): Digest {
+  return {
+    hash: createHash("sha256").update(bytes).digest("hex"),
+    sizeBytes: BigInt(bytes.length),
+  } as Digest;
+}
+
+async function readAll(name: string, client = bs, timeoutMs = 10_000): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  for await (const r of client.read({ resourceName: name }, { timeoutMs })) {
+    parts.push(r.data);
+    n += r.data.length;
+  }
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** One well-behaved operation, chosen by weight. */
+async function wellBehaved(i: number): Promise<void> {
+  const roll = Math.random();
+  if (roll < 0.4) {
+    const got = await readAll(`blobs/${small.digest.hash}/${small.digest.sizeBytes}`);
+    if (digestOf(got).hash !== small.digest.hash) throw new Error("read returned the wrong bytes");
+    count("read");
+  } else if (roll < 0.6) {
+    const blob = blobOf(crypto.getRandomValues(new Uint8Array(1024 + Math.floor(Math.random() * 15 * 1024))));
+    await exec.upload([blob]);
+    const missing = await exec.cas.findMissingBlobs({ blobDigests: [blob.digest] });
+    if (missing.missingBlobDigests.length !== 0) throw new Error("an uploaded blob is missing");
+    count("batch-upload");
+  } else if (roll < 0.8) {
+    const r = await ac.getActionResult({ actionDigest: acKey.actionDigest });
+    if (r.stdoutDigest?.hash !== small.digest.hash) throw new Error("wrong action result");
+    count("ac-hit");
+  } else if (roll < 0.9) {
+    const bytes = crypto.getRandomValues(new Uint8Array(256 * 1024));
+    const d = digestOf(bytes);
+    const name = `uploads/${randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
+    async function* chunks() {
+      for (let o = 0; o < bytes.length; o += 64 * 1024) {
+        yield {
+          resourceName: o === 0 ? name : "",
+          writeOffset: BigInt(o),
+          finishWrite: o + 64 * 1024 >= bytes.length,
+          data: bytes.subarray(o, o + 64 * 1024),
+        };
+      }
+    }
+    const res = await bs.write(chunks());
+    if (res.committedSize !== BigInt(bytes.length)) throw new Error("short write");
+    count("bytestream-write");
+  } else if (i % 8 === 0) {
+    // A fresh action: scheduled, run in the sandbox, result uploaded.
+    const a = buildAction({ argv: ["/bin/echo", randomUUID()] });
+    await exec.upload(a.blobs);
+    const run = await exec.execute(a.actionDigest);
+    if (run.response.result?.exitCode !== 0) {
+      throw new Error(`action failed: ${run.response.status?.message}`);
+    }
+    count("execute");
+  } else {
+    const run = await exec.execute(cachedAction.actionDigest);
+    if (!run.response.cachedResult) throw new Error("expected a cached result");
+    count("execute-cached");
+  }
+}
+
+async function clientLoop(i: number): Promise<void> {
+  while (running()) {
+    try {
+      await wellBehaved(i);
+    } catch (err) {
+      fail("client", err);
+    }
+  }
+}
+
+async function probeLoop(): Promise<void> {
+  while (running()) {
+    const t0 = performance.now();
+    try {
+      await probeCaps.getCapabilities({}, { timeoutMs: 1000 });
+      await readAll(`blobs/${small.digest.hash}/${small.digest.sizeBytes}`, probeBs, 1000);
+      stats.probeMaxMs = Math.max(stats.probeMaxMs, performance.now() - t0);
+    } catch (err) {
+      stats.probeFailures.push(`${new Date().toISOString()} ${String(err)}`);
+    }
+    const wait = 1000 - (performance.now() - t0);
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+// RSS of the server process, sampled every 5 s.
+const rss: { t: number; kib: number }[] = [];
+function sampleRss(): void {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = /VmRSS:\s+(\d+) kB/.exec(status);
+    if (m) rss.push({ t: Date.now() - started, kib: Number(m[1]) });
+  } catch { /* exited */ }
+}
+const rssTimer = setInterval(sampleRss, 5000);
+
+// --- attacks -----------------------------------------------------------------------------------------
+
+function grpcHeaders(path: string): http2.OutgoingHttpHeaders {
+  return { ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" };
+}
+
+function frame(message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + message.length);
+  new DataView(out.buffer).setUint32(1, message.length);
+  out.set(message, 5);
+  return out;
+}
+
+function connect(): Promise<http2.ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const s = http2.connect(`http://127.0.0.1:${port}`);
+    s.on("error", () => {});
+    s.once("connect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+/** HEADERS then RST_STREAM, as fast as the connection takes them, on 4 connections. */
+async function rapidReset(untilMs: number): Promise<void> {
+  const sessions = await Promise.all([0, 1, 2, 3].map(() => connect().catch(() => undefined)));
+  await Promise.all(sessions.map(async (s) => {
+    if (!s) return;
+    while (Date.now() < untilMs && !s.destroyed && !s.closed) {
+      for (let k = 0; k < 200 && !s.destroyed && !s.closed; k++) {
+        try {
+          const req = s.request(grpcHeaders("/build.bazel.remote.execution.v2.Capabilities/GetCapabilities"));
+          req.on("error", () => {});
+          req.close(http2.constants.NGHTTP2_CANCEL);
+          stats.attacks.resets++;
+        } catch {
+          break;
+        }
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    s.destroy();
+  }));
+}
+
+/** ByteStream Writes that send 1 KiB and then wait, on 8 connections, held until the burst ends. */
+async function stalledUploads(untilMs: number): Promise<void> {
+  const sessions = await Promise.all([...Array(8)].map(() => connect().catch(() => undefined)));
+  const data = new Uint8Array(1024);
+  for (const s of sessions) {
+    if (!s) continue;
+    for (let k = 0; k < 250 && !s.destroyed; k++) {
+      try {
+        const req = s.request(grpcHeaders("/google.bytestream.ByteStream/Write"));
+        req.on("error", () => {});
+        req.on("response", (h) => {
+          if (h["grpc-status"] && h["grpc-status"] !== "0") stats.attacks.refusedStalled++;
+        });
+        req.on("trailers", (h) => {
+          if (h["grpc-status"] && h["grpc-status"] !== "0") stats.attacks.refusedStalled++;
+        });
+        const msg = toBinary(
+          WriteRequestSchema,
+          create(WriteRequestSchema, {
+            resourceName: `uploads/${randomUUID()}/blobs/${"ab".repeat(32)}/1048576`,
+            writeOffset: 0n,
+            data,
+          }),
+        );
+        req.write(frame(msg));
+        stats.attacks.stalled++;
+      } catch {
+        break;
+      }
+    }
+  }
+  await new Promise((r) => setTimeout(r, Math.max(0, untilMs - Date.now())));
+  for (const s of sessions) s?.destroy();
+}
+
+/** A compressed upload that declares 1 GiB of zeros in ~64 KiB of zstd. */
+const bomb = await promisify(zstdCompress)(new Uint8Array(64 * 1024 * 1024)).then((x) => new Uint8Array(x));
+async function zstdBomb(): Promise<void> {
+  const declared = 1024 * 1024 * 1024;
+  const name = `uploads/${randomUUID()}/compressed-blobs/zstd/${"cd".repeat(32)}/${declared}`;
+  async function* chunks() {
+    // The same 64 MiB-of-zeros frame, 16 times: 1 GiB when decompressed.
+    for (let k = 0; k < 16; k++) {
+      yield {
+        resourceName: k === 0 ? name : "",
+        writeOffset: BigInt(k * bomb.length),
+        finishWrite: k === 15,
+        data: bomb,
+      };
+    }
+  }
+  try {
+    await bs.write(chunks(), { timeoutMs: 20_000 });
+    stats.attacks.bombCodes.set("OK", (stats.attacks.bombCodes.get("OK") ?? 0) + 1);
+  } catch (err) {
+    const code = err instanceof ConnectError ? Code[err.code] : "error";
+    stats.attacks.bombCodes.set(code, (stats.attacks.bombCodes.get(code) ?? 0) + 1);
+  }
+  stats.attacks.bombs++;
+}
+
+async function attackLoop(): Promise<void> {
+  while (running()) {
+    const waitUntil = Math.min(endAt, Date.now() + BURST_EVERY_MS - BURST_MS);
+    while (running() && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 250));
+    if (!running()) return;
+    const until = Math.min(endAt, Date.now() + BURST_MS);
+    console.log(`soak: attack burst at ${Math.round((Date.now() - started) / 1000)} s`);
+    await Promise.all([rapidReset(until), stalledUploads(until), zstdBomb(), zstdBomb()]);
+  }
+}
+
+const progress = setInterval(() => {
+  const last = rss.at(-1);
+  const total = [...stats.ops.values()].reduce((a, b) => a + b, 0);
+  console.log(
+    `soak: ${Math.round((Date.now() - started) / 1000)} s, ${total} ops, ${stats.errors.length} errors, ` +
+      `${stats.probeFailures.length} probe failures, RSS ${last ? Math.round(last.kib / 1024) : "?"} MiB`,
+  );
+}, 30_000);
+
+sampleRss();
+await Promise.all([
+  ...[...Array(STREAMS)].map((_, i) => clientLoop(i)),
+  probeLoop(),
+  attackLoop(),
+]);
+clearInterval(progress);
+clearInterval(rssTimer);
+sampleRss();
+
+// --- verdict -----------------------------------------------------------------------------------------
+const firstMinute = rss.filter((s) => s.t <= 60_000);
+const lastMinute = rss.filter((s) => s.t >= DURATION_MS - 60_000);
+const mean = (xs: { kib: number }[]) => xs.reduce((a, s) => a + s.kib, 0) / Math.max(1, xs.length);
+const base = mean(firstMinute);
+const end = mean(lastMinute);
+const growth = base > 0 ? end / base - 1 : 0;
+const peak = Math.max(...rss.map((s) => s.kib));
+const survived = alive();
+
+console.log("\nsoak results");
+console.log(`  duration             ${MINUTES} min, ${STREAMS} client streams`);
+console.log(`  well-behaved ops     ${[...stats.ops].map(([k, v]) => `${k} ${v}`).join(", ")}`);
+console.log(`  client errors        ${stats.errors.length}`);
+for (const e of stats.errors.slice(0, 10)) console.log(`    ${e}`);
+console.log(
+  `  probe failures       ${stats.probeFailures.length} (slowest answered probe ${
+    Math.round(stats.probeMaxMs)
+  } ms)`,
+);
+for (const e of stats.probeFailures.slice(0, 10)) console.log(`    ${e}`);
+console.log(
+  `  attacks              ${stats.attacks.resets} resets, ${stats.attacks.stalled} stalled uploads ` +
+    `(${stats.attacks.refusedStalled} refused), ${stats.attacks.bombs} zstd bombs (${
+      [...stats.attacks.bombCodes].map(([k, v]) => `${k} ${v}`).join(", ")
+    })`,
+);
+console.log(
+  `  server RSS           first minute ${Math.round(base / 1024)} MiB, last minute ${
+    Math.round(end / 1024)
+  } MiB (${(growth * 100).toFixed(1)}%), peak ${Math.round(peak / 1024)} MiB`,
+);
+console.log(`  server alive         ${survived}`);
+
+const ok = survived && stats.errors.length === 0 && stats.probeFailures.length === 0 && growth <= 0.2 &&
+  !stats.attacks.bombCodes.has("OK");
+console.log(ok ? "soak: PASS" : "soak: FAIL");
+await cairn.stop().catch((err) => console.log(`soak: stop: ${err}`));
+await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+Deno.exit(ok ? 0 : 1);
