@@ -50,7 +50,6 @@ const transport = createGrpcClientTransport(cairn.url, { defaultTimeoutMs: 10_00
 const exec = new ExecClient(cairn.url);
 const bs: Client<typeof ByteStream> = createClient(ByteStream, transport);
 const ac: Client<typeof ActionCache> = createClient(ActionCache, transport);
-const caps: Client<typeof Capabilities> = createClient(Capabilities, transport);
 const probeTransport = createGrpcClientTransport(cairn.url);
 const probeBs: Client<typeof ByteStream> = createClient(ByteStream, probeTransport);
 const probeCaps: Client<typeof Capabilities> = createClient(Capabilities, probeTransport);
@@ -133,7 +132,7 @@ async function wellBehaved(i: number): Promise<void> {
     const bytes = crypto.getRandomValues(new Uint8Array(256 * 1024));
     const d = digestOf(bytes);
     const name = `uploads/${randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
-    async function* chunks() {
+    const chunks = async function* () {
       for (let o = 0; o < bytes.length; o += 64 * 1024) {
         yield {
           resourceName: o === 0 ? name : "",
@@ -142,7 +141,7 @@ async function wellBehaved(i: number): Promise<void> {
           data: bytes.subarray(o, o + 64 * 1024),
         };
       }
-    }
+    };
     const res = await bs.write(chunks());
     if (res.committedSize !== BigInt(bytes.length)) throw new Error("short write");
     count("bytestream-write");
@@ -282,7 +281,7 @@ const bomb = await promisify(zstdCompress)(new Uint8Array(64 * 1024 * 1024)).the
 async function zstdBomb(): Promise<void> {
   const declared = 1024 * 1024 * 1024;
   const name = `uploads/${randomUUID()}/compressed-blobs/zstd/${"cd".repeat(32)}/${declared}`;
-  async function* chunks() {
+  const chunks = async function* () {
     // The same 64 MiB-of-zeros frame, 16 times: 1 GiB when decompressed.
     for (let k = 0; k < 16; k++) {
       yield {
@@ -292,7 +291,7 @@ async function zstdBomb(): Promise<void> {
         data: bomb,
       };
     }
-  }
+  };
   try {
     await bs.write(chunks(), { timeoutMs: 20_000 });
     stats.attacks.bombCodes.set("OK", (stats.attacks.bombCodes.get("OK") ?? 0) + 1);

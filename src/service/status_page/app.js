@@ -1,4 +1,3 @@
-// @ts-check
 // Cairn's live status page: subscribes to /api/status/events (server-sent events, one status document every
 // two seconds) and draws it. Every value is put in the page as text (never as HTML): worker names, platform
 // properties and error messages come from clients and actions.
