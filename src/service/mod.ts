@@ -39,7 +39,6 @@ import { createFetchService, createPushService } from "./remote_asset_service.ts
 
 export {
   type AcInstance,
-  actionCacheKey,
   createActionCacheService,
   readActionResult,
 } from "./action_cache_service.ts";

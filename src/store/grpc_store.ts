@@ -5,8 +5,10 @@
  * ByteStream Read (with offset and limit; an interrupted read resumes at the delivered offset) and
  * `write` to BatchUpdateBlobs for small blobs or a streamed ByteStream Write
  * (`{instance}/uploads/{uuid}/blobs/{hash}/{size}`, ≤ 1 MiB messages pulled from the source only as fast as
- * HTTP/2 accepts them). `store_type: "ac"` maps `read` to GetActionResult (the ActionResult encoded to
- * bytes), `write` to UpdateActionResult (the bytes decoded) and `hasMany` to GetActionResult.
+ * HTTP/2 accepts them). `store_type: "ac"` holds action-cache keys (`{ ac: actionDigest }`): `read` maps
+ * to GetActionResult (the ActionResult encoded to bytes), `write` to UpdateActionResult (the bytes decoded)
+ * and `hasMany` to GetActionResult. Each side refuses the other's keys and string keys (INVALID_ARGUMENT):
+ * a `cas` store has no ActionResults, an `ac` store no blobs, and neither has records without a digest.
  *
  * Clients use connect-node's gRPC transport over HTTP/2 (`grpc://` → h2c, `grpcs://` → TLS with the
  * optional `tls_config` `ca_file` / `cert_file` / `key_file`). Requests are spread round-robin over
@@ -42,7 +44,7 @@ import {
 import { ByteStream, type WriteRequest, WriteRequestSchema } from "../gen/google/bytestream/bytestream_pb.ts";
 import { CairnError, Code, codeName } from "../util/error.ts";
 import { bytesStream, cancelled, collectBytes, sizeCheckStream } from "../util/streams.ts";
-import { checkFields, expectedUploadSize, uploadLimit } from "./helpers.ts";
+import { checkFields, expectedUploadSize, isAcKey, isDigestKey, keyToString, uploadLimit } from "./helpers.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -217,9 +219,9 @@ export class GrpcStore implements StoreDriver {
   }
 
   async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    const digests = keys.map((k) => this.#digestKey(k));
     if (this.#storeType === "ac") {
-      return await Promise.all(digests.map(async (d) => {
+      const actions = keys.map((k) => this.#actionDigest(k));
+      return await Promise.all(actions.map(async (d) => {
         try {
           return (await this.#getActionResult(d)).byteLength;
         } catch (err) {
@@ -228,6 +230,7 @@ export class GrpcStore implements StoreDriver {
         }
       }));
     }
+    const digests = keys.map((k) => this.#blobDigest(k));
     const out: (number | undefined)[] = digests.map((d) => d.size);
     for (let start = 0; start < digests.length; start += FIND_MISSING_BATCH) {
       const batch = digests.slice(start, start + FIND_MISSING_BATCH);
@@ -247,7 +250,7 @@ export class GrpcStore implements StoreDriver {
   }
 
   async read(key: StoreKey, options: ReadOptions = {}): Promise<ReadableStream<Uint8Array>> {
-    const digest = this.#digestKey(key);
+    const digest = this.#storeType === "ac" ? this.#actionDigest(key) : this.#blobDigest(key);
     const offset = options.offset ?? 0;
     if (offset < 0 || (options.length ?? 0) < 0) {
       throw new CairnError(
@@ -281,8 +284,11 @@ export class GrpcStore implements StoreDriver {
   ): Promise<void> {
     let digest: Digest;
     try {
-      digest = this.#digestKey(key);
-      if (this.#storeType === "cas") expectedUploadSize(digest, size);
+      if (this.#storeType === "ac") digest = this.#actionDigest(key);
+      else {
+        digest = this.#blobDigest(key);
+        expectedUploadSize(digest, size);
+      }
     } catch (err) {
       await data.cancel(err).catch(() => {});
       throw err;
@@ -620,12 +626,22 @@ export class GrpcStore implements StoreDriver {
     return this.#instance ? `${this.#instance}/` : "";
   }
 
-  #digestKey(key: StoreKey): Digest {
-    if (typeof key !== "string") return key;
-    const i = key.lastIndexOf("-");
-    const size = Number(key.slice(i + 1));
-    if (i > 0 && Number.isSafeInteger(size) && size >= 0) return { hash: key.slice(0, i), size };
-    throw new CairnError(Code.InvalidArgument, `The grpc store holds digest keys only, got "${key}"`);
+  /** The action digest of an AC key (an `ac` store's only kind of key). */
+  #actionDigest(key: StoreKey): Digest {
+    if (isAcKey(key)) return key.ac;
+    throw new CairnError(
+      Code.InvalidArgument,
+      `A grpc store of store_type "ac" holds action-cache keys only, got "${keyToString(key)}"`,
+    );
+  }
+
+  /** The digest of a CAS key (a `cas` store's only kind of key). */
+  #blobDigest(key: StoreKey): Digest {
+    if (isDigestKey(key)) return key;
+    throw new CairnError(
+      Code.InvalidArgument,
+      `A grpc store of store_type "cas" holds blob digests only, got "${keyToString(key)}"`,
+    );
   }
 }
 
