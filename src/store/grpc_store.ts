@@ -5,10 +5,10 @@
  * ByteStream Read (with offset and limit; an interrupted read resumes at the delivered offset) and
  * `write` to BatchUpdateBlobs for small blobs or a streamed ByteStream Write
  * (`{instance}/uploads/{uuid}/blobs/{hash}/{size}`, ≤ 1 MiB messages pulled from the source only as fast as
- * HTTP/2 accepts them). `store_type: "ac"` holds action-cache keys (`{ ac: actionDigest }`): `read` maps
- * to GetActionResult (the ActionResult encoded to bytes), `write` to UpdateActionResult (the bytes decoded)
- * and `hasMany` to GetActionResult. Each side refuses the other's keys and string keys (INVALID_ARGUMENT):
- * a `cas` store has no ActionResults, an `ac` store no blobs, and neither has records without a digest.
+ * HTTP/2 accepts them). Action-cache keys (`{ ac: actionDigest }`) map `read` to GetActionResult (the
+ * ActionResult encoded to bytes), `write` to UpdateActionResult (the bytes decoded) and `hasMany` to
+ * GetActionResult. The key's type decides, never a parsed string: `store_type` (`cas` or `ac`) is NativeLink's
+ * and says what the store is meant for. String keys (records without a digest) are refused (INVALID_ARGUMENT).
  *
  * Clients use connect-node's gRPC transport over HTTP/2 (`grpc://` → h2c, `grpcs://` → TLS with the
  * optional `tls_config` `ca_file` / `cert_file` / `key_file`). Requests are spread round-robin over
@@ -44,9 +44,9 @@ import {
 import { ByteStream, type WriteRequest, WriteRequestSchema } from "../gen/google/bytestream/bytestream_pb.ts";
 import { CairnError, Code, codeName } from "../util/error.ts";
 import { bytesStream, cancelled, collectBytes, sizeCheckStream } from "../util/streams.ts";
-import { checkFields, expectedUploadSize, isAcKey, isDigestKey, keyToString, uploadLimit } from "./helpers.ts";
+import { checkFields, expectedUploadSize, isAcKey, uploadLimit } from "./helpers.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
-import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+import type { AcKey, ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
 /** One upstream endpoint (NativeLink's `GrpcEndpoint`). */
 export interface GrpcEndpointSpec {
@@ -219,18 +219,28 @@ export class GrpcStore implements StoreDriver {
   }
 
   async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    if (this.#storeType === "ac") {
-      const actions = keys.map((k) => this.#actionDigest(k));
-      return await Promise.all(actions.map(async (d) => {
+    const out: (number | undefined)[] = keys.map(() => undefined);
+    const blobIdx: number[] = [];
+    const acIdx: number[] = [];
+    for (const [i, k] of keys.entries()) (this.#isAc(k) ? acIdx : blobIdx).push(i);
+    await Promise.all([
+      ...acIdx.map(async (i) => {
         try {
-          return (await this.#getActionResult(d)).byteLength;
+          out[i] = (await this.#getActionResult((keys[i] as AcKey).ac)).byteLength;
         } catch (err) {
-          if (err instanceof CairnError && err.code === Code.NotFound) return undefined;
-          throw err;
+          if (!(err instanceof CairnError && err.code === Code.NotFound)) throw err;
         }
-      }));
-    }
-    const digests = keys.map((k) => this.#blobDigest(k));
+      }),
+      (async () => {
+        const sizes = await this.#findBlobs(blobIdx.map((i) => keys[i] as Digest));
+        blobIdx.forEach((i, j) => (out[i] = sizes[j]));
+      })(),
+    ]);
+    return out;
+  }
+
+  /** Sizes of CAS blobs (FindMissingBlobs: the sizes are the digests'). */
+  async #findBlobs(digests: readonly Digest[]): Promise<(number | undefined)[]> {
     const out: (number | undefined)[] = digests.map((d) => d.size);
     for (let start = 0; start < digests.length; start += FIND_MISSING_BATCH) {
       const batch = digests.slice(start, start + FIND_MISSING_BATCH);
@@ -250,7 +260,8 @@ export class GrpcStore implements StoreDriver {
   }
 
   async read(key: StoreKey, options: ReadOptions = {}): Promise<ReadableStream<Uint8Array>> {
-    const digest = this.#storeType === "ac" ? this.#actionDigest(key) : this.#blobDigest(key);
+    const ac = this.#isAc(key);
+    const digest = ac ? key.ac : key as Digest;
     const offset = options.offset ?? 0;
     if (offset < 0 || (options.length ?? 0) < 0) {
       throw new CairnError(
@@ -258,7 +269,7 @@ export class GrpcStore implements StoreDriver {
         `Invalid read range of ${formatDigest(digest)}: negative offset or length`,
       );
     }
-    if (this.#storeType === "ac") {
+    if (ac) {
       const bytes = await this.#getActionResult(digest);
       if (offset > bytes.byteLength) throw outOfRange(digest, offset, bytes.byteLength);
       const end = options.length === undefined
@@ -283,17 +294,16 @@ export class GrpcStore implements StoreDriver {
     options: WriteOptions = {},
   ): Promise<void> {
     let digest: Digest;
+    let ac: boolean;
     try {
-      if (this.#storeType === "ac") digest = this.#actionDigest(key);
-      else {
-        digest = this.#blobDigest(key);
-        expectedUploadSize(digest, size);
-      }
+      ac = this.#isAc(key);
+      digest = ac ? (key as AcKey).ac : key as Digest;
+      if (!ac) expectedUploadSize(digest, size);
     } catch (err) {
       await data.cancel(err).catch(() => {});
       throw err;
     }
-    if (this.#storeType === "ac") {
+    if (ac) {
       const bytes = await collectBytes(
         data.pipeThrough(sizeCheckStream(size)),
         Math.min(uploadLimit(size), AC_MAX),
@@ -626,22 +636,15 @@ export class GrpcStore implements StoreDriver {
     return this.#instance ? `${this.#instance}/` : "";
   }
 
-  /** The action digest of an AC key (an `ac` store's only kind of key). */
-  #actionDigest(key: StoreKey): Digest {
-    if (isAcKey(key)) return key.ac;
-    throw new CairnError(
-      Code.InvalidArgument,
-      `A grpc store of store_type "ac" holds action-cache keys only, got "${keyToString(key)}"`,
-    );
-  }
-
-  /** The digest of a CAS key (a `cas` store's only kind of key). */
-  #blobDigest(key: StoreKey): Digest {
-    if (isDigestKey(key)) return key;
-    throw new CairnError(
-      Code.InvalidArgument,
-      `A grpc store of store_type "cas" holds blob digests only, got "${keyToString(key)}"`,
-    );
+  /** True for an action-cache key, false for a CAS digest; INVALID_ARGUMENT for a string key. */
+  #isAc(key: StoreKey): key is AcKey {
+    if (typeof key === "string") {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `The grpc store holds digests and action-cache keys only, got the string key "${key}"`,
+      );
+    }
+    return isAcKey(key);
   }
 }
 

@@ -7,7 +7,7 @@ import { patternBytes } from "../util/streams.ts";
 import { startTestReapiServer } from "../worker/test_reapi_server.ts";
 import { assertRejectsWithCode, runStoreConformance } from "./conformance_suite.ts";
 import { createGrpcStore } from "./grpc_store.ts";
-import { getBytes, has, putBytes } from "./helpers.ts";
+import { acKey, getBytes, has, putBytes } from "./helpers.ts";
 
 runStoreConformance("grpc (cas)", async () => {
   const server = await startTestReapiServer();
@@ -54,17 +54,18 @@ Deno.test("grpc store: the AC side encodes GetActionResult and decodes UpdateAct
   });
   try {
     const action = digestOf(new TextEncoder().encode("an action"));
-    assert.deepEqual(await store.hasMany([action]), [undefined]);
-    await assertRejectsWithCode(store.read(action), Code.NotFound);
+    const key = acKey(action);
+    assert.deepEqual(await store.hasMany([key]), [undefined]);
+    await assertRejectsWithCode(store.read(key), Code.NotFound);
     const result = create(ActionResultSchema, { exitCode: 3, stdoutRaw: new Uint8Array([1, 2, 3]) });
     const bytes = toBinary(ActionResultSchema, result);
-    await putBytes(store, action, bytes);
+    await putBytes(store, key, bytes);
     assert.equal(server.actionResults.get(`${action.hash}-${action.size}`)?.exitCode, 3);
-    assert.equal(await has(store, action), bytes.byteLength);
-    const back = fromBinary(ActionResultSchema, await getBytes(store, action, { maxSize: 1 << 20 }));
+    assert.equal(await has(store, key), bytes.byteLength);
+    const back = fromBinary(ActionResultSchema, await getBytes(store, key, { maxSize: 1 << 20 }));
     assert.equal(back.exitCode, 3);
     await assertRejectsWithCode(
-      putBytes(store, action, new Uint8Array([0xff, 0xff, 0xff])),
+      putBytes(store, key, new Uint8Array([0xff, 0xff, 0xff])),
       Code.InvalidArgument,
     );
   } finally {
