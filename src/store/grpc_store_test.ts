@@ -26,6 +26,48 @@ runStoreConformance("grpc (cas)", async () => {
   };
 }, { stringKeys: false });
 
+// The key's type picks the RPCs (AC key → GetActionResult/UpdateActionResult, digest → CAS/ByteStream),
+// so a store of store_type "ac" passes the whole suite as well.
+runStoreConformance("grpc (ac)", async () => {
+  const server = await startTestReapiServer();
+  const store = createGrpcStore({
+    instance_name: "main",
+    endpoints: [{ address: server.address }],
+    store_type: "ac",
+  });
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      await server.close();
+    },
+  };
+}, { stringKeys: false });
+
+Deno.test("grpc store: AC keys use the ActionCache service, digests the CAS; string keys are refused", async () => {
+  const server = await startTestReapiServer();
+  const store = createGrpcStore({ endpoints: [{ address: server.address }], store_type: "ac" });
+  try {
+    const action = new TextEncoder().encode("the action message, 48 bytes long, more or less");
+    const d = digestOf(action);
+    const result = toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 1 }));
+    await putBytes(store, acKey(d), result);
+    assert.equal(server.calls.get("UpdateActionResult"), 1);
+    assert.equal(server.calls.get("BatchUpdateBlobs") ?? 0, 0);
+    assert.deepEqual(await getBytes(store, acKey(d), { maxSize: 100 }), result);
+    assert.equal(server.calls.get("GetActionResult"), 1);
+    assert.equal(await has(store, d), undefined, "the AC entry is not the action's blob");
+    await putBytes(store, d, action);
+    assert.equal(server.calls.get("BatchUpdateBlobs"), 1);
+    assert.deepEqual(await store.hasMany([acKey(d), d]), [result.byteLength, action.byteLength]);
+    await assertRejectsWithCode(putBytes(store, `${d.hash}-${d.size}`, result), Code.InvalidArgument);
+    await assertRejectsWithCode(store.read(`${d.hash}-${d.size}`), Code.InvalidArgument);
+  } finally {
+    await store.close();
+    await server.close();
+  }
+});
+
 Deno.test("grpc store: small blobs use BatchUpdateBlobs, large ones a streamed ByteStream Write", async () => {
   const server = await startTestReapiServer();
   const store = createGrpcStore({ endpoints: [{ address: server.address }], store_type: "cas" });
