@@ -16,11 +16,13 @@ import grpc from "@grpc/grpc-js";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   ActionCache,
+  ActionResultSchema,
   ActionSchema,
   ContentAddressableStorage,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { type Digest, digestOf } from "../src/digest/digest.ts";
 import { buildServiceBindings } from "../src/service/mod.ts";
+import { createHttpCacheRoute } from "../src/service/http_cache_route.ts";
 import type { FastSlowStore } from "../src/store/fast_slow_store.ts";
 import { acKey, has } from "../src/store/helpers.ts";
 import { createStoreManager, type StoreManager } from "../src/store/store_manager.ts";
@@ -183,6 +185,62 @@ Deno.test("seed 001 AC chain with a filesystem slow store: UpdateActionResult st
     );
   } finally {
     await running?.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("HTTP cache records under string keys pass through completeness_checking and survive a restart", async () => {
+  // The default config's AC (completeness_checking over filesystem) holds the HTTP cache's records: string
+  // keys, which completeness_checking passes through (only AC keys hold ActionResults to check).
+  const dir = await Deno.makeTempDir({ prefix: "cairn-http-records-" });
+  const open = () =>
+    createStoreManager({
+      CAS: { filesystem: { content_path: `${dir}/cas/content`, temp_path: `${dir}/cas/tmp` } },
+      AC: {
+        completeness_checking: {
+          backend: { filesystem: { content_path: `${dir}/ac/content`, temp_path: `${dir}/ac/tmp` } },
+          cas_store: { ref_store: { name: "CAS" } },
+        },
+      },
+    });
+  const route = (stores: StoreManager) =>
+    createHttpCacheRoute({
+      instances: new Map([["", { casStore: stores.get("CAS"), acStore: stores.get("AC") }]]),
+    });
+  const blob = new TextEncoder().encode("an HTTP cache blob");
+  const hash = digestOf(blob).hash;
+  const result = toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 4 }));
+  const actionHash = digestOf(new TextEncoder().encode("an action")).hash;
+  try {
+    const first = await open();
+    try {
+      const put = await route(first)(
+        new Request(`http://x/cas/${hash}`, {
+          method: "PUT",
+          body: blob,
+          headers: { "content-length": String(blob.byteLength) },
+        }),
+      );
+      assert.equal(put?.status, 200);
+      const putAc = await route(first)(
+        new Request(`http://x/ac/${actionHash}`, { method: "PUT", body: result }),
+      );
+      assert.equal(putAc?.status, 200);
+    } finally {
+      await first.close();
+    }
+    const second = await open();
+    try {
+      const got = await route(second)(new Request(`http://x/cas/${hash}`));
+      assert.equal(got?.status, 200);
+      assert.deepEqual(new Uint8Array(await got!.arrayBuffer()), blob);
+      const gotAc = await route(second)(new Request(`http://x/ac/${actionHash}`));
+      assert.equal(gotAc?.status, 200);
+      assert.deepEqual(new Uint8Array(await gotAc!.arrayBuffer()), result);
+    } finally {
+      await second.close();
+    }
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
