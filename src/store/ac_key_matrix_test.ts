@@ -19,6 +19,7 @@ import { Code } from "../util/error.ts";
 import { bytesStream, collectBytes, patternBytes } from "../util/streams.ts";
 import { startTestReapiServer } from "../worker/test_reapi_server.ts";
 import { assertRejectsWithCode } from "./conformance_suite.ts";
+import type { FastSlowStore } from "./fast_slow_store.ts";
 import { acKey, getBytes, has } from "./helpers.ts";
 import type { ShardStore } from "./shard_store.ts";
 import { createStoreManager, type StoreManager } from "./store_manager.ts";
@@ -107,6 +108,15 @@ const CASES: readonly Case[] = [
     }),
     inspect: async (stores, all) => {
       for (const e of all) await expectIn(stores, e, ["FAST", "SLOW"], []);
+      // An entry only in the slow store: a read serves it whole and fills the fast store (its length comes
+      // from the slow store, not from the action digest).
+      const [only] = await entries();
+      const late = { ...only!, key: acKey({ ...only!.action, hash: "f".repeat(64) }) };
+      await stores.get("SLOW").write(late.key, bytesStream(late.result), { exact: late.result.byteLength });
+      const chain = stores.get("AC") as FastSlowStore;
+      assert.deepEqual(await getBytes(chain, late.key, { maxSize: 1 << 20 }), late.result);
+      await chain.settled();
+      await expectIn(stores, late, ["FAST", "SLOW"], []);
     },
   },
   {
