@@ -35,12 +35,11 @@ import { PreconditionFailureSchema } from "../src/gen/google/rpc/error_details_p
 import { type Digest, digestOf } from "../src/digest/digest.ts";
 import { SimpleScheduler } from "../src/scheduler/simple_scheduler.ts";
 import type { SimpleSpec } from "../src/scheduler/scheduler_spec.ts";
-import { actionCacheKey } from "../src/service/action_cache_service.ts";
 import { createExecutionService } from "../src/service/execution_service.ts";
 import { createOperationsService } from "../src/service/operations_service.ts";
 import { rejectsWithCode, serviceClient } from "../src/service/testing.ts";
 import { createWorkerApiService } from "../src/service/worker_api_service.ts";
-import { putBytes } from "../src/store/helpers.ts";
+import { acKey, putBytes } from "../src/store/helpers.ts";
 import { MemoryStore } from "../src/store/memory_store.ts";
 import { Code } from "../src/util/error.ts";
 
@@ -379,7 +378,7 @@ Deno.test("Execute answers from the instance's action cache without running, unl
   try {
     const { digest } = await storeAction(cas, { seed: "cached" });
     const result = create(ActionResultSchema, { exitCode: 0, stdoutRaw: enc.encode("hi") });
-    await putBytes(ac, actionCacheKey(digest), toBinary(ActionResultSchema, result));
+    await putBytes(ac, acKey(digest), toBinary(ActionResultSchema, result));
     const ops: Operation[] = [];
     for await (const op of execution.execute({ instanceName: "main", actionDigest: pd(digest) })) {
       ops.push(op);

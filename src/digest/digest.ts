@@ -84,12 +84,3 @@ export function digestOf(bytes: Uint8Array, fn: DigestFunctionName = "sha256"): 
 export function sameDigest(a: Digest, b: Digest): boolean {
   return a.hash === b.hash && a.size === b.size;
 }
-
-/**
- * The action cache's key for an action digest: the string `hash-size`. A string, not a digest key, because
- * the stored value (an ActionResult) is not the blob the digest names. Every AC reader and writer (the AC
- * service, workers, `cache_lookup`, the grpc store) goes through this one function.
- */
-export function actionCacheKey(actionDigest: Digest): string {
-  return formatDigest(actionDigest);
-}

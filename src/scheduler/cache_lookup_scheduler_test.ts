@@ -4,8 +4,7 @@ import {
   ActionResultSchema,
   ExecutionStage_Value,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { putBytes } from "../store/helpers.ts";
-import { actionCacheKey } from "../service/action_cache_service.ts";
+import { acKey, putBytes } from "../store/helpers.ts";
 import { MemoryStore } from "../store/memory_store.ts";
 import { CacheLookupScheduler } from "./cache_lookup_scheduler.ts";
 import { FakeWorker } from "./fake_worker.ts";
@@ -38,7 +37,7 @@ Deno.test("a cache hit completes with cached_result and never reaches a worker",
     const req = actionRequest("hit");
     await putBytes(
       ac,
-      actionCacheKey(req.actionDigest),
+      acKey(req.actionDigest),
       toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 0 })),
     );
     const seen = await states(await s.addAction(req));
@@ -82,7 +81,7 @@ Deno.test("skip_cache_lookup runs the action even when cached", async () => {
     const req = actionRequest("hit", { skipCacheLookup: true });
     await putBytes(
       ac,
-      actionCacheKey(req.actionDigest),
+      acKey(req.actionDigest),
       toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 0 })),
     );
     const handle = await s.addAction(req);

@@ -1,10 +1,10 @@
 /**
  * The REAPI ActionCache service: `GetActionResult` and `UpdateActionResult` per instance name.
  *
- * Entries are the encoded `ActionResult` stored in the instance's AC store under the STRING key
- * `hash-size` of the action digest ({@linkcode actionCacheKey}): a digest key would make stores check the
- * value's size against the action's size. The grpc store maps that string back to the action digest.
- * Everyone reading or writing the AC (workers, the scheduler's cache lookup) must use this key. A miss is
+ * Entries are the encoded `ActionResult` stored in the instance's AC store under the action-cache key
+ * `acKey(actionDigest)` (`{ ac: digest }`): routing stores partition it on the action digest, no store checks
+ * the value's length against the action's size, and a `grpc` AC store sends it upstream as the action digest.
+ * Everyone reading or writing the AC (workers, the scheduler's cache lookup) uses this key. A miss is
  * NOT_FOUND; a `completeness_checking` AC store turns results whose blobs are gone into misses by itself.
  * `inline_stdout`, `inline_stderr` and `inline_output_files` are filled from the instance's CAS store within
  * the inline budget (the batch limit); blobs that do not fit or are gone are left to the client to fetch.
@@ -28,10 +28,8 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { decodeRequest } from "../transport/grpc_handler.ts";
 import type { EncodedUnary } from "../transport/types.ts";
-import { actionCacheKey, type Digest, EMPTY_SHA256, formatDigest, fromProto } from "../digest/digest.ts";
-
-export { actionCacheKey };
-import { getBytes, putBytes } from "../store/helpers.ts";
+import { type Digest, EMPTY_SHA256, formatDigest, fromProto } from "../digest/digest.ts";
+import { acKey, getBytes, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES } from "./cas_service.ts";
@@ -65,13 +63,13 @@ export interface ActionCacheServiceOptions {
 
 /** Reads an ActionResult stored for `digest`; NOT_FOUND when absent or unreadable. */
 export async function readActionResult(acStore: StoreDriver, digest: Digest): Promise<ActionResult> {
-  const bytes = await getBytes(acStore, actionCacheKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
+  const bytes = await getBytes(acStore, acKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
   return decodeActionResult(bytes, digest);
 }
 
 /** The stored bytes of an ActionResult, checked to be a well-formed message; NOT_FOUND otherwise. */
 export async function readEncodedActionResult(acStore: StoreDriver, digest: Digest): Promise<Uint8Array> {
-  const bytes = await getBytes(acStore, actionCacheKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
+  const bytes = await getBytes(acStore, acKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
   if (!isWellFormedMessage(bytes)) decodeActionResult(bytes, digest); // throws NOT_FOUND with the reason
   return bytes;
 }
@@ -218,7 +216,7 @@ export function createActionCacheService(options: ActionCacheServiceOptions): Ac
           } is ${bytes.byteLength} bytes, more than ${MAX_ACTION_RESULT_BYTES}`,
         );
       }
-      await putBytes(inst.acStore, actionCacheKey(digest), bytes);
+      await putBytes(inst.acStore, acKey(digest), bytes);
       return result;
     },
   };

@@ -6,10 +6,10 @@ import {
   GetActionResultRequestSchema,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { digestOf, EMPTY_DIGEST } from "../digest/digest.ts";
-import { has, putBytes } from "../store/helpers.ts";
+import { acKey, has, putBytes } from "../store/helpers.ts";
 import { createMemoryStore } from "../store/memory_store.ts";
 import { Code } from "../util/error.ts";
-import { actionCacheKey, createActionCacheService, isWellFormedMessage } from "./action_cache_service.ts";
+import { createActionCacheService, isWellFormedMessage } from "./action_cache_service.ts";
 import { toProto } from "./cas_service.ts";
 import { rejectsWithCode, serviceClient } from "./testing.ts";
 
@@ -39,7 +39,7 @@ Deno.test("GetActionResult misses are NOT_FOUND; UpdateActionResult stores under
     actionResult: { exitCode: 7 },
   });
   assert.equal(stored.exitCode, 7);
-  assert.ok((await has(acStore, actionCacheKey(action))) !== undefined);
+  assert.ok((await has(acStore, acKey(action))) !== undefined);
   assert.equal((await client.getActionResult({ actionDigest: toProto(action) })).exitCode, 7);
 });
 
@@ -175,7 +175,7 @@ Deno.test("The encoded GetActionResult (gRPC fast path) answers as the decoded o
 
   // Stored bytes that are not a protobuf message (a damaged entry) are a miss, never served.
   const damaged = digestOf(enc.encode("damaged"));
-  await putBytes(acStore, actionCacheKey(damaged), new Uint8Array([0x0a, 0x7f, 0x01, 0x02]));
+  await putBytes(acStore, acKey(damaged), new Uint8Array([0x0a, 0x7f, 0x01, 0x02]));
   await assert.rejects(
     call({ actionDigest: toProto(damaged) }),
     (e: { code?: number }) => e.code === Code.NotFound,

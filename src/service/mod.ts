@@ -37,12 +37,7 @@ import { createHttpCacheRoute, type HttpCacheInstance } from "./http_cache_route
 import { createStatusRoute } from "./status_route.ts";
 import { createFetchService, createPushService } from "./remote_asset_service.ts";
 
-export {
-  type AcInstance,
-  actionCacheKey,
-  createActionCacheService,
-  readActionResult,
-} from "./action_cache_service.ts";
+export { type AcInstance, createActionCacheService, readActionResult } from "./action_cache_service.ts";
 export { type ByteStreamInstance, createByteStreamService } from "./byte_stream_service.ts";
 export { type CapabilitiesInstance, createCapabilitiesService } from "./capabilities_service.ts";
 export { type CasInstance, createCasService, DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES } from "./cas_service.ts";

@@ -4,7 +4,8 @@
  * of its output files, stdout/stderr, output directory trees and the files inside each tree, and asks
  * `cas_store` for all of them at once; if any is missing (or the entry cannot be decoded) the entry is
  * treated as absent, so a client re-runs the action rather than getting a hit with missing outputs.
- * Writes pass through.
+ * Only action-cache keys (`{ ac: digest }`) hold ActionResults: CAS digests and string keys (records
+ * without a digest, such as the HTTP cache's size records) pass through unchecked. Writes pass through.
  *
  * @example
  * ```ts
@@ -25,6 +26,7 @@ import {
   checkFields,
   emptyStream,
   getBytes,
+  isAcKey,
   keyToString,
   notFoundError,
   resolveRange,
@@ -107,10 +109,21 @@ export class CompletenessCheckingStore extends WrapperStore {
   }
 
   override async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    return (await this.#complete(keys)).map((e) => e?.bytes.byteLength);
+    const acIdx: number[] = [];
+    const otherIdx: number[] = [];
+    keys.forEach((k, i) => (isAcKey(k) ? acIdx : otherIdx).push(i));
+    const [entries, others] = await Promise.all([
+      acIdx.length ? this.#complete(acIdx.map((i) => keys[i]!)) : [],
+      otherIdx.length ? this.inner.hasMany(otherIdx.map((i) => keys[i]!)) : [],
+    ]);
+    const out = new Array<number | undefined>(keys.length);
+    acIdx.forEach((i, j) => (out[i] = entries[j]?.bytes.byteLength));
+    otherIdx.forEach((i, j) => (out[i] = others[j]));
+    return out;
   }
 
   override async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    if (!isAcKey(key)) return await this.inner.read(key, options);
     const [entry] = await this.#complete([key]);
     if (!entry) throw notFoundError(this.kind, key);
     options?.signal?.throwIfAborted();

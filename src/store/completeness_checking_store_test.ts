@@ -9,8 +9,8 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Code } from "../util/error.ts";
 import { createCompletenessCheckingStore } from "./completeness_checking_store.ts";
-import { assertRejectsWithCode } from "./conformance_suite.ts";
-import { getBytes, has, putBytes } from "./helpers.ts";
+import { assertRejectsWithCode, runStoreConformance } from "./conformance_suite.ts";
+import { acKey, getBytes, has, putBytes } from "./helpers.ts";
 import { createMemoryStore, type MemoryStore } from "./memory_store.ts";
 import { createStoreRegistry } from "./registry.ts";
 
@@ -46,14 +46,34 @@ async function fixture() {
     stdoutDigest: proto(stdout),
   });
   const entry = toBinary(ActionResultSchema, result);
-  const key = digestOf(text("action"));
+  const key = acKey(digestOf(text("action")));
   await store.write(key, new Blob([entry]).stream(), { max: 1 << 20 });
   return { cas, ac, store, key, entry, out, stdout, inTree, inChild, treeDigest };
 }
 
-// No shared conformance run: the suite stores arbitrary bytes, which are not ActionResults (the empty blob
-// decodes as an empty, complete result while other blobs are undecodable and so hidden), so its expectations
-// do not apply to an action-cache-only wrapper. The behaviours are covered below instead.
+// Only action-cache keys are checked: the suite's CAS digests and string keys pass through, and its AC-key
+// cases store ActionResults without output digests (always complete).
+runStoreConformance("completeness_checking", () =>
+  Promise.resolve({
+    store: createCompletenessCheckingStore(createMemoryStore(), createMemoryStore()),
+    cleanup: async () => {},
+  }));
+
+Deno.test("completeness_checking passes string keys and CAS digests through unchecked", async () => {
+  const { store, ac } = await fixture();
+  // A record without a digest (such as the HTTP cache's size records) is not an ActionResult.
+  await putBytes(store, "http-cas-size/abc", text("12345"));
+  assert.equal(await has(store, "http-cas-size/abc"), 5);
+  assert.deepEqual(await getBytes(store, "http-cas-size/abc", { maxSize: 100 }), text("12345"));
+  const blob = text("not an action result \u00ff");
+  await putBytes(store, digestOf(blob), blob);
+  assert.deepEqual(await store.hasMany([digestOf(blob), "http-cas-size/abc"]), [blob.byteLength, 5]);
+  assert.equal(await has(ac, digestOf(blob)), blob.byteLength);
+  // The same bytes under an AC key are undecodable, so hidden.
+  await putBytes(store, acKey(digestOf(blob)), blob);
+  assert.equal(await has(store, acKey(digestOf(blob))), undefined);
+  await assertRejectsWithCode(store.read(acKey(digestOf(blob))), Code.NotFound);
+});
 
 Deno.test("completeness_checking serves an entry whose outputs are all present", async () => {
   const { store, key, entry } = await fixture();
@@ -79,7 +99,7 @@ Deno.test("completeness_checking treats undecodable entries as absent and is bui
   const store = createStoreRegistry().build("ac", {
     completeness_checking: { backend: { memory: {} }, cas_store: { memory: {} } },
   });
-  const key = digestOf(text("garbage"));
+  const key = acKey(digestOf(text("garbage")));
   await store.write(key, new Blob([new Uint8Array([0xff, 0xff, 0xff])]).stream(), { max: 10 });
   assert.equal(await has(store, key), undefined);
 });

@@ -32,6 +32,7 @@ import {
   checkFields,
   emptyStream,
   expectedUploadSize,
+  isDigestKey,
   keyToString,
   notFoundError,
   resolveRange,
@@ -97,7 +98,7 @@ export class CompressionStore extends WrapperStore {
     return await Promise.all(stored.map(async (size, i) => {
       const key = keys[i]!;
       if (size === undefined) return undefined;
-      if (typeof key !== "string") return key.size;
+      if (isDigestKey(key)) return key.size;
       try {
         return (await this.#layout(key, size)).size;
       } catch (err) {

@@ -1,6 +1,8 @@
 /**
  * The one shared behaviour suite every store kind runs: round trips, range edges, empty blob, missing
- * keys, size mismatches, concurrency, cancellation and abort, string keys, `hasMany` batches.
+ * keys, size mismatches, concurrency, cancellation and abort, string keys, `hasMany` batches, and
+ * action-cache keys ({@linkcode runAcKeyConformance}: ActionResults whose length differs from the action
+ * digest's size, which no store may check against it).
  * Call it from a `*_test.ts` file; it registers `Deno.test` cases named `<name>: <behaviour>`.
  *
  * @example
@@ -14,10 +16,12 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { type Digest, digestOf, EMPTY_DIGEST } from "../digest/digest.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { type Digest, digestOf, EMPTY_DIGEST, formatDigest } from "../digest/digest.ts";
+import { ActionResultSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { CairnError, Code, codeName } from "../util/error.ts";
 import { bytesStream, collectBytes, patternBytes } from "../util/streams.ts";
-import { getBytes, has, putBytes } from "./helpers.ts";
+import { acKey, getBytes, has, putBytes } from "./helpers.ts";
 import type { StoreDriver, StoreKey } from "./types.ts";
 
 /** A fresh store for one test, and how to dispose of it. */
@@ -32,6 +36,8 @@ export interface ConformanceOptions {
   readonly retains?: boolean;
   /** String keys are supported. Default true. */
   readonly stringKeys?: boolean;
+  /** CAS digest keys are supported (false for a `grpc` store of `store_type: "ac"`). Default true. */
+  readonly casKeys?: boolean;
   /** Uploads whose bytes do not hash to their digest are refused (`verify` with `verify_hash`). Default false. */
   readonly verifiesHash?: boolean;
   /** Size of the "large" blob used for multi-chunk tests. Default 3 MiB + 17 bytes. */
@@ -370,4 +376,146 @@ export function runStoreConformance(
       assert.ok(Buffer.compare(got, bytes) === 0);
     });
   }
+
+  runAcKeyConformance(name, makeStore, options);
+}
+
+/** An encoded ActionResult of about `stdoutBytes` bytes (no output digests, so it is always complete). */
+async function encodedResult(stdoutBytes: number, seed: number): Promise<Uint8Array> {
+  return toBinary(
+    ActionResultSchema,
+    create(ActionResultSchema, { exitCode: seed, stdoutRaw: await patternBytes(stdoutBytes, seed) }),
+  );
+}
+
+/**
+ * Registers the action-cache key cases for a store kind (part of {@linkcode runStoreConformance}; run it
+ * alone for stores that hold only AC keys). Every value is an encoded ActionResult whose length differs
+ * from its action digest's size, once shorter and once longer.
+ */
+export function runAcKeyConformance(
+  name: string,
+  makeStore: () => Promise<StoreUnderTest>,
+  options: ConformanceOptions = {},
+): void {
+  const retains = options.retains ?? true;
+  const stringKeys = options.stringKeys ?? true;
+  const casKeys = options.casKeys ?? true;
+
+  const test = (behaviour: string, fn: (store: StoreDriver) => Promise<void>) =>
+    Deno.test(`${name}: ${behaviour}`, async () => {
+      const { store, cleanup } = await makeStore();
+      try {
+        await fn(store);
+      } finally {
+        await cleanup();
+      }
+    });
+
+  /** An action (its bytes and digest) and a result of a different length. */
+  const entry = async (actionSize: number, resultStdout: number, seed: number) => {
+    const action = await patternBytes(actionSize, seed);
+    const result = await encodedResult(resultStdout, seed);
+    assert.notEqual(result.byteLength, action.byteLength);
+    return { action, digest: digestOf(action), key: acKey(digestOf(action)), result };
+  };
+
+  const expectResult = async (store: StoreDriver, key: StoreKey, bytes: Uint8Array) => {
+    if (!retains) {
+      assert.equal(await has(store, key), undefined);
+      await assertRejectsWithCode(store.read(key), Code.NotFound);
+      return;
+    }
+    assert.equal(await has(store, key), bytes.byteLength, "hasMany reports the ActionResult's length");
+    const whole = await getBytes(store, key, { maxSize: MAX });
+    assert.ok(Buffer.compare(whole, bytes) === 0, "getBytes returned other bytes");
+    const streamed = await collectBytes(await store.read(key), MAX);
+    assert.ok(Buffer.compare(streamed, bytes) === 0, "read returned other bytes");
+  };
+
+  test("action-cache keys hold results shorter and longer than the action (write, hasMany, read, getBytes)", async (store) => {
+    // Shorter than the action (a big action, a tiny result) and longer (a tiny action, a big result).
+    const cases = [await entry(5000, 3, 1), await entry(40, 300_000, 2)];
+    await store.write(cases[0]!.key, streamOf(cases[0]!.result), { exact: cases[0]!.result.byteLength });
+    await store.write(cases[1]!.key, streamOf(cases[1]!.result, 7000), { max: 1 << 20 });
+    for (const c of cases) await expectResult(store, c.key, c.result);
+    if (!retains) return;
+    const big = cases[1]!;
+    const part = await getBytes(store, big.key, { maxSize: MAX, offset: 100_000, length: 50_000 });
+    assert.ok(Buffer.compare(part, big.result.subarray(100_000, 150_000)) === 0, "range of an AC entry");
+    const tail = await getBytes(store, big.key, { maxSize: MAX, offset: big.result.byteLength - 9 });
+    assert.deepEqual(tail, big.result.subarray(big.result.byteLength - 9));
+    assert.equal(
+      (await getBytes(store, big.key, { maxSize: MAX, offset: big.result.byteLength })).byteLength,
+      0,
+      "offset = length is an empty read",
+    );
+    await assertRejectsWithCode(
+      store.read(big.key, { offset: big.result.byteLength + 1 }),
+      Code.OutOfRange,
+    );
+    await assertRejectsWithCode(getBytes(store, big.key, { maxSize: 1000 }), Code.ResourceExhausted);
+  });
+
+  test("action-cache keys overwrite and never collide with the action's CAS blob or a string", async (store) => {
+    const e = await entry(700, 2000, 3);
+    await putBytes(store, e.key, e.result);
+    const second = await encodedResult(10, 4);
+    await putBytes(store, e.key, second);
+    await expectResult(store, e.key, second);
+    if (casKeys) {
+      assert.equal(await has(store, e.digest), undefined, "an AC entry is not the action's CAS blob");
+      await putBytes(store, e.digest, e.action);
+      await expectResult(store, e.key, second);
+      if (retains) {
+        assert.deepEqual(await getBytes(store, e.digest, { maxSize: MAX }), e.action);
+        assert.deepEqual(await store.hasMany([e.digest, e.key]), [e.action.byteLength, second.byteLength]);
+      }
+    }
+    if (stringKeys) {
+      const texts = [formatDigest(e.digest), `ac:${formatDigest(e.digest)}`];
+      for (const text of texts) assert.equal(await has(store, text), undefined, `string key ${text}`);
+      const other = new TextEncoder().encode("a record named like the entry");
+      for (const text of texts) await putBytes(store, text, other);
+      await expectResult(store, e.key, second);
+      for (const text of texts) await expectResult(store, text, other);
+    }
+  });
+
+  test("a missing action-cache key is NOT_FOUND; hasMany answers AC keys in order", async (store) => {
+    const present = await Promise.all([0, 1, 2].map((i) => entry(100 + i * 1000, 50 + i * 999, 10 + i)));
+    const absent = await Promise.all([0, 1, 2].map((i) => entry(200 + i * 1000, 60, 20 + i)));
+    await assertRejectsWithCode(store.read(absent[0]!.key), Code.NotFound);
+    for (const e of present) await putBytes(store, e.key, e.result);
+    const keys: StoreKey[] = [];
+    const want: (number | undefined)[] = [];
+    present.forEach((e, i) => {
+      keys.push(e.key, absent[i]!.key);
+      want.push(retains ? e.result.byteLength : undefined, undefined);
+    });
+    if (casKeys) {
+      // The actions' own digests are CAS keys: absent, as no blob was written.
+      keys.push(present[0]!.digest);
+      want.push(undefined);
+    }
+    assert.deepEqual(await store.hasMany(keys), want);
+  });
+
+  test("an action-cache write of the wrong size is INVALID_ARGUMENT and stores nothing", async (store) => {
+    const e = await entry(300, 4000, 30);
+    const n = e.result.byteLength;
+    await assertRejectsWithCode(
+      store.write(e.key, streamOf(e.result), { exact: n + 1 }),
+      Code.InvalidArgument,
+    );
+    await assertRejectsWithCode(
+      store.write(e.key, streamOf(e.result), { exact: n - 1 }),
+      Code.InvalidArgument,
+    );
+    await assertRejectsWithCode(store.write(e.key, streamOf(e.result), { max: n - 1 }), Code.InvalidArgument);
+    assert.equal(await has(store, e.key), undefined);
+    // The announced size of the action itself means nothing for its entry.
+    await store.write(e.key, streamOf(e.result), { exact: n });
+    await expectResult(store, e.key, e.result);
+  });
 }

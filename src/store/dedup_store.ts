@@ -24,6 +24,7 @@ import {
   emptyStream,
   expectedUploadSize,
   getBytes,
+  isDigestKey,
   keyToString,
   notFoundError,
   resolveRange,
@@ -118,7 +119,7 @@ export class DedupStore implements StoreDriver {
   }
 
   async #readIndex(key: StoreKey): Promise<DedupIndex> {
-    const limit = this.#indexLimit(typeof key === "string" ? Number.MAX_SAFE_INTEGER / 2 : key.size);
+    const limit = this.#indexLimit(isDigestKey(key) ? key.size : Number.MAX_SAFE_INTEGER / 2);
     // Not getBytes: a digest key announces the value's size, not the (much smaller) index's.
     const bytes = await collectBytes(
       await this.#index.read(key),
@@ -210,7 +211,7 @@ export class DedupStore implements StoreDriver {
     }
     if (failure !== undefined) throw CairnError.from(failure);
     const index = encodeIndex(chunks, count);
-    const announced = typeof key === "string" ? index.byteLength : Math.max(index.byteLength, key.size);
+    const announced = isDigestKey(key) ? Math.max(index.byteLength, key.size) : index.byteLength;
     await this.#index.write(key, bytesStream(index), { max: announced }, transformedWriteOptions(options));
   }
 

@@ -2,7 +2,8 @@
  * `existence_cache` store: remembers which digests its backend holds, so repeated `hasMany` calls (Bazel's
  * FindMissingBlobs) skip the backend. Positive answers are cached in an LRU bounded by `eviction_policy`
  * (`max_count`, `max_seconds`, `max_bytes` counting blob sizes); a successful write adds its key, and a read
- * that finds the key gone (NOT_FOUND) drops it. String keys are not cached (meant for CAS stores).
+ * that finds the key gone (NOT_FOUND) drops it. Only CAS digests are cached: action-cache and string keys
+ * name values that change, so they always ask the backend.
  *
  * @example
  * ```ts
@@ -14,7 +15,7 @@
 import { formatDigest } from "../digest/digest.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
-import { checkFields, evictionPolicyFrom, WrapperStore } from "./helpers.ts";
+import { checkFields, evictionPolicyFrom, isDigestKey, WrapperStore } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -37,7 +38,7 @@ export class ExistenceCacheStore extends WrapperStore {
     const out = new Array<number | undefined>(keys.length);
     const missIdx: number[] = [];
     keys.forEach((k, i) => {
-      const cached = typeof k === "string" ? undefined : this.#cache.get(formatDigest(k));
+      const cached = !isDigestKey(k) ? undefined : this.#cache.get(formatDigest(k));
       if (cached === undefined) missIdx.push(i);
       else out[i] = cached;
     });
@@ -47,7 +48,7 @@ export class ExistenceCacheStore extends WrapperStore {
       const size = sizes[j];
       out[i] = size;
       const key = keys[i]!;
-      if (size !== undefined && typeof key !== "string") this.#cache.set(formatDigest(key), size, key.size);
+      if (size !== undefined && isDigestKey(key)) this.#cache.set(formatDigest(key), size, key.size);
     });
     return out;
   }
@@ -56,7 +57,7 @@ export class ExistenceCacheStore extends WrapperStore {
     try {
       return await this.inner.read(key, options);
     } catch (err) {
-      if (err instanceof CairnError && err.code === Code.NotFound && typeof key !== "string") {
+      if (err instanceof CairnError && err.code === Code.NotFound && isDigestKey(key)) {
         this.#cache.delete(formatDigest(key));
       }
       throw err;
@@ -69,13 +70,13 @@ export class ExistenceCacheStore extends WrapperStore {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    if (typeof key !== "string") this.#cache.delete(formatDigest(key));
+    if (isDigestKey(key)) this.#cache.delete(formatDigest(key));
     await this.inner.write(key, data, size, options);
-    if (typeof key !== "string") this.#cache.set(formatDigest(key), key.size, key.size);
+    if (isDigestKey(key)) this.#cache.set(formatDigest(key), key.size, key.size);
   }
 
   override async delete(key: StoreKey): Promise<boolean> {
-    if (typeof key !== "string") this.#cache.delete(formatDigest(key));
+    if (isDigestKey(key)) this.#cache.delete(formatDigest(key));
     return await super.delete(key);
   }
 }

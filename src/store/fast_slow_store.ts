@@ -19,7 +19,15 @@
  */
 import { CairnError, Code } from "../util/error.ts";
 import { cancelled } from "../util/streams.ts";
-import { checkFields, emptyStream, keyToString, notFoundError, resolveRange } from "./helpers.ts";
+import {
+  checkFields,
+  emptyStream,
+  keyId,
+  keyToString,
+  notFoundError,
+  resolveRange,
+  sizeOfKey,
+} from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 
@@ -129,7 +137,7 @@ export class FastSlowStore implements StoreDriver {
     if (this.#fastDirection !== "both" && this.#fastDirection !== "get") {
       return await this.slow.read(key, options);
     }
-    const id = typeof key === "string" ? `s:${key}` : `d:${keyToString(key)}`;
+    const id = keyId(key);
     const fill = this.#fills.get(id);
     if (fill) {
       await fill;
@@ -155,12 +163,14 @@ export class FastSlowStore implements StoreDriver {
     let size: number;
     let range: { start: number; end: number };
     try {
-      if (typeof key === "string") {
+      // A CAS digest announces its size; an AC or string key's value is as long as the slow store says.
+      const announced = sizeOfKey(key);
+      if (announced === undefined) {
         const [s] = await this.slow.hasMany([key]);
         if (s === undefined) throw notFoundError(this.kind, key);
         size = s;
       } else {
-        size = key.size;
+        size = announced;
       }
       range = resolveRange(key, size, options);
       options?.signal?.throwIfAborted();
@@ -273,7 +283,7 @@ export class FastSlowStore implements StoreDriver {
     for (const store of [this.fast, this.slow]) {
       if (!store.list) continue;
       for await (const key of store.list()) {
-        const k = keyToString(key);
+        const k = keyId(key);
         if (seen.has(k)) continue;
         seen.add(k);
         yield key;

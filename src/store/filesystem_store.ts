@@ -3,8 +3,11 @@
  * `temp_path` (a unique temp file renamed into place only after its full size has arrived), evicted
  * least-recently-used by NativeLink's `eviction_policy`.
  *
- * Layout: digests at `content_path/d/<first two hex>/<hash>-<size>`, string keys at
- * `content_path/s/=<base64url of the key>` (keys too long for a file name: `s/~<sha256 of the key>`).
+ * Layout: digests at `content_path/d/<first two hex>/<hash>-<size>`; action-cache keys at
+ * `content_path/s/=<base64url of "<hash>-<size>">` (the name earlier versions gave the AC's `hash-size` string
+ * keys, so existing AC entries stay readable); string keys at `content_path/s/=<base64url of the key>`, or
+ * `s/+<base64url>` when the string itself reads `<hash>-<size>` (so it never collides with an AC entry), and
+ * `s/~<sha256 of the key>` when too long for a file name.
  * Bytes stored under a digest with a `{max}` size (transformed content such as a compression store's
  * output) go to `<hash>-<size>@<stored size>`, so every file name states its expected size.
  * At start `temp_path` is emptied and the index (sizes, access order from file mtimes) is rebuilt from
@@ -31,10 +34,13 @@ import { CairnError, Code } from "../util/error.ts";
 import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
 import { cancelled, forEachChunk } from "../util/streams.ts";
 import {
+  acKey,
   checkFields,
   emptyStream,
   evictionPolicyFrom,
   expectedUploadSize,
+  isAcKey,
+  isDigestKey,
   keyToString,
   notFoundError,
   resolveRange,
@@ -82,6 +88,8 @@ const WRITE_BUFFER = 1 << 20;
 const THREAD_WRITE_MIN = 4 << 20;
 const MAX_NAME_BYTES = 200;
 const DIGEST_NAME = /^([0-9a-f]{64})-(\d+)(?:@(\d+))?$/;
+/** The text of an action-cache key's file name (base64url-encoded under `s/=`). */
+const AC_NAME = /^([0-9a-f]{64})-(\d+)$/;
 const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const encoder = new TextEncoder();
 
@@ -173,7 +181,7 @@ export class FilesystemStore implements StoreDriver {
     }
     try {
       const stat = await file.stat();
-      if (typeof key !== "string" && stat.size !== entry.size) {
+      if (isDigestKey(key) && stat.size !== entry.size) {
         file.close();
         await this.#dropCorrupt(id, entry);
         throw new CairnError(
@@ -248,7 +256,7 @@ export class FilesystemStore implements StoreDriver {
       }
       await out.finish(new Date(this.#now()));
       sink = undefined;
-      const rel = typeof key === "string"
+      const rel = !isDigestKey(key)
         ? id
         : count === key.size && exact !== undefined
         ? digestFile(key)
@@ -355,7 +363,7 @@ export class FilesystemStore implements StoreDriver {
         let key: StoreKey | undefined;
         let id = rel;
         let expected: number | undefined;
-        if (dir === "s") key = decodeStringKey(name);
+        if (dir === "s") key = decodeNamedKey(name);
         else {
           const m = DIGEST_NAME.exec(name);
           if (!m || m[1]!.slice(0, 2) !== dir.slice(2)) {
@@ -390,12 +398,16 @@ export class FilesystemStore implements StoreDriver {
     this.#index.evict();
   }
 
-  /** The index id of a key: the file path for string keys, `d/<hash>-<size>` for digests. */
+  /** The index id of a key: the file path for AC and string keys, `d/<hash>-<size>` for digests. */
   #id(key: StoreKey): string {
-    if (typeof key !== "string") return digestId(key);
-    const encoded = Buffer.from(encoder.encode(key)).toString("base64url");
-    if (encoded.length + 1 <= MAX_NAME_BYTES) return `s/=${encoded}`;
-    return `s/~${createHash("sha256").update(key).digest("hex")}`;
+    if (isDigestKey(key)) return digestId(key);
+    const ac = isAcKey(key);
+    const text = ac ? formatDigest(key.ac) : key as string;
+    const encoded = Buffer.from(encoder.encode(text)).toString("base64url");
+    // A string that reads like an AC entry's name gets its own prefix.
+    const prefix = ac || !AC_NAME.test(text) ? "=" : "+";
+    if (encoded.length + 1 <= MAX_NAME_BYTES) return `s/${prefix}${encoded}`;
+    return `s/~${createHash("sha256").update(ac ? `\u0000ac:${text}` : text).digest("hex")}`;
   }
 
   #accounted(size: number): number {
@@ -654,9 +666,13 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
-function decodeStringKey(name: string): string | undefined {
-  if (!name.startsWith("=")) return undefined;
-  return new TextDecoder().decode(Buffer.from(name.slice(1), "base64url"));
+/** The key of a file under `s/`: an AC key for `=<hash>-<size>`, a string key otherwise (unknown if hashed). */
+function decodeNamedKey(name: string): StoreKey | undefined {
+  if (!name.startsWith("=") && !name.startsWith("+")) return undefined;
+  const text = new TextDecoder().decode(Buffer.from(name.slice(1), "base64url"));
+  if (name.startsWith("+")) return text;
+  const m = AC_NAME.exec(text);
+  return m ? acKey({ hash: m[1]!, size: Number(m[2]) }) : text;
 }
 
 /** Creates a {@linkcode FilesystemStore}. */

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { digestOf, formatDigest } from "../digest/digest.ts";
 import { Code } from "../util/error.ts";
 import { assertRejectsWithCode, runStoreConformance } from "./conformance_suite.ts";
 import { createFilesystemStore, type FilesystemStoreOptions } from "./filesystem_store.ts";
-import { getBytes, has, putBytes } from "./helpers.ts";
+import { acKey, getBytes, has, keyToString, putBytes } from "./helpers.ts";
 import { createStoreRegistry } from "./registry.ts";
 
 async function tempStore(options: Partial<FilesystemStoreOptions> = {}) {
@@ -147,7 +148,7 @@ Deno.test("filesystem: restart rebuilds sizes and access order, and empties temp
       new TextEncoder().encode("value"),
     );
     const listed = [];
-    for await (const k of second.list()) listed.push(typeof k === "string" ? k : formatDigest(k));
+    for await (const k of second.list()) listed.push(keyToString(k));
     assert.equal(listed.length, 4);
     assert.ok(listed.includes("named/key"));
   } finally {
@@ -319,6 +320,72 @@ Deno.test("filesystem: BYOB readers get range reads straight into their own buff
     assert.deepEqual(got, bytes.subarray(1000, 201_000));
   } finally {
     await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: action-cache entries survive a restart under the file name earlier versions used", async () => {
+  const t = await tempStore();
+  const action = blob(40, 321).digest;
+  const key = acKey(action);
+  const result = new TextEncoder().encode("an ActionResult, not 321 bytes long");
+  // Written by an earlier version: the AC's string key `hash-size`, base64url-encoded under s/=.
+  const legacyAction = blob(41, 77).digest;
+  const legacyName = `=${Buffer.from(formatDigest(legacyAction)).toString("base64url")}`;
+  const legacy = new TextEncoder().encode("stored before the upgrade");
+  await Deno.mkdir(`${t.dir}/content/s`, { recursive: true });
+  await Deno.writeFile(`${t.dir}/content/s/${legacyName}`, legacy);
+  const first = t.open();
+  try {
+    assert.deepEqual(await getBytes(first, acKey(legacyAction), { maxSize: 100 }), legacy);
+    await putBytes(first, key, result);
+    // A string that reads like an AC entry's name is another record, in another file.
+    await putBytes(first, formatDigest(action), new TextEncoder().encode("plain"));
+    // The action's CAS blob is a third, separate file.
+    await putBytes(first, action, blob(40, 321).bytes);
+  } finally {
+    await first.close();
+  }
+  const names = [...Deno.readDirSync(`${t.dir}/content/s`)].map((e) => e.name).sort();
+  assert.deepEqual(
+    names,
+    [
+      `+${Buffer.from(formatDigest(action)).toString("base64url")}`,
+      `=${Buffer.from(formatDigest(action)).toString("base64url")}`,
+      legacyName,
+    ].sort(),
+  );
+  const second = t.open();
+  try {
+    assert.deepEqual(await second.hasMany([key, acKey(legacyAction), action, formatDigest(action)]), [
+      result.byteLength,
+      legacy.byteLength,
+      321,
+      5,
+    ]);
+    assert.deepEqual(await getBytes(second, key, { maxSize: 100 }), result);
+    assert.deepEqual(await getBytes(second, acKey(legacyAction), { maxSize: 100 }), legacy);
+    assert.deepEqual(
+      await getBytes(second, formatDigest(action), { maxSize: 100 }),
+      new TextEncoder().encode("plain"),
+    );
+    assert.equal(await has(second, formatDigest(legacyAction)), undefined);
+    const listed = [];
+    for await (const k of second.list()) listed.push(keyToString(k));
+    assert.deepEqual(
+      listed.sort(),
+      [
+        formatDigest(action),
+        formatDigest(action),
+        `ac:${formatDigest(action)}`,
+        `ac:${formatDigest(legacyAction)}`,
+      ].sort(),
+    );
+    assert.ok(await second.delete(key));
+    assert.equal(await has(second, key), undefined);
+    assert.equal(await has(second, action), 321);
+  } finally {
+    await second.close();
     await t.remove();
   }
 });

@@ -5,8 +5,10 @@
  * ByteStream Read (with offset and limit; an interrupted read resumes at the delivered offset) and
  * `write` to BatchUpdateBlobs for small blobs or a streamed ByteStream Write
  * (`{instance}/uploads/{uuid}/blobs/{hash}/{size}`, ≤ 1 MiB messages pulled from the source only as fast as
- * HTTP/2 accepts them). `store_type: "ac"` maps `read` to GetActionResult (the ActionResult encoded to
- * bytes), `write` to UpdateActionResult (the bytes decoded) and `hasMany` to GetActionResult.
+ * HTTP/2 accepts them). Action-cache keys (`{ ac: actionDigest }`) map `read` to GetActionResult (the
+ * ActionResult encoded to bytes), `write` to UpdateActionResult (the bytes decoded) and `hasMany` to
+ * GetActionResult. The key's type decides, never a parsed string: `store_type` (`cas` or `ac`) is NativeLink's
+ * and says what the store is meant for. String keys (records without a digest) are refused (INVALID_ARGUMENT).
  *
  * Clients use connect-node's gRPC transport over HTTP/2 (`grpc://` → h2c, `grpcs://` → TLS with the
  * optional `tls_config` `ca_file` / `cert_file` / `key_file`). Requests are spread round-robin over
@@ -42,9 +44,9 @@ import {
 import { ByteStream, type WriteRequest, WriteRequestSchema } from "../gen/google/bytestream/bytestream_pb.ts";
 import { CairnError, Code, codeName } from "../util/error.ts";
 import { bytesStream, cancelled, collectBytes, sizeCheckStream } from "../util/streams.ts";
-import { checkFields, expectedUploadSize, uploadLimit } from "./helpers.ts";
+import { checkFields, expectedUploadSize, isAcKey, uploadLimit } from "./helpers.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
-import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+import type { AcKey, ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
 /** One upstream endpoint (NativeLink's `GrpcEndpoint`). */
 export interface GrpcEndpointSpec {
@@ -217,17 +219,28 @@ export class GrpcStore implements StoreDriver {
   }
 
   async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    const digests = keys.map((k) => this.#digestKey(k));
-    if (this.#storeType === "ac") {
-      return await Promise.all(digests.map(async (d) => {
+    const out: (number | undefined)[] = keys.map(() => undefined);
+    const blobIdx: number[] = [];
+    const acIdx: number[] = [];
+    for (const [i, k] of keys.entries()) (this.#isAc(k) ? acIdx : blobIdx).push(i);
+    await Promise.all([
+      ...acIdx.map(async (i) => {
         try {
-          return (await this.#getActionResult(d)).byteLength;
+          out[i] = (await this.#getActionResult((keys[i] as AcKey).ac)).byteLength;
         } catch (err) {
-          if (err instanceof CairnError && err.code === Code.NotFound) return undefined;
-          throw err;
+          if (!(err instanceof CairnError && err.code === Code.NotFound)) throw err;
         }
-      }));
-    }
+      }),
+      (async () => {
+        const sizes = await this.#findBlobs(blobIdx.map((i) => keys[i] as Digest));
+        blobIdx.forEach((i, j) => (out[i] = sizes[j]));
+      })(),
+    ]);
+    return out;
+  }
+
+  /** Sizes of CAS blobs (FindMissingBlobs: the sizes are the digests'). */
+  async #findBlobs(digests: readonly Digest[]): Promise<(number | undefined)[]> {
     const out: (number | undefined)[] = digests.map((d) => d.size);
     for (let start = 0; start < digests.length; start += FIND_MISSING_BATCH) {
       const batch = digests.slice(start, start + FIND_MISSING_BATCH);
@@ -247,7 +260,8 @@ export class GrpcStore implements StoreDriver {
   }
 
   async read(key: StoreKey, options: ReadOptions = {}): Promise<ReadableStream<Uint8Array>> {
-    const digest = this.#digestKey(key);
+    const ac = this.#isAc(key);
+    const digest = ac ? key.ac : key as Digest;
     const offset = options.offset ?? 0;
     if (offset < 0 || (options.length ?? 0) < 0) {
       throw new CairnError(
@@ -255,7 +269,7 @@ export class GrpcStore implements StoreDriver {
         `Invalid read range of ${formatDigest(digest)}: negative offset or length`,
       );
     }
-    if (this.#storeType === "ac") {
+    if (ac) {
       const bytes = await this.#getActionResult(digest);
       if (offset > bytes.byteLength) throw outOfRange(digest, offset, bytes.byteLength);
       const end = options.length === undefined
@@ -280,14 +294,16 @@ export class GrpcStore implements StoreDriver {
     options: WriteOptions = {},
   ): Promise<void> {
     let digest: Digest;
+    let ac: boolean;
     try {
-      digest = this.#digestKey(key);
-      if (this.#storeType === "cas") expectedUploadSize(digest, size);
+      ac = this.#isAc(key);
+      digest = ac ? (key as AcKey).ac : key as Digest;
+      if (!ac) expectedUploadSize(digest, size);
     } catch (err) {
       await data.cancel(err).catch(() => {});
       throw err;
     }
-    if (this.#storeType === "ac") {
+    if (ac) {
       const bytes = await collectBytes(
         data.pipeThrough(sizeCheckStream(size)),
         Math.min(uploadLimit(size), AC_MAX),
@@ -620,12 +636,15 @@ export class GrpcStore implements StoreDriver {
     return this.#instance ? `${this.#instance}/` : "";
   }
 
-  #digestKey(key: StoreKey): Digest {
-    if (typeof key !== "string") return key;
-    const i = key.lastIndexOf("-");
-    const size = Number(key.slice(i + 1));
-    if (i > 0 && Number.isSafeInteger(size) && size >= 0) return { hash: key.slice(0, i), size };
-    throw new CairnError(Code.InvalidArgument, `The grpc store holds digest keys only, got "${key}"`);
+  /** True for an action-cache key, false for a CAS digest; INVALID_ARGUMENT for a string key. */
+  #isAc(key: StoreKey): key is AcKey {
+    if (typeof key === "string") {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `The grpc store holds digests and action-cache keys only, got the string key "${key}"`,
+      );
+    }
+    return isAcKey(key);
   }
 }
 

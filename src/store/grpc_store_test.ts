@@ -7,7 +7,7 @@ import { patternBytes } from "../util/streams.ts";
 import { startTestReapiServer } from "../worker/test_reapi_server.ts";
 import { assertRejectsWithCode, runStoreConformance } from "./conformance_suite.ts";
 import { createGrpcStore } from "./grpc_store.ts";
-import { getBytes, has, putBytes } from "./helpers.ts";
+import { acKey, getBytes, has, putBytes } from "./helpers.ts";
 
 runStoreConformance("grpc (cas)", async () => {
   const server = await startTestReapiServer();
@@ -25,6 +25,48 @@ runStoreConformance("grpc (cas)", async () => {
     },
   };
 }, { stringKeys: false });
+
+// The key's type picks the RPCs (AC key → GetActionResult/UpdateActionResult, digest → CAS/ByteStream),
+// so a store of store_type "ac" passes the whole suite as well.
+runStoreConformance("grpc (ac)", async () => {
+  const server = await startTestReapiServer();
+  const store = createGrpcStore({
+    instance_name: "main",
+    endpoints: [{ address: server.address }],
+    store_type: "ac",
+  });
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      await server.close();
+    },
+  };
+}, { stringKeys: false });
+
+Deno.test("grpc store: AC keys use the ActionCache service, digests the CAS; string keys are refused", async () => {
+  const server = await startTestReapiServer();
+  const store = createGrpcStore({ endpoints: [{ address: server.address }], store_type: "ac" });
+  try {
+    const action = new TextEncoder().encode("the action message, 48 bytes long, more or less");
+    const d = digestOf(action);
+    const result = toBinary(ActionResultSchema, create(ActionResultSchema, { exitCode: 1 }));
+    await putBytes(store, acKey(d), result);
+    assert.equal(server.calls.get("UpdateActionResult"), 1);
+    assert.equal(server.calls.get("BatchUpdateBlobs") ?? 0, 0);
+    assert.deepEqual(await getBytes(store, acKey(d), { maxSize: 100 }), result);
+    assert.equal(server.calls.get("GetActionResult"), 1);
+    assert.equal(await has(store, d), undefined, "the AC entry is not the action's blob");
+    await putBytes(store, d, action);
+    assert.equal(server.calls.get("BatchUpdateBlobs"), 1);
+    assert.deepEqual(await store.hasMany([acKey(d), d]), [result.byteLength, action.byteLength]);
+    await assertRejectsWithCode(putBytes(store, `${d.hash}-${d.size}`, result), Code.InvalidArgument);
+    await assertRejectsWithCode(store.read(`${d.hash}-${d.size}`), Code.InvalidArgument);
+  } finally {
+    await store.close();
+    await server.close();
+  }
+});
 
 Deno.test("grpc store: small blobs use BatchUpdateBlobs, large ones a streamed ByteStream Write", async () => {
   const server = await startTestReapiServer();
@@ -54,17 +96,18 @@ Deno.test("grpc store: the AC side encodes GetActionResult and decodes UpdateAct
   });
   try {
     const action = digestOf(new TextEncoder().encode("an action"));
-    assert.deepEqual(await store.hasMany([action]), [undefined]);
-    await assertRejectsWithCode(store.read(action), Code.NotFound);
+    const key = acKey(action);
+    assert.deepEqual(await store.hasMany([key]), [undefined]);
+    await assertRejectsWithCode(store.read(key), Code.NotFound);
     const result = create(ActionResultSchema, { exitCode: 3, stdoutRaw: new Uint8Array([1, 2, 3]) });
     const bytes = toBinary(ActionResultSchema, result);
-    await putBytes(store, action, bytes);
+    await putBytes(store, key, bytes);
     assert.equal(server.actionResults.get(`${action.hash}-${action.size}`)?.exitCode, 3);
-    assert.equal(await has(store, action), bytes.byteLength);
-    const back = fromBinary(ActionResultSchema, await getBytes(store, action, { maxSize: 1 << 20 }));
+    assert.equal(await has(store, key), bytes.byteLength);
+    const back = fromBinary(ActionResultSchema, await getBytes(store, key, { maxSize: 1 << 20 }));
     assert.equal(back.exitCode, 3);
     await assertRejectsWithCode(
-      putBytes(store, action, new Uint8Array([0xff, 0xff, 0xff])),
+      putBytes(store, key, new Uint8Array([0xff, 0xff, 0xff])),
       Code.InvalidArgument,
     );
   } finally {

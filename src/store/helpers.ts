@@ -18,21 +18,58 @@ import { CairnError, Code } from "../util/error.ts";
 import { bytesStream, collectBytes } from "../util/streams.ts";
 import { type EvictionPolicy, NO_EVICTION } from "../util/lru.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
-import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
+import type {
+  AcKey,
+  ReadOptions,
+  StoreDriver,
+  StoreKey,
+  StoreLookup,
+  UploadSize,
+  WriteOptions,
+} from "./types.ts";
 
-/** True when the key is a digest (a CAS-style key), false for a string key. */
+/** The action-cache key of the action with digest `actionDigest`. */
+export function acKey(actionDigest: Digest): AcKey {
+  return { ac: actionDigest };
+}
+
+/** True when the key is a CAS digest (a value of exactly `key.size` bytes). False for AC and string keys. */
 export function isDigestKey(key: StoreKey): key is Digest {
-  return typeof key !== "string";
+  return typeof key !== "string" && !("ac" in key);
 }
 
-/** `hash-size` for a digest, the string itself for a string key. */
+/** True when the key is an action-cache key. */
+export function isAcKey(key: StoreKey): key is AcKey {
+  return typeof key !== "string" && "ac" in key;
+}
+
+/**
+ * The digest a key is routed on: a CAS key's own digest, an AC key's action digest, `undefined` for a
+ * string key. Routing stores (`size_partitioning`, `shard`) partition on it.
+ */
+export function routingDigest(key: StoreKey): Digest | undefined {
+  if (typeof key === "string") return undefined;
+  return "ac" in key ? key.ac : key;
+}
+
+/** `hash-size` for a digest, `ac:hash-size` for an action-cache key, the string itself for a string key. */
 export function keyToString(key: StoreKey): string {
-  return typeof key === "string" ? key : formatDigest(key);
+  if (typeof key === "string") return key;
+  return "ac" in key ? `ac:${formatDigest(key.ac)}` : formatDigest(key);
 }
 
-/** The size a key announces (a digest's size), or `undefined` for string keys. */
+/**
+ * An id unique across key kinds (`d:`, `a:` or `s:` before the text), for maps that hold keys of every
+ * kind: a string key never collides with a digest or AC key of the same text.
+ */
+export function keyId(key: StoreKey): string {
+  if (typeof key === "string") return `s:${key}`;
+  return "ac" in key ? `a:${formatDigest(key.ac)}` : `d:${formatDigest(key)}`;
+}
+
+/** The size a key announces (a CAS digest's size), or `undefined` for AC and string keys. */
 export function sizeOfKey(key: StoreKey): number | undefined {
-  return typeof key === "string" ? undefined : key.size;
+  return isDigestKey(key) ? key.size : undefined;
 }
 
 /** The stored size of one key, or `undefined` when absent. */
@@ -91,12 +128,12 @@ export function uploadLimit(size: UploadSize): number {
 }
 
 /**
- * Checks an upload's announced size against a digest key before any byte moves: a digest key must be
- * written with `{exact: digest.size}` (or a `max` of at least that). Throws INVALID_ARGUMENT.
- * Returns the exact size expected, if known.
+ * Checks an upload's announced size against a CAS digest key before any byte moves: a digest key must be
+ * written with `{exact: digest.size}` (or a `max` of at least that). Throws INVALID_ARGUMENT. AC and string
+ * keys take any size. Returns the exact size expected, if known.
  */
 export function expectedUploadSize(key: StoreKey, size: UploadSize): number | undefined {
-  if (typeof key === "string") return "exact" in size ? size.exact : undefined;
+  if (!isDigestKey(key)) return "exact" in size ? size.exact : undefined;
   if ("exact" in size && size.exact !== key.size) {
     throw new CairnError(
       Code.InvalidArgument,

@@ -3,13 +3,17 @@ import { digestOf, EMPTY_DIGEST } from "../digest/digest.ts";
 import { Code } from "../util/error.ts";
 import { assertRejectsWithCode } from "./conformance_suite.ts";
 import {
+  acKey,
   expectedUploadSize,
   getBytes,
   has,
+  isAcKey,
   isDigestKey,
+  keyId,
   keyToString,
   putBytes,
   resolveRange,
+  routingDigest,
   sizeOfKey,
 } from "./helpers.ts";
 import { createMemoryStore } from "./memory_store.ts";
@@ -21,6 +25,27 @@ Deno.test("helpers: key formatting", () => {
   assert.equal(isDigestKey("x"), false);
   assert.equal(sizeOfKey({ hash: "a", size: 9 }), 9);
   assert.equal(sizeOfKey("x"), undefined);
+});
+
+Deno.test("helpers: action-cache keys are typed, routed on the action digest, and take any size", () => {
+  const action = { hash: "ab".repeat(32), size: 321 };
+  const key = acKey(action);
+  assert.equal(isAcKey(key), true);
+  assert.equal(isDigestKey(key), false);
+  assert.equal(isAcKey(action), false);
+  assert.equal(isAcKey(`${action.hash}-321`), false);
+  assert.deepEqual(routingDigest(key), action);
+  assert.deepEqual(routingDigest(action), action);
+  assert.equal(routingDigest("x"), undefined);
+  assert.equal(sizeOfKey(key), undefined, "an AC key does not announce its value's size");
+  assert.equal(keyToString(key), `ac:${action.hash}-321`);
+  // Ids never collide across kinds, even for look-alike strings.
+  const ids = [keyId(key), keyId(action), keyId(`${action.hash}-321`), keyId(`ac:${action.hash}-321`)];
+  assert.equal(new Set(ids).size, 4);
+  // Any size goes for an AC entry; a CAS digest must match.
+  assert.equal(expectedUploadSize(key, { exact: 5 }), 5);
+  assert.equal(expectedUploadSize(key, { max: 5 }), undefined);
+  assert.throws(() => expectedUploadSize(action, { exact: 5 }), /Size mismatch/);
 });
 
 Deno.test("helpers: getBytes refuses values larger than maxSize before and while reading", async () => {

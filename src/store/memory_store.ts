@@ -18,6 +18,7 @@ import {
   evictionPolicyFrom,
   expectedUploadSize,
   type GetBytesOptions,
+  keyId,
   keyToString,
   notFoundError,
   resolveRange,
@@ -67,11 +68,11 @@ export class MemoryStore implements StoreDriver {
   }
 
   hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    return Promise.resolve(keys.map((k) => this.#index.peek(keyToString(k))?.size));
+    return Promise.resolve(keys.map((k) => this.#index.peek(keyId(k))?.size));
   }
 
   read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
-    const entry = this.#index.get(keyToString(key));
+    const entry = this.#index.get(keyId(key));
     if (!entry) return Promise.reject(notFoundError(this.kind, key));
     try {
       options?.signal?.throwIfAborted();
@@ -85,7 +86,7 @@ export class MemoryStore implements StoreDriver {
 
   /** A small value without a stream: a view of the stored bytes when they are one segment, else a copy. */
   readBytes(key: StoreKey, options: GetBytesOptions): Promise<Uint8Array> {
-    const entry = this.#index.get(keyToString(key));
+    const entry = this.#index.get(keyId(key));
     if (!entry) return Promise.reject(notFoundError(this.kind, key));
     try {
       options.signal?.throwIfAborted();
@@ -163,11 +164,11 @@ export class MemoryStore implements StoreDriver {
       );
     }
     if (used > 0) segments.push(used === current.byteLength ? current : current.slice(0, used));
-    this.#index.set(name, { key, segments, size: count }, count);
+    this.#index.set(keyId(key), { key, segments, size: count }, count);
   }
 
   delete(key: StoreKey): Promise<boolean> {
-    return Promise.resolve(this.#index.delete(keyToString(key)) !== undefined);
+    return Promise.resolve(this.#index.delete(keyId(key)) !== undefined);
   }
 
   async *list(): AsyncIterable<StoreKey> {

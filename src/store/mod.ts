@@ -4,12 +4,15 @@
  * ## API summary (stable; other store kinds build on it)
  *
  * **Core contract** — `types.ts`: {@linkcode StoreDriver} (`kind`, `hasMany`, `read`, `write`, optional
- * `delete`, `list`, `init(lookup)`, `close`), `StoreKey = Digest | string`, `UploadSize = {exact} | {max}`.
+ * `delete`, `list`, `init(lookup)`, `close`), `StoreKey = Digest | AcKey | string` (a CAS blob, an action-cache
+ * entry `{ ac: actionDigest }`, a record without a digest), `UploadSize = {exact} | {max}`.
  *
  * **Helpers** — `helpers.ts`, derived once for any store:
  * - `has(store, key)` → size | undefined; `getBytes(store, key, {maxSize, offset?, length?})` (small values,
  *   RESOURCE_EXHAUSTED above maxSize); `putBytes(store, key, bytes)`.
- * - `keyToString(key)` (`hash-size` | the string), `isDigestKey`, `sizeOfKey`.
+ * - `acKey(actionDigest)`; `keyToString(key)` (`hash-size` | `ac:hash-size` | the string), `keyId(key)` (unique
+ *   across kinds), `isDigestKey` (CAS digests only), `isAcKey`, `routingDigest` (what routing stores partition
+ *   on), `sizeOfKey` (a CAS digest's size).
  * - For implementers: `expectedUploadSize(key, size)` (checks `{exact}` vs the digest up front),
  *   `uploadLimit(size)`, `resolveRange(key, size, options)` (OUT_OF_RANGE past the end, clips length),
  *   `notFoundError(kind, key)`, `emptyStream()`, `evictionPolicyFrom(fields, ctx)`, `checkFields(fields, ctx, known)`.
@@ -47,8 +50,17 @@
  * ```
  * @module
  */
-export type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
+export type {
+  AcKey,
+  ReadOptions,
+  StoreDriver,
+  StoreKey,
+  StoreLookup,
+  UploadSize,
+  WriteOptions,
+} from "./types.ts";
 export {
+  acKey,
   checkFields,
   emptyStream,
   evictionPolicyFrom,
@@ -56,11 +68,14 @@ export {
   getBytes,
   type GetBytesOptions,
   has,
+  isAcKey,
   isDigestKey,
+  keyId,
   keyToString,
   notFoundError,
   putBytes,
   resolveRange,
+  routingDigest,
   sizeOfKey,
   uploadLimit,
   WrapperStore,

@@ -12,7 +12,7 @@
  */
 import { createHash } from "node:crypto";
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, keyToString } from "./helpers.ts";
+import { checkFields, keyToString, routingDigest } from "./helpers.ts";
 import type { SpecFields, StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 
@@ -23,10 +23,14 @@ export interface Shard {
   readonly weight?: number;
 }
 
-/** A 32-bit hash of a key: the digest's leading hash bits, or SHA-256 of a string key. */
+/**
+ * A 32-bit hash of a key: the digest's leading hash bits (an action-cache key's action digest, so it lands
+ * where its action's CAS entry would), or SHA-256 of a string key.
+ */
 export function shardHash(key: StoreKey): number {
-  if (typeof key === "string") return createHash("sha256").update(key).digest().readUInt32LE(0);
-  return parseInt(key.hash.slice(0, 8), 16) >>> 0;
+  const digest = routingDigest(key);
+  if (digest === undefined) return createHash("sha256").update(key as string).digest().readUInt32LE(0);
+  return parseInt(digest.hash.slice(0, 8), 16) >>> 0;
 }
 
 /** Distributes keys over weighted stores. */

@@ -1,6 +1,8 @@
 /**
  * `size_partitioning` store: digests smaller than `size` go to `lower_store`, the rest to `upper_store`.
- * Only digest keys are accepted (as in NativeLink): a string key has no size to partition on.
+ * Action-cache keys are partitioned on the action digest's size, as in NativeLink (not on the stored
+ * ActionResult's length, which the key does not know). String keys are refused (as in NativeLink): they
+ * have no size to partition on.
  *
  * @example
  * ```ts
@@ -10,7 +12,7 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, keyToString } from "./helpers.ts";
+import { checkFields, keyToString, routingDigest } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 import type { Digest } from "../digest/digest.ts";
@@ -28,14 +30,18 @@ export class SizePartitioningStore implements StoreDriver {
     this.#upper = upper;
   }
 
+  /** The digest `key` is partitioned on (an AC key's action digest); INVALID_ARGUMENT for string keys. */
   #digest(key: StoreKey): Digest {
-    if (typeof key === "string") {
+    const digest = routingDigest(key);
+    if (digest === undefined) {
       throw new CairnError(
         Code.InvalidArgument,
-        `Cannot use key "${keyToString(key)}" with a size_partitioning store: it only supports digest keys`,
+        `Cannot use key "${
+          keyToString(key)
+        }" with a size_partitioning store: it only supports digest and action-cache keys`,
       );
     }
-    return key;
+    return digest;
   }
 
   #storeFor(key: StoreKey): StoreDriver {
@@ -93,7 +99,8 @@ export class SizePartitioningStore implements StoreDriver {
         throw new CairnError(Code.Unimplemented, `Cannot list keys: ${store.kind} store has no list`);
       }
       for await (const key of store.list()) {
-        if (typeof key !== "string" && (key.size < this.#size) === (store === this.#lower)) yield key;
+        const digest = routingDigest(key);
+        if (digest !== undefined && (digest.size < this.#size) === (store === this.#lower)) yield key;
       }
     }
   }

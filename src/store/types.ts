@@ -1,22 +1,35 @@
 /**
  * The store driver: the small core every store kind implements.
  *
- * Keys are a digest `{hash, size}` (CAS blobs) or a plain string (action cache entries, keyed by
- * `actionCacheKey(digest)`, and other named records). Data moves as Web Streams; whole-blob conveniences
- * are derived once in `helpers.ts`, never written per store.
+ * Keys are typed: a digest `{hash, size}` names a CAS blob of exactly that size; an {@linkcode AcKey}
+ * `{ ac: digest }` names the action-cache entry (an encoded ActionResult of any length) of the action with
+ * that digest, as in NativeLink, so routing stores (`size_partitioning`, `shard`) partition it on the
+ * action's digest while no store checks the stored value against the action's size; a plain string names
+ * a record that has no digest. Data moves as Web Streams; whole-blob conveniences are derived once in
+ * `helpers.ts`, never written per store.
  *
  * @example
  * ```ts
  * import type { StoreDriver } from "./types.ts";
+ * import { acKey } from "./helpers.ts";
  * const [size] = await store.hasMany([{ hash, size: 42 }]); // 42 or undefined
  * const stream = await store.read({ hash, size: 42 }, { offset: 10, length: 5 });
+ * const [resultSize] = await acStore.hasMany([acKey({ hash, size: 42 })]); // the ActionResult's length
  * ```
  * @module
  */
 import type { Digest } from "../digest/digest.ts";
 
-/** A store key: a digest or a string. */
-export type StoreKey = Digest | string;
+/**
+ * The action-cache key of an action: its digest, marked so that the stored value (an encoded ActionResult)
+ * is not taken for the blob the digest names. Build one with `acKey(digest)` (helpers.ts).
+ */
+export interface AcKey {
+  readonly ac: Digest;
+}
+
+/** A store key: a CAS digest, an action-cache key, or a string naming a record without a digest. */
+export type StoreKey = Digest | AcKey | string;
 
 /** How big an upload is: known exactly (a digest) or bounded. */
 export type UploadSize = { readonly exact: number } | { readonly max: number };

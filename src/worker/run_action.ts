@@ -18,7 +18,7 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { durationMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { actionCacheKey, type Digest, formatDigest, fromProto } from "../digest/digest.ts";
+import { type Digest, formatDigest, fromProto } from "../digest/digest.ts";
 import {
   type Action,
   ActionResultSchema,
@@ -34,7 +34,7 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { StartExecution } from "../gen/cairn/worker/v1/worker_api_pb.ts";
 import { type Status, StatusSchema } from "../gen/google/rpc/status_pb.ts";
-import { putBytes } from "../store/helpers.ts";
+import { acKey, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code, codeName } from "../util/error.ts";
 import {
@@ -175,7 +175,7 @@ export async function runAction(
     } else if (
       ctx.acStore && task.uploadToActionCache && !action.doNotCache && wantsUpload(ctx.spec, run.exitCode)
     ) {
-      await putBytes(ctx.acStore, actionCacheKey(actionDigest), toBinary(ActionResultSchema, result));
+      await putBytes(ctx.acStore, acKey(actionDigest), toBinary(ActionResultSchema, result));
     }
     return { response: create(ExecuteResponseSchema, { result, cachedResult: false, status }) };
   } catch (err) {
