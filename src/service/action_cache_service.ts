@@ -33,7 +33,7 @@ import { actionCacheKey, type Digest, EMPTY_SHA256, formatDigest, fromProto } fr
 export { actionCacheKey };
 import { getBytes, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES } from "./cas_service.ts";
 import { checkDigestFunction } from "./digest_function.ts";
 import { createInstances } from "./instances.ts";
@@ -200,7 +200,7 @@ export function createActionCacheService(options: ActionCacheServiceOptions): Ac
       if (inst.readOnly) {
         throw new CairnError(
           Code.PermissionDenied,
-          `The action cache of instance ${JSON.stringify(req.instanceName)} is read-only`,
+          `The action cache of instance ${quoteClient(req.instanceName)} is read-only`,
         );
       }
       const digest = fromProto(req.actionDigest, fn);

@@ -28,7 +28,7 @@ import { type Digest, EMPTY_SHA256 } from "../digest/digest.ts";
 import { getBytes, has, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import type { HttpRoute } from "../transport/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { collectBytes, hashingStream } from "../util/streams.ts";
 import { MAX_ACTION_RESULT_BYTES } from "./action_cache_service.ts";
 
@@ -201,7 +201,7 @@ export function createHttpCacheRoute(options: HttpCacheRouteOptions): HttpRoute 
     const inst = options.instances.get(instance);
     if (inst === undefined) {
       await request.body?.cancel();
-      return text(404, `Unknown instance ${JSON.stringify(instance)}`);
+      return text(404, `Unknown instance ${quoteClient(instance)}`);
     }
     try {
       if (kind === "cas") {
