@@ -108,7 +108,10 @@ function checkInstance(name: string, segments: readonly string[]): string {
   }
   const instance = segments.join("/");
   if (instance.length > MAX_INSTANCE_CHARS) {
-    throw bad(name, `the instance name is ${instance.length} characters long, more than ${MAX_INSTANCE_CHARS}`);
+    throw bad(
+      name,
+      `the instance name is ${instance.length} characters long, more than ${MAX_INSTANCE_CHARS}`,
+    );
   }
   return instance;
 }

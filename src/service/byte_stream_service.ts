@@ -231,13 +231,21 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
             key = uploadKey(resource);
             const existing = uploads.get(key);
             if (existing?.attached) {
-              throw new CairnError(Code.Aborted, `Upload ${quoteClient(name)} is already in progress on another stream`);
+              throw new CairnError(
+                Code.Aborted,
+                `Upload ${quoteClient(name)} is already in progress on another stream`,
+              );
             }
             if (offset < 0) {
-              throw new CairnError(Code.InvalidArgument, `Invalid write_offset ${offset} for ${quoteClient(name)}`);
+              throw new CairnError(
+                Code.InvalidArgument,
+                `Invalid write_offset ${offset} for ${quoteClient(name)}`,
+              );
             }
             if (offset === 0 || existing === undefined) {
-              if (existing) drop(key, existing, new CairnError(Code.Aborted, `Upload ${quoteClient(name)} restarted`));
+              if (existing) {
+                drop(key, existing, new CairnError(Code.Aborted, `Upload ${quoteClient(name)} restarted`));
+              }
               if (isEmpty(d) || (await has(inst.casStore, d)) !== undefined) {
                 finished = true;
                 return { committedSize: already };
@@ -245,7 +253,9 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
               if (offset !== 0) {
                 throw new CairnError(
                   Code.InvalidArgument,
-                  `Invalid write_offset ${offset} for ${quoteClient(name)}: no upload is in progress (committed_size is 0)`,
+                  `Invalid write_offset ${offset} for ${
+                    quoteClient(name)
+                  }: no upload is in progress (committed_size is 0)`,
                 );
               }
               session = new UploadSession({
@@ -260,7 +270,9 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
               if (offset > existing.received) {
                 throw new CairnError(
                   Code.InvalidArgument,
-                  `Invalid write_offset ${offset} for ${quoteClient(name)}: only ${existing.received} bytes were committed`,
+                  `Invalid write_offset ${offset} for ${
+                    quoteClient(name)
+                  }: only ${existing.received} bytes were committed`,
                 );
               }
               session = existing;
@@ -270,7 +282,9 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
           } else if (req.resourceName !== "" && req.resourceName !== name) {
             throw new CairnError(
               Code.InvalidArgument,
-              `WriteRequest resource_name changed mid-stream from ${quoteClient(name)} to ${quoteClient(req.resourceName)}`,
+              `WriteRequest resource_name changed mid-stream from ${quoteClient(name)} to ${
+                quoteClient(req.resourceName)
+              }`,
             );
           } else if (Number(req.writeOffset) !== expected) {
             throw new CairnError(
@@ -300,12 +314,16 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
         }
         throw new CairnError(
           Code.InvalidArgument,
-          `The Write stream for ${quoteClient(name)} ended without finish_write after ${session.received} bytes; ` +
+          `The Write stream for ${
+            quoteClient(name)
+          } ended without finish_write after ${session.received} bytes; ` +
             `resume within ${timeoutS}s at write_offset ${session.received}`,
         );
       } catch (err) {
         const e = ctx.signal.aborted && !(err instanceof CairnError)
-          ? new CairnError(Code.Cancelled, `Write of ${quoteClient(name)} cancelled by the client`, { cause: err })
+          ? new CairnError(Code.Cancelled, `Write of ${quoteClient(name)} cancelled by the client`, {
+            cause: err,
+          })
           : CairnError.from(err, `Cannot write ${quoteClient(name)}`);
         // A failed pipeline is dropped by park(); an intact one waits for the client to resume.
         if (session !== undefined && !finished) park(key, session, timeoutS);

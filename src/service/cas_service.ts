@@ -43,12 +43,16 @@ import { checkDigestFunction } from "./digest_function.ts";
 import { createInstances, type Instances } from "./instances.ts";
 import { okStatus, statusFromError } from "./rpc_status.ts";
 import { zstdCompress, zstdDecompress } from "./zstd_stream.ts";
+import { checkMessageSize, sliceByBytes, TreeBudget } from "../util/limits.ts";
 
 /** Default advertised `max_batch_total_size_bytes`: 4 MiB. */
 export const DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES = 4 * 1024 * 1024;
 
 /** Default number of directories per `GetTree` page when the client sets none. */
 export const DEFAULT_GET_TREE_PAGE_SIZE = 1000;
+
+/** Largest `page_size` honoured (a larger one is lowered to it; pages are also bounded in bytes). */
+export const MAX_GET_TREE_PAGE_SIZE = 10_000;
 
 /** Upper bound of the encoded directories in one `GetTree` response message. */
 const GET_TREE_MAX_PAGE_BYTES = 2 * 1024 * 1024;
@@ -128,12 +132,17 @@ export async function* walkTree(
   root: Digest,
 ): AsyncGenerator<{ dir: Directory; size: number }> {
   const seen = new Set<string>([formatDigest(root)]);
+  const budget = new TreeBudget(`Cannot get tree ${formatDigest(root)}`);
   let level: Digest[] = [root];
   let first = true;
   while (level.length > 0) {
     const next: Digest[] = [];
-    for (let start = 0; start < level.length; start += GET_TREE_READ_CONCURRENCY) {
-      const slice = level.slice(start, start + GET_TREE_READ_CONCURRENCY);
+    // Each slice's reads are bounded in count and bytes; each Directory is size-checked before it is read.
+    for (const slice of sliceByBytes(level, GET_TREE_READ_CONCURRENCY)) {
+      for (const d of slice) {
+        checkMessageSize("Directory", d);
+        budget.charge(d.size);
+      }
       const dirs = await mapLimit(slice, GET_TREE_READ_CONCURRENCY, async (d) => {
         try {
           const bytes = isEmpty(d) ? new Uint8Array(0) : await getBytes(store, d, { maxSize: d.size });
@@ -326,7 +335,9 @@ export function createCasService(
       if (req.pageSize < 0) {
         throw new CairnError(Code.InvalidArgument, `Invalid GetTree page_size ${req.pageSize}`);
       }
-      const pageSize = req.pageSize === 0 ? DEFAULT_GET_TREE_PAGE_SIZE : req.pageSize;
+      const pageSize = req.pageSize === 0
+        ? DEFAULT_GET_TREE_PAGE_SIZE
+        : Math.min(req.pageSize, MAX_GET_TREE_PAGE_SIZE);
       const skip = decodePageToken(req.pageToken);
       let index = 0;
       let page: Directory[] = [];

@@ -46,7 +46,9 @@ export function createHealthService(options: HealthServiceOptions): HealthServic
 
     check(req) {
       const status = statuses.get(req.service);
-      if (status === undefined) throw new CairnError(Code.NotFound, `Unknown service ${quoteClient(req.service)}`);
+      if (status === undefined) {
+        throw new CairnError(Code.NotFound, `Unknown service ${quoteClient(req.service)}`);
+      }
       return { status };
     },
 

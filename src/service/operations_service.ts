@@ -32,7 +32,10 @@ export interface OperationsServiceOptions {
 const DEFAULT_PAGE_SIZE = 1000;
 
 function notFound(name: string): CairnError {
-  return new CairnError(Code.NotFound, `Operation ${quoteClient(name)} not found (unknown, or completed and expired)`);
+  return new CairnError(
+    Code.NotFound,
+    `Operation ${quoteClient(name)} not found (unknown, or completed and expired)`,
+  );
 }
 
 /** Builds the Operations service. */

@@ -109,7 +109,10 @@ export function createPushService(options: RemoteAssetOptions): Partial<ServiceI
   ) => {
     const inst = instances.get(instanceName);
     if (inst.readOnly) {
-      throw new CairnError(Code.PermissionDenied, `Push of instance ${quoteClient(instanceName)} is read-only`);
+      throw new CairnError(
+        Code.PermissionDenied,
+        `Push of instance ${quoteClient(instanceName)} is read-only`,
+      );
     }
     if (uris.length === 0) throw new CairnError(Code.InvalidArgument, "Push needs at least one uri");
     const value = new TextEncoder().encode(formatDigest(digest));

@@ -93,3 +93,10 @@ export function* sliceByBytes<T extends { readonly size: number }>(
   }
   if (slice.length > 0) yield slice;
 }
+
+/**
+ * Most entries (files, directories and symlinks, counted per path) one input tree may expand to when it is
+ * laid out on disk: a Directory may name the same child many times, so a small DAG can describe an
+ * exponentially large tree.
+ */
+export const MAX_TREE_ENTRIES = 1_000_000;
