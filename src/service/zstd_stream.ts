@@ -11,8 +11,15 @@
  * @module
  */
 import zlib from "node:zlib";
+import { setImmediate } from "node:timers";
 import type { Transform } from "node:stream";
 import { CairnError, Code } from "../util/error.ts";
+
+/** Longest run of (de)compression without giving way to the event loop. */
+const YIELD_EVERY_MS = 1;
+
+/** Size of each decompressed chunk (zlib's default is 16 KiB: more, smaller hops through the pipeline). */
+const OUTPUT_CHUNK_BYTES = 256 * 1024;
 
 /** Options of {@linkcode createZstdDecompressStream}. */
 export interface ZstdDecompressOptions {
@@ -76,11 +83,18 @@ function wrap(
     }
     if (failure) throw failure;
   };
+  let lastYield = performance.now();
   const readable = new ReadableStream<Uint8Array>({
     start(controller) {
       readableController = controller;
     },
     async pull(controller) {
+      // zlib and the stream machinery settle through microtasks only: a long inflate would starve the event
+      // loop (other clients' I/O). Give way to it every few milliseconds.
+      if (performance.now() - lastYield > YIELD_EVERY_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        lastYield = performance.now();
+      }
       for (;;) {
         if (failure) throw failure;
         const chunk = z.read() as Uint8Array | null;
@@ -157,7 +171,11 @@ export function createZstdCompressStream(): ReadableWritablePair<Uint8Array, Uin
 export function createZstdDecompressStream(
   options: ZstdDecompressOptions = {},
 ): ReadableWritablePair<Uint8Array, Uint8Array> {
-  return wrap(zlib.createZstdDecompress(), "decompress", options.maxOutputBytes);
+  return wrap(
+    zlib.createZstdDecompress({ chunkSize: OUTPUT_CHUNK_BYTES }),
+    "decompress",
+    options.maxOutputBytes,
+  );
 }
 
 /** Compresses a small in-memory blob. */
