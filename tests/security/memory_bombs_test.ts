@@ -232,7 +232,7 @@ Deno.test({
           const res = await cas.batchUpdateBlobs({ requests });
           assert.equal(res.responses.length, 60);
           for (const r of res.responses) {
-            assert.equal(r.status?.code, Code.InvalidArgument, r.status?.message);
+            assert.equal(r.status?.code, Code.InvalidArgument, r.status?.message ?? "");
           }
           // Declared sizes above the batch limit: refused as a whole before anything is inflated.
           const huge = await codeOf(cas.batchUpdateBlobs({
