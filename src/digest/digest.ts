@@ -10,7 +10,7 @@
  * @module
  */
 import { createHash, type Hash } from "node:crypto";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 
 /** A blob's identity: lowercase hex hash and size in bytes. */
 export interface Digest {
@@ -38,11 +38,14 @@ export function validateDigest(d: Digest, fn: DigestFunctionName = "sha256"): Di
   if (d.hash.length !== len || !HEX.test(d.hash)) {
     throw new CairnError(
       Code.InvalidArgument,
-      `Invalid digest hash "${d.hash}": expected ${len} lowercase hex characters for ${fn}`,
+      `Invalid digest hash ${quoteClient(d.hash)}: expected ${len} lowercase hex characters for ${fn}`,
     );
   }
   if (!Number.isSafeInteger(d.size) || d.size < 0) {
-    throw new CairnError(Code.InvalidArgument, `Invalid digest size ${d.size} for ${d.hash}`);
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Invalid digest size ${d.size} for ${d.hash}: sizes must be non-negative integers`,
+    );
   }
   return d;
 }
@@ -53,6 +56,12 @@ export function fromProto(
   fn: DigestFunctionName = "sha256",
 ): Digest {
   if (d === undefined) throw new CairnError(Code.InvalidArgument, "Missing digest");
+  if (d.sizeBytes < 0n) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Invalid digest size ${d.sizeBytes} for ${quoteClient(d.hash)}: sizes must be non-negative`,
+    );
+  }
   const size = Number(d.sizeBytes);
   return validateDigest({ hash: d.hash, size }, fn);
 }
@@ -65,7 +74,9 @@ export function formatDigest(d: Digest): string {
 /** Parses `hash-size` (the inverse of {@linkcode formatDigest}). */
 export function parseDigest(text: string, fn: DigestFunctionName = "sha256"): Digest {
   const i = text.lastIndexOf("-");
-  if (i <= 0) throw new CairnError(Code.InvalidArgument, `Invalid digest "${text}": expected HASH-SIZE`);
+  if (i <= 0) {
+    throw new CairnError(Code.InvalidArgument, `Invalid digest ${quoteClient(text)}: expected HASH-SIZE`);
+  }
   const size = Number(text.slice(i + 1));
   return validateDigest({ hash: text.slice(0, i), size }, fn);
 }

@@ -17,7 +17,7 @@
  * ```
  * @module
  */
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { type Digest, validateDigest } from "./digest.ts";
 
 /** Wire compressors Cairn serves in resource names. */
@@ -60,20 +60,35 @@ const DIGEST_FUNCTION_NAMES = new Set([
   "gitsha1",
 ]);
 
+/**
+ * Longest resource name accepted (characters): an instance name of up to 1 KiB (see
+ * `MAX_INSTANCE_NAME_CHARS` in `src/service/instances.ts`), the upload uuid, hash, size and some metadata.
+ */
+export const MAX_RESOURCE_NAME_CHARS = 4096;
+
+/** Longest instance name inside a resource name (the same limit as the instance_name fields). */
+const MAX_INSTANCE_CHARS = 1024;
+
 function bad(name: string, why: string): CairnError {
-  return new CairnError(Code.InvalidArgument, `Invalid resource name "${name}": ${why}`);
+  return new CairnError(Code.InvalidArgument, `Invalid resource name ${quoteClient(name)}: ${why}`);
+}
+
+function checkLength(name: string): void {
+  if (name.length > MAX_RESOURCE_NAME_CHARS) {
+    throw bad(name, `${name.length} characters long, more than the limit of ${MAX_RESOURCE_NAME_CHARS}`);
+  }
 }
 
 function parseSize(name: string, text: string): number {
-  if (!/^[0-9]+$/.test(text)) throw bad(name, `size "${text}" is not a non-negative integer`);
+  if (!/^[0-9]+$/.test(text)) throw bad(name, `size ${quoteClient(text)} is not a non-negative integer`);
   const size = Number(text);
-  if (!Number.isSafeInteger(size)) throw bad(name, `size "${text}" is too large`);
+  if (!Number.isSafeInteger(size)) throw bad(name, `size ${quoteClient(text)} is too large`);
   return size;
 }
 
 function parseCompressor(name: string, text: string | undefined): ResourceCompressor {
   if (text === "zstd") return "zstd";
-  throw bad(name, `compressor "${text ?? ""}" is not supported (supported: zstd)`);
+  throw bad(name, `compressor ${quoteClient(text ?? "")} is not supported (supported: zstd)`);
 }
 
 function checkDigestFunction(name: string, fn: string): void {
@@ -82,7 +97,7 @@ function checkDigestFunction(name: string, fn: string): void {
       name,
       DIGEST_FUNCTION_NAMES.has(fn)
         ? `digest function "${fn}" is not supported (supported: sha256)`
-        : `unexpected segment "${fn}" before the hash`,
+        : `unexpected segment ${quoteClient(fn)} before the hash`,
     );
   }
 }
@@ -91,7 +106,14 @@ function checkInstance(name: string, segments: readonly string[]): string {
   for (const s of segments) {
     if (KEYWORDS.has(s)) throw bad(name, `instance name segment "${s}" is a reserved keyword`);
   }
-  return segments.join("/");
+  const instance = segments.join("/");
+  if (instance.length > MAX_INSTANCE_CHARS) {
+    throw bad(
+      name,
+      `the instance name is ${instance.length} characters long, more than ${MAX_INSTANCE_CHARS}`,
+    );
+  }
+  return instance;
 }
 
 function digestOf(name: string, hash: string, size: string): Digest {
@@ -112,6 +134,7 @@ function digestOf(name: string, hash: string, size: string): Digest {
  * ```
  */
 export function parseReadResourceName(name: string): ReadResourceName {
+  checkLength(name);
   const segs = name.split("/");
   // From the right: size, hash, [digest_function], then "blobs" or "compressed-blobs"/compressor.
   let i = segs.length - 1;
@@ -154,6 +177,7 @@ export function parseReadResourceName(name: string): ReadResourceName {
  * ```
  */
 export function parseWriteResourceName(name: string): WriteResourceName {
+  checkLength(name);
   const segs = name.split("/");
   const u = segs.indexOf("uploads");
   if (u < 0) throw bad(name, "expected {instance}/uploads/{uuid}/blobs/{hash}/{size}");
@@ -166,7 +190,7 @@ export function parseWriteResourceName(name: string): WriteResourceName {
   if (kind === "compressed-blobs") {
     compressor = parseCompressor(name, segs[i++]);
   } else if (kind !== "blobs") {
-    throw bad(name, `expected "blobs" or "compressed-blobs" after the uuid, got "${kind ?? ""}"`);
+    throw bad(name, `expected "blobs" or "compressed-blobs" after the uuid, got ${quoteClient(kind ?? "")}`);
   }
   let hash = segs[i++];
   if (hash !== undefined && DIGEST_FUNCTION_NAMES.has(hash)) {

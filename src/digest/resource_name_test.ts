@@ -64,3 +64,19 @@ Deno.test("Bad resource names are INVALID_ARGUMENT saying what is wrong", () => 
   invalid(() => parseWriteResourceName(`uploads/u/blobs/${H}`), /hash or size/);
   invalid(() => parseWriteResourceName(`uploads/u/compressed-blobs/lz4/${H}/1`), /compressor "lz4"/);
 });
+
+Deno.test("Resource names: negative sizes and oversized names are INVALID_ARGUMENT, echoed only in part", () => {
+  invalid(() => parseReadResourceName(`blobs/${H}/-1`), /not a non-negative integer/);
+  invalid(() => parseWriteResourceName(`uploads/u/blobs/${H}/-5`), /not a non-negative integer/);
+  const long = `${"i".repeat(2000)}/blobs/${H}/0`;
+  invalid(() => parseReadResourceName(long), /instance name is 2000 characters/);
+  for (
+    const name of [`${"x/".repeat(50_000)}blobs/${H}/0`, `uploads/u/blobs/${H}/0/${"m".repeat(100_000)}`]
+  ) {
+    assert.throws(
+      () => name.startsWith("uploads") ? parseWriteResourceName(name) : parseReadResourceName(name),
+      (err: unknown) =>
+        err instanceof CairnError && err.code === Code.InvalidArgument && err.message.length < 400,
+    );
+  }
+});

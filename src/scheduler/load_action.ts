@@ -25,6 +25,7 @@ import { type Digest, formatDigest, fromProto } from "../digest/digest.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { readMessage } from "./read_message.ts";
+import { sliceByBytes, TreeBudget } from "../util/limits.ts";
 import type { PlatformProperty } from "./types.ts";
 
 /** How many Directory reads run at once while walking an input tree. */
@@ -108,11 +109,12 @@ export async function findMissingInputs(cas: StoreDriver, root: Digest): Promise
   const missing: Digest[] = [];
   const files = new Map<string, Digest>();
   const seen = new Set<string>([formatDigest(root)]);
+  const budget = new TreeBudget(`Input tree ${formatDigest(root)}`);
   let level: Digest[] = [root];
   while (level.length > 0) {
     const next: Digest[] = [];
-    for (let i = 0; i < level.length; i += READ_CONCURRENCY) {
-      const slice = level.slice(i, i + READ_CONCURRENCY);
+    for (const slice of sliceByBytes(level, READ_CONCURRENCY)) {
+      for (const d of slice) budget.charge(d.size);
       const dirs = await Promise.all(
         slice.map((d) => d.size === 0 ? undefined : readMessage(cas, d, DirectorySchema)),
       );

@@ -13,9 +13,10 @@ import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/proto
 import { getBytes, keyToString } from "../store/helpers.ts";
 import type { StoreDriver, StoreKey } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
+import { checkMessageSize, MAX_DECODED_MESSAGE_BYTES } from "../util/limits.ts";
 
 /** Largest message read this way (REAPI messages are small; bigger means a wrong key). */
-export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+export const MAX_MESSAGE_BYTES = MAX_DECODED_MESSAGE_BYTES;
 
 /** Reads and decodes a message, or undefined when absent; INVALID_ARGUMENT when it does not decode. */
 export async function readMessage<Desc extends DescMessage>(
@@ -23,6 +24,8 @@ export async function readMessage<Desc extends DescMessage>(
   key: StoreKey,
   schema: Desc,
 ): Promise<MessageShape<Desc> | undefined> {
+  // Refused before reading: the digest announces the size.
+  if (typeof key !== "string") checkMessageSize(schema.typeName, key, MAX_MESSAGE_BYTES);
   let bytes: Uint8Array;
   try {
     bytes = await getBytes(store, key, { maxSize: MAX_MESSAGE_BYTES });

@@ -31,7 +31,7 @@ import type { EncodedUnary } from "../transport/types.ts";
 import { type Digest, EMPTY_SHA256, formatDigest, fromProto } from "../digest/digest.ts";
 import { acKey, getBytes, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES } from "./cas_service.ts";
 import { checkDigestFunction } from "./digest_function.ts";
 import { createInstances } from "./instances.ts";
@@ -198,7 +198,7 @@ export function createActionCacheService(options: ActionCacheServiceOptions): Ac
       if (inst.readOnly) {
         throw new CairnError(
           Code.PermissionDenied,
-          `The action cache of instance ${JSON.stringify(req.instanceName)} is read-only`,
+          `The action cache of instance ${quoteClient(req.instanceName)} is read-only`,
         );
       }
       const digest = fromProto(req.actionDigest, fn);

@@ -34,7 +34,7 @@ import {
 } from "../digest/resource_name.ts";
 import { emptyStream, has } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { createInstances } from "./instances.ts";
 import { IoThread } from "../util/io_thread.ts";
 import { UploadSession } from "./upload_session.ts";
@@ -145,7 +145,7 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
     if (offset < 0 || offset > d.size) {
       throw new CairnError(
         Code.OutOfRange,
-        `Invalid read_offset ${offset} for ${req.resourceName}: the blob has ${d.size} bytes`,
+        `Invalid read_offset ${offset} for ${quoteClient(req.resourceName)}: the blob has ${d.size} bytes`,
       );
     }
     if (limit < 0) {
@@ -175,7 +175,7 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
         }
       }
     } catch (err) {
-      throw CairnError.from(err, `Cannot read ${req.resourceName}`);
+      throw CairnError.from(err, `Cannot read ${quoteClient(req.resourceName)}`);
     } finally {
       await reader.cancel().catch(() => {});
       reader.releaseLock();
@@ -231,13 +231,21 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
             key = uploadKey(resource);
             const existing = uploads.get(key);
             if (existing?.attached) {
-              throw new CairnError(Code.Aborted, `Upload ${name} is already in progress on another stream`);
+              throw new CairnError(
+                Code.Aborted,
+                `Upload ${quoteClient(name)} is already in progress on another stream`,
+              );
             }
             if (offset < 0) {
-              throw new CairnError(Code.InvalidArgument, `Invalid write_offset ${offset} for ${name}`);
+              throw new CairnError(
+                Code.InvalidArgument,
+                `Invalid write_offset ${offset} for ${quoteClient(name)}`,
+              );
             }
             if (offset === 0 || existing === undefined) {
-              if (existing) drop(key, existing, new CairnError(Code.Aborted, `Upload ${name} restarted`));
+              if (existing) {
+                drop(key, existing, new CairnError(Code.Aborted, `Upload ${quoteClient(name)} restarted`));
+              }
               if (isEmpty(d) || (await has(inst.casStore, d)) !== undefined) {
                 finished = true;
                 return { committedSize: already };
@@ -245,14 +253,16 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
               if (offset !== 0) {
                 throw new CairnError(
                   Code.InvalidArgument,
-                  `Invalid write_offset ${offset} for ${name}: no upload is in progress (committed_size is 0)`,
+                  `Invalid write_offset ${offset} for ${
+                    quoteClient(name)
+                  }: no upload is in progress (committed_size is 0)`,
                 );
               }
               session = new UploadSession({
                 store: inst.casStore,
                 digest: d,
                 compressor: resource.compressor,
-                what: name,
+                what: quoteClient(name),
                 ...(d.size >= THREAD_HASH_MIN_BYTES ? { thread: thread ??= new IoThread() } : {}),
               });
               uploads.set(key, session);
@@ -260,7 +270,9 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
               if (offset > existing.received) {
                 throw new CairnError(
                   Code.InvalidArgument,
-                  `Invalid write_offset ${offset} for ${name}: only ${existing.received} bytes were committed`,
+                  `Invalid write_offset ${offset} for ${
+                    quoteClient(name)
+                  }: only ${existing.received} bytes were committed`,
                 );
               }
               session = existing;
@@ -270,12 +282,14 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
           } else if (req.resourceName !== "" && req.resourceName !== name) {
             throw new CairnError(
               Code.InvalidArgument,
-              `WriteRequest resource_name changed mid-stream from ${name} to ${req.resourceName}`,
+              `WriteRequest resource_name changed mid-stream from ${quoteClient(name)} to ${
+                quoteClient(req.resourceName)
+              }`,
             );
           } else if (Number(req.writeOffset) !== expected) {
             throw new CairnError(
               Code.InvalidArgument,
-              `Invalid write_offset ${req.writeOffset} for ${name}: expected ${expected}`,
+              `Invalid write_offset ${req.writeOffset} for ${quoteClient(name)}: expected ${expected}`,
             );
           }
           if (session === undefined) throw new CairnError(Code.Internal, "Upload session missing");
@@ -300,13 +314,17 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
         }
         throw new CairnError(
           Code.InvalidArgument,
-          `The Write stream for ${name} ended without finish_write after ${session.received} bytes; ` +
+          `The Write stream for ${
+            quoteClient(name)
+          } ended without finish_write after ${session.received} bytes; ` +
             `resume within ${timeoutS}s at write_offset ${session.received}`,
         );
       } catch (err) {
         const e = ctx.signal.aborted && !(err instanceof CairnError)
-          ? new CairnError(Code.Cancelled, `Write of ${name} cancelled by the client`, { cause: err })
-          : CairnError.from(err, `Cannot write ${name}`);
+          ? new CairnError(Code.Cancelled, `Write of ${quoteClient(name)} cancelled by the client`, {
+            cause: err,
+          })
+          : CairnError.from(err, `Cannot write ${quoteClient(name)}`);
         // A failed pipeline is dropped by park(); an intact one waits for the client to resume.
         if (session !== undefined && !finished) park(key, session, timeoutS);
         throw e;

@@ -28,20 +28,31 @@ import {
   type Directory,
   DirectorySchema,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { type Digest, digestOf, EMPTY_SHA256, formatDigest, fromProto } from "../digest/digest.ts";
+import {
+  type Digest,
+  type DigestFunctionName,
+  digestOf,
+  EMPTY_SHA256,
+  formatDigest,
+  fromProto,
+} from "../digest/digest.ts";
 import { getBytes, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { checkDigestFunction } from "./digest_function.ts";
 import { createInstances, type Instances } from "./instances.ts";
 import { okStatus, statusFromError } from "./rpc_status.ts";
 import { zstdCompress, zstdDecompress } from "./zstd_stream.ts";
+import { checkMessageSize, sliceByBytes, TreeBudget } from "../util/limits.ts";
 
 /** Default advertised `max_batch_total_size_bytes`: 4 MiB. */
 export const DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES = 4 * 1024 * 1024;
 
 /** Default number of directories per `GetTree` page when the client sets none. */
 export const DEFAULT_GET_TREE_PAGE_SIZE = 1000;
+
+/** Largest `page_size` honoured (a larger one is lowered to it; pages are also bounded in bytes). */
+export const MAX_GET_TREE_PAGE_SIZE = 10_000;
 
 /** Upper bound of the encoded directories in one `GetTree` response message. */
 const GET_TREE_MAX_PAGE_BYTES = 2 * 1024 * 1024;
@@ -121,12 +132,17 @@ export async function* walkTree(
   root: Digest,
 ): AsyncGenerator<{ dir: Directory; size: number }> {
   const seen = new Set<string>([formatDigest(root)]);
+  const budget = new TreeBudget(`Cannot get tree ${formatDigest(root)}`);
   let level: Digest[] = [root];
   let first = true;
   while (level.length > 0) {
     const next: Digest[] = [];
-    for (let start = 0; start < level.length; start += GET_TREE_READ_CONCURRENCY) {
-      const slice = level.slice(start, start + GET_TREE_READ_CONCURRENCY);
+    // Each slice's reads are bounded in count and bytes; each Directory is size-checked before it is read.
+    for (const slice of sliceByBytes(level, GET_TREE_READ_CONCURRENCY)) {
+      for (const d of slice) {
+        checkMessageSize("Directory", d);
+        budget.charge(d.size);
+      }
       const dirs = await mapLimit(slice, GET_TREE_READ_CONCURRENCY, async (d) => {
         try {
           const bytes = isEmpty(d) ? new Uint8Array(0) : await getBytes(store, d, { maxSize: d.size });
@@ -161,6 +177,18 @@ export async function* walkTree(
   }
 }
 
+/** A request's digest, or the INVALID_ARGUMENT error it deserves (for per-blob statuses). */
+function parseDigest(
+  d: { hash: string; sizeBytes: bigint } | undefined,
+  fn: DigestFunctionName,
+): Digest | CairnError {
+  try {
+    return fromProto(d, fn);
+  } catch (err) {
+    return CairnError.from(err);
+  }
+}
+
 function encodePageToken(offset: number): string {
   return btoa(`gettree:${offset}`);
 }
@@ -174,7 +202,7 @@ function decodePageToken(token: string): number {
     text = "";
   }
   const m = /^gettree:(\d+)$/.exec(text);
-  if (!m) throw new CairnError(Code.InvalidArgument, `Invalid GetTree page_token "${token}"`);
+  if (!m) throw new CairnError(Code.InvalidArgument, `Invalid GetTree page_token ${quoteClient(token)}`);
   return Number(m[1]);
 }
 
@@ -214,21 +242,29 @@ export function createCasService(
     async batchUpdateBlobs(req) {
       const fn = checkDigestFunction(req.digestFunction);
       const { casStore } = instances.get(req.instanceName);
-      const total = req.requests.reduce((n, r) => n + r.data.byteLength, 0);
-      if (total > maxBatch) {
+      // Every digest is checked first (an invalid one gets its own status and counts 0: a negative size
+      // must not lower the sums), then the batch limit counts both the bytes sent and the bytes they
+      // decompress to (declared sizes), before anything is inflated.
+      const digests = req.requests.map((r) => parseDigest(r.digest, fn));
+      const sent = req.requests.reduce((n, r) => n + r.data.byteLength, 0);
+      const declared = digests.reduce((n, d) => n + (d instanceof CairnError ? 0 : d.size), 0);
+      if (sent > maxBatch || declared > maxBatch) {
         throw new CairnError(
           Code.InvalidArgument,
-          `BatchUpdateBlobs carries ${total} bytes, more than max_batch_total_size_bytes ${maxBatch}: use ByteStream`,
+          `BatchUpdateBlobs carries ${sent} bytes declaring ${declared} bytes of blobs, more than ` +
+            `max_batch_total_size_bytes ${maxBatch}: use ByteStream`,
         );
       }
       const responses = await mapLimit(
         req.requests,
         BATCH_CONCURRENCY,
-        async (r): Promise<MessageInitShape<typeof BatchUpdateBlobsResponse_ResponseSchema>> => {
+        async (r, i): Promise<MessageInitShape<typeof BatchUpdateBlobsResponse_ResponseSchema>> => {
+          const d = digests[i]!;
           const digestInit = r.digest ? { hash: r.digest.hash, sizeBytes: r.digest.sizeBytes } : undefined;
+          if (d instanceof CairnError) return { digest: digestInit, status: statusFromError(d) };
           try {
-            const d = fromProto(r.digest, fn);
             let data = r.data;
+            // Inflating stops at the declared size: a bomb costs at most its (batch-bounded) digest size.
             if (r.compressor === Compressor_Value.ZSTD) data = zstdDecompress(data, d.size);
             else if (r.compressor !== Compressor_Value.IDENTITY) {
               throw new CairnError(
@@ -252,7 +288,10 @@ export function createCasService(
     async batchReadBlobs(req) {
       const fn = checkDigestFunction(req.digestFunction);
       const { casStore } = instances.get(req.instanceName);
-      const total = req.digests.reduce((n, d) => n + Number(d.sizeBytes), 0);
+      // Every digest is checked first: an invalid one (e.g. a negative size) gets its own status and counts 0,
+      // so it cannot lower the total below the limit.
+      const digests = req.digests.map((d) => parseDigest(d, fn));
+      const total = digests.reduce((n, d) => n + (d instanceof CairnError ? 0 : d.size), 0);
       if (total > maxBatch) {
         throw new CairnError(
           Code.InvalidArgument,
@@ -261,12 +300,13 @@ export function createCasService(
       }
       const zstdOk = req.acceptableCompressors.includes(Compressor_Value.ZSTD);
       const responses = await mapLimit(
-        req.digests,
+        digests,
         BATCH_CONCURRENCY,
-        async (dp): Promise<MessageInitShape<typeof BatchReadBlobsResponse_ResponseSchema>> => {
+        async (d, i): Promise<MessageInitShape<typeof BatchReadBlobsResponse_ResponseSchema>> => {
+          const dp = req.digests[i]!;
           const digestInit = { hash: dp.hash, sizeBytes: dp.sizeBytes };
+          if (d instanceof CairnError) return { digest: digestInit, status: statusFromError(d) };
           try {
-            const d = fromProto(dp, fn);
             const data = isEmpty(d) ? new Uint8Array(0) : await getBytes(casStore, d, { maxSize: d.size });
             if (zstdOk && data.byteLength > 0) {
               const packed = zstdCompress(data);
@@ -295,7 +335,9 @@ export function createCasService(
       if (req.pageSize < 0) {
         throw new CairnError(Code.InvalidArgument, `Invalid GetTree page_size ${req.pageSize}`);
       }
-      const pageSize = req.pageSize === 0 ? DEFAULT_GET_TREE_PAGE_SIZE : req.pageSize;
+      const pageSize = req.pageSize === 0
+        ? DEFAULT_GET_TREE_PAGE_SIZE
+        : Math.min(req.pageSize, MAX_GET_TREE_PAGE_SIZE);
       const skip = decodePageToken(req.pageToken);
       let index = 0;
       let page: Directory[] = [];

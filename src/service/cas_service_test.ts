@@ -14,6 +14,8 @@ import { Code } from "../util/error.ts";
 import { createCasService, toProto } from "./cas_service.ts";
 import { rejectsWithCode, serviceClient } from "./testing.ts";
 import { zstdCompress, zstdDecompress } from "./zstd_stream.ts";
+import { patternBytes } from "../util/streams.ts";
+import { MAX_DECODED_MESSAGE_BYTES } from "../util/limits.ts";
 
 const enc = new TextEncoder();
 
@@ -220,3 +222,76 @@ Deno.test("GetTree of an absent root is NOT_FOUND", async () => {
   const { client } = setup();
   await rejectsWithCode(collectTree(client, digestOf(enc.encode("nope")), 10), Code.NotFound);
 });
+
+Deno.test("A negative digest size is INVALID_ARGUMENT and cannot lower a batch's total below the limit", async () => {
+  const { casStore, client } = setup(1000);
+  const big = await patternBytes(5000, 3);
+  const bd = digestOf(big);
+  await putBytes(casStore, bd, big);
+  const negative = { hash: bd.hash, sizeBytes: -5000n };
+  // Without the check, 5000 + (-5000) = 0 passes the limit and the 5000-byte blob is served.
+  await rejectsWithCode(
+    client.batchReadBlobs({ digests: [toProto(bd), negative] }),
+    Code.InvalidArgument,
+  );
+  const alone = await client.batchReadBlobs({ digests: [negative] });
+  assert.equal(alone.responses[0]!.status!.code, Code.InvalidArgument);
+  await rejectsWithCode(client.findMissingBlobs({ blobDigests: [negative] }), Code.InvalidArgument);
+  await rejectsWithCode(collect(client.getTree({ rootDigest: negative })), Code.InvalidArgument);
+  const upd = await client.batchUpdateBlobs({ requests: [{ digest: negative, data: new Uint8Array(0) }] });
+  assert.equal(upd.responses[0]!.status!.code, Code.InvalidArgument);
+});
+
+Deno.test("BatchUpdateBlobs counts declared (decompressed) sizes against the batch limit before inflating", async () => {
+  const { casStore, client } = setup(64 * 1024);
+  const plain = new Uint8Array(1 << 20); // 1 MiB of zeros: a few hundred bytes of zstd
+  const d = digestOf(plain);
+  const packed = zstdCompress(plain);
+  assert.ok(packed.byteLength < 64 * 1024);
+  const msg = await rejectsWithCode(
+    client.batchUpdateBlobs({
+      requests: [{ digest: toProto(d), data: packed, compressor: Compressor_Value.ZSTD }],
+    }),
+    Code.InvalidArgument,
+  );
+  assert.match(msg, /declaring 1048576 bytes/);
+  // A small declared size with a bomb behind it: inflating stops at the declared size.
+  const small = digestOf(new Uint8Array(100));
+  const res = await client.batchUpdateBlobs({
+    requests: [{ digest: toProto(small), data: packed, compressor: Compressor_Value.ZSTD }],
+  });
+  assert.equal(res.responses[0]!.status!.code, Code.InvalidArgument);
+  assert.equal(await has(casStore, small), undefined);
+});
+
+Deno.test("GetTree refuses a Directory larger than the message cap before reading it", async () => {
+  const { casStore, client } = setup();
+  const big = await patternBytes(MAX_DECODED_MESSAGE_BYTES + 1, 9);
+  const d = digestOf(big);
+  await putBytes(casStore, d, big);
+  const msg = await rejectsWithCode(
+    collect(client.getTree({ rootDigest: toProto(d) })),
+    Code.ResourceExhausted,
+  );
+  assert.match(msg, new RegExp(`${d.hash}-${d.size}.*limit of ${MAX_DECODED_MESSAGE_BYTES}`));
+});
+
+Deno.test("Instance names longer than 1024 characters are INVALID_ARGUMENT with a short message", async () => {
+  const { client } = setup();
+  const msg = await rejectsWithCode(
+    client.findMissingBlobs({ instanceName: "x".repeat(100_000) }),
+    Code.InvalidArgument,
+  );
+  assert.ok(msg.length < 300, `message of ${msg.length} characters`);
+  const unknown = await rejectsWithCode(
+    client.findMissingBlobs({ instanceName: "y".repeat(1000) }),
+    Code.InvalidArgument,
+  );
+  assert.ok(unknown.length < 400, `message of ${unknown.length} characters`);
+});
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}

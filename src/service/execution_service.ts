@@ -36,7 +36,7 @@ import { loadCommandAndInputs, readAction } from "../scheduler/load_action.ts";
 import { instanceOfOperation, newOperationName } from "../scheduler/operation_name.ts";
 import type { ActionHandle, ActionScheduler, OperationState } from "../scheduler/types.ts";
 import type { StoreDriver } from "../store/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { readActionResult } from "./action_cache_service.ts";
 import { checkDigestFunction } from "./digest_function.ts";
 import { createInstances } from "./instances.ts";
@@ -156,7 +156,7 @@ export function createExecutionService(options: ExecutionServiceOptions): Servic
       }
       throw new CairnError(
         Code.NotFound,
-        `Operation "${req.name}" not found (unknown, or completed and expired)`,
+        `Operation ${quoteClient(req.name)} not found (unknown, or completed and expired)`,
       );
     },
   };

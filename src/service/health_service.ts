@@ -15,7 +15,7 @@
  */
 import type { ServiceImpl } from "@connectrpc/connect";
 import { type Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 
 /** Options of {@linkcode createHealthService}. */
 export interface HealthServiceOptions {
@@ -46,7 +46,9 @@ export function createHealthService(options: HealthServiceOptions): HealthServic
 
     check(req) {
       const status = statuses.get(req.service);
-      if (status === undefined) throw new CairnError(Code.NotFound, `Unknown service "${req.service}"`);
+      if (status === undefined) {
+        throw new CairnError(Code.NotFound, `Unknown service ${quoteClient(req.service)}`);
+      }
       return { status };
     },
 

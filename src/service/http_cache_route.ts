@@ -6,7 +6,11 @@
  * - CAS blobs are stored under their real digest, so they are shared with gRPC clients. The size of each
  *   blob PUT over HTTP is recorded under the string key `http-cas-size/{hash}` in the instance's AC store
  *   (and cached in memory); an HTTP GET needs that record, so blobs written only over gRPC are a 404 over
- *   HTTP (a miss: Bazel uploads them again). The empty blob is always present.
+ *   HTTP (a miss: Bazel uploads them again). The empty blob is always present. The record is an encoded
+ *   `ActionResult` naming the blob as its one output file ({@linkcode encodeSizeRecord}): the AC store may be
+ *   a `completeness_checking` store, which reads every entry as an ActionResult (a bare number would be
+ *   refused there, so HTTP blobs were lost at each restart), and which then keeps the record only while the
+ *   blob is in the CAS. Records in the older decimal form are still read.
  * - AC entries (serialized `ActionResult`, as Bazel writes them) are stored under the string key
  *   `http-ac/{hash}` in the AC store: Bazel's HTTP cache reads only what HTTP clients wrote. gRPC entries are
  *   keyed by the full action digest and are not visible over HTTP, nor the other way round.
@@ -22,13 +26,13 @@
  * ```
  * @module
  */
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ActionResultSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { type Digest, EMPTY_SHA256 } from "../digest/digest.ts";
 import { getBytes, has, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import type { HttpRoute } from "../transport/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { collectBytes, hashingStream } from "../util/streams.ts";
 import { MAX_ACTION_RESULT_BYTES } from "./action_cache_service.ts";
 
@@ -57,6 +61,32 @@ export function httpCasSizeKey(hash: string): string {
 /** The AC-store key of an AC entry written over HTTP. */
 export function httpAcKey(hash: string): string {
   return `http-ac/${hash}`;
+}
+
+/** The size record of an HTTP-uploaded blob: an ActionResult whose one output file is the blob. */
+export function encodeSizeRecord(d: Digest): Uint8Array {
+  return toBinary(
+    ActionResultSchema,
+    create(ActionResultSchema, {
+      outputFiles: [{ path: "blob", digest: { hash: d.hash, sizeBytes: BigInt(d.size) } }],
+    }),
+  );
+}
+
+/** The size in a record for `hash` ({@linkcode encodeSizeRecord}, or the older decimal text); else undefined. */
+export function decodeSizeRecord(hash: string, bytes: Uint8Array): number | undefined {
+  if (bytes.byteLength > 0 && bytes.every((b) => b >= 0x30 && b <= 0x39)) {
+    const size = Number(new TextDecoder().decode(bytes));
+    return Number.isSafeInteger(size) ? size : undefined;
+  }
+  try {
+    const digest = fromBinary(ActionResultSchema, bytes).outputFiles[0]?.digest;
+    if (digest === undefined || digest.hash !== hash || digest.sizeBytes < 0n) return undefined;
+    const size = Number(digest.sizeBytes);
+    return Number.isSafeInteger(size) ? size : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function text(status: number, body: string): Response {
@@ -100,9 +130,9 @@ export function createHttpCacheRoute(options: HttpCacheRouteOptions): HttpRoute 
     const cached = sizes.get(cacheKey);
     if (cached !== undefined) return cached;
     try {
-      const bytes = await getBytes(inst.acStore, httpCasSizeKey(hash), { maxSize: 32 });
-      const size = Number(new TextDecoder().decode(bytes));
-      if (!Number.isSafeInteger(size) || size < 0) return undefined;
+      const bytes = await getBytes(inst.acStore, httpCasSizeKey(hash), { maxSize: 256 });
+      const size = decodeSizeRecord(hash, bytes);
+      if (size === undefined) return undefined;
       remember(cacheKey, size);
       return size;
     } catch {
@@ -139,6 +169,10 @@ export function createHttpCacheRoute(options: HttpCacheRouteOptions): HttpRoute 
       return text(411, "PUT /cas needs a Content-Length");
     }
     const d: Digest = { hash, size: Number(length) };
+    if (!Number.isSafeInteger(d.size)) {
+      await request.body?.cancel();
+      return text(400, `Content-Length ${quoteClient(length)} is too large`);
+    }
     if (d.size > 0 && (await has(inst.casStore, d)) === undefined) {
       const body = (request.body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() })).pipeThrough(
         hashingStream((actual) => {
@@ -154,7 +188,7 @@ export function createHttpCacheRoute(options: HttpCacheRouteOptions): HttpRoute 
     } else {
       await request.body?.cancel();
     }
-    await putBytes(inst.acStore, httpCasSizeKey(hash), new TextEncoder().encode(String(d.size)));
+    await putBytes(inst.acStore, httpCasSizeKey(hash), encodeSizeRecord(d));
     remember(`${instance}\u0000${hash}`, d.size);
     return new Response(null, { status: 200 });
   };
@@ -201,7 +235,7 @@ export function createHttpCacheRoute(options: HttpCacheRouteOptions): HttpRoute 
     const inst = options.instances.get(instance);
     if (inst === undefined) {
       await request.body?.cancel();
-      return text(404, `Unknown instance ${JSON.stringify(instance)}`);
+      return text(404, `Unknown instance ${quoteClient(instance)}`);
     }
     try {
       if (kind === "cas") {

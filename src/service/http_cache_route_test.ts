@@ -5,7 +5,8 @@ import { digestOf, EMPTY_SHA256 } from "../digest/digest.ts";
 import { getBytes, has } from "../store/helpers.ts";
 import { createMemoryStore } from "../store/memory_store.ts";
 import { patternBytes } from "../util/streams.ts";
-import { createHttpCacheRoute } from "./http_cache_route.ts";
+import { createHttpCacheRoute, decodeSizeRecord, encodeSizeRecord } from "./http_cache_route.ts";
+import { createCompletenessCheckingStore } from "../store/completeness_checking_store.ts";
 
 function setup() {
   const casStore = createMemoryStore();
@@ -73,4 +74,32 @@ Deno.test("HTTP cache: other paths and methods are left to other routes", async 
   assert.equal(await route(new Request("http://cache/status")), undefined);
   assert.equal(await route(new Request("http://cache/cas/abc")), undefined);
   assert.equal(await route(new Request(`http://cache/cas/${EMPTY_SHA256}`, { method: "DELETE" })), undefined);
+});
+
+Deno.test("HTTP cache: blob size records survive a restart behind a completeness_checking AC", async () => {
+  const casStore = createMemoryStore();
+  const acStore = createCompletenessCheckingStore(createMemoryStore(), casStore);
+  const instances = new Map([["", { casStore, acStore }]]);
+  const data = new TextEncoder().encode("kept across restarts");
+  const d = digestOf(data);
+  const put = await createHttpCacheRoute({ instances })(
+    new Request(`http://cache/cas/${d.hash}`, {
+      method: "PUT",
+      body: data,
+      headers: { "content-length": String(data.byteLength) },
+    }),
+  );
+  assert.equal(put?.status, 200);
+  // A fresh route has no in-memory size cache: the record must come from the completeness-checked AC.
+  const got = await createHttpCacheRoute({ instances })(new Request(`http://cache/cas/${d.hash}`));
+  assert.equal(got?.status, 200);
+  assert.deepEqual(new Uint8Array(await got!.arrayBuffer()), data);
+});
+
+Deno.test("HTTP cache: size records decode in the ActionResult form and the older decimal form", () => {
+  const d = digestOf(new TextEncoder().encode("x"));
+  assert.equal(decodeSizeRecord(d.hash, encodeSizeRecord(d)), 1);
+  assert.equal(decodeSizeRecord(d.hash, new TextEncoder().encode("1")), 1);
+  assert.equal(decodeSizeRecord("0".repeat(64), encodeSizeRecord(d)), undefined);
+  assert.equal(decodeSizeRecord(d.hash, new Uint8Array([0xff, 0xff])), undefined);
 });

@@ -12,7 +12,24 @@
  * ```
  * @module
  */
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
+
+/**
+ * Longest instance name accepted (characters). REAPI sets no limit; NativeLink has none either. Real names are
+ * short (`""`, `main`, `projects/x/instances/default`); 1 KiB leaves ample room and keeps a huge name out of
+ * lookups, logs and error messages.
+ */
+export const MAX_INSTANCE_NAME_CHARS = 1024;
+
+/** INVALID_ARGUMENT unless `name` is at most {@linkcode MAX_INSTANCE_NAME_CHARS} characters. */
+export function checkInstanceNameLength(name: string): void {
+  if (name.length > MAX_INSTANCE_NAME_CHARS) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `Instance name is ${name.length} characters long, more than the limit of ${MAX_INSTANCE_NAME_CHARS}`,
+    );
+  }
+}
 
 /** Settings per instance name, with a clear error for unknown names. */
 export interface Instances<T> {
@@ -47,11 +64,12 @@ export function createInstances<T>(
   const map = new Map(entries);
   return {
     get(instanceName: string): T {
+      checkInstanceNameLength(instanceName);
       const found = map.get(instanceName);
       if (found === undefined) {
         throw new CairnError(
           unknownCode,
-          `Unknown instance name ${JSON.stringify(instanceName)} for ${service}: known instances are ${
+          `Unknown instance name ${quoteClient(instanceName)} for ${service}: known instances are ${
             listInstanceNames(map.keys())
           }`,
         );

@@ -20,7 +20,7 @@ import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ListOperationsResponseSchema, type Operations } from "../gen/google/longrunning/operations_pb.ts";
 import type { ActionScheduler, OperationState } from "../scheduler/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { schedulersFor, toOperation } from "./execution_service.ts";
 
 /** Options of {@linkcode createOperationsService}. */
@@ -32,7 +32,10 @@ export interface OperationsServiceOptions {
 const DEFAULT_PAGE_SIZE = 1000;
 
 function notFound(name: string): CairnError {
-  return new CairnError(Code.NotFound, `Operation "${name}" not found (unknown, or completed and expired)`);
+  return new CairnError(
+    Code.NotFound,
+    `Operation ${quoteClient(name)} not found (unknown, or completed and expired)`,
+  );
 }
 
 /** Builds the Operations service. */
@@ -102,7 +105,7 @@ export function createOperationsService(options: OperationsServiceOptions): Serv
       if (filter !== "" && filter !== "done=true" && filter !== "done=false") {
         throw new CairnError(
           Code.InvalidArgument,
-          `Unsupported ListOperations filter "${req.filter}": use done=true or done=false`,
+          `Unsupported ListOperations filter ${quoteClient(req.filter)}: use done=true or done=false`,
         );
       }
       const wanted = all
@@ -111,7 +114,7 @@ export function createOperationsService(options: OperationsServiceOptions): Serv
         .sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
       const offset = req.pageToken === "" ? 0 : Number(req.pageToken);
       if (!Number.isSafeInteger(offset) || offset < 0) {
-        throw new CairnError(Code.InvalidArgument, `Invalid page_token "${req.pageToken}"`);
+        throw new CairnError(Code.InvalidArgument, `Invalid page_token ${quoteClient(req.pageToken)}`);
       }
       const size = req.pageSize > 0 ? req.pageSize : DEFAULT_PAGE_SIZE;
       const page = wanted.slice(offset, offset + size);

@@ -22,7 +22,7 @@ import { DigestFunction_Value } from "../gen/build/bazel/remote/execution/v2/rem
 import { type Digest, formatDigest, fromProto, parseDigest } from "../digest/digest.ts";
 import { getBytes, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { checkDigestFunction } from "./digest_function.ts";
 import { createInstances } from "./instances.ts";
 import { okStatus } from "./rpc_status.ts";
@@ -109,7 +109,10 @@ export function createPushService(options: RemoteAssetOptions): Partial<ServiceI
   ) => {
     const inst = instances.get(instanceName);
     if (inst.readOnly) {
-      throw new CairnError(Code.PermissionDenied, `Push of instance "${instanceName}" is read-only`);
+      throw new CairnError(
+        Code.PermissionDenied,
+        `Push of instance ${quoteClient(instanceName)} is read-only`,
+      );
     }
     if (uris.length === 0) throw new CairnError(Code.InvalidArgument, "Push needs at least one uri");
     const value = new TextEncoder().encode(formatDigest(digest));

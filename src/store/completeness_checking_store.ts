@@ -22,6 +22,7 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { bytesStream } from "../util/streams.ts";
+import { checkMessageSize, MAX_DECODED_MESSAGE_BYTES, TreeBudget } from "../util/limits.ts";
 import {
   checkFields,
   emptyStream,
@@ -36,7 +37,10 @@ import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup } from "./types.ts";
 
 /** Largest action cache entry decoded (larger ones are treated as absent). */
-const MAX_ENTRY_SIZE = 64 << 20;
+const MAX_ENTRY_SIZE = MAX_DECODED_MESSAGE_BYTES;
+
+/** Entries checked at once by one `hasMany`. */
+const ENTRY_CONCURRENCY = 4;
 
 const isNotFound = (err: unknown) => err instanceof CairnError && err.code === Code.NotFound;
 
@@ -73,20 +77,31 @@ export class CompletenessCheckingStore extends WrapperStore {
       for (const f of result.outputFiles) if (f.digest) needs.push(fromProto(f.digest));
       if (result.stdoutDigest) needs.push(fromProto(result.stdoutDigest));
       if (result.stderrDigest) needs.push(fromProto(result.stderrDigest));
-      const trees = await Promise.all(result.outputDirectories.map(async (dir) => {
-        if (!dir.treeDigest) return [];
-        const treeDigest = fromProto(dir.treeDigest);
+      // Each distinct Tree is read once, one at a time, each at most MAX_DECODED_MESSAGE_BYTES and all of
+      // them together at most MAX_TREE_WALK_BYTES; both are checked on the digests BEFORE reading (a
+      // client-written entry may name any blob as a tree). Too large → RESOURCE_EXHAUSTED naming the digest.
+      const trees = new Map<string, Digest>();
+      for (const dir of result.outputDirectories) {
+        if (dir.treeDigest) {
+          const d = fromProto(dir.treeDigest);
+          trees.set(keyToString(d), d);
+        }
+      }
+      const budget = new TreeBudget(`Action result ${keyToString(key)}`);
+      for (const treeDigest of trees.values()) {
+        checkMessageSize("Tree", treeDigest);
+        budget.charge(treeDigest.size);
+      }
+      for (const treeDigest of trees.values()) {
         const tree = fromBinary(
           TreeSchema,
           await getBytes(this.cas, treeDigest, { maxSize: treeDigest.size }),
         );
-        const files: Digest[] = [treeDigest];
+        needs.push(treeDigest);
         for (const d of [...(tree.root ? [tree.root] : []), ...tree.children]) {
-          for (const f of d.files) if (f.digest) files.push(fromProto(f.digest));
+          for (const f of d.files) if (f.digest) needs.push(fromProto(f.digest));
         }
-        return files;
-      }));
-      for (const files of trees) needs.push(...files);
+      }
       return { bytes, needs: needs.filter((d) => !(d.size === 0 && d.hash === EMPTY_SHA256)) };
     } catch (err) {
       // A missing tree, an undecodable entry or a malformed digest: the entry cannot be served.
@@ -99,7 +114,10 @@ export class CompletenessCheckingStore extends WrapperStore {
 
   /** The complete entries among `keys` (undefined where absent or incomplete). */
   async #complete(keys: readonly StoreKey[]): Promise<(Entry | undefined)[]> {
-    const entries = await Promise.all(keys.map((k) => this.#entry(k)));
+    const entries: (Entry | undefined)[] = [];
+    for (let i = 0; i < keys.length; i += ENTRY_CONCURRENCY) {
+      entries.push(...await Promise.all(keys.slice(i, i + ENTRY_CONCURRENCY).map((k) => this.#entry(k))));
+    }
     const unique = new Map<string, Digest>();
     for (const e of entries) for (const d of e?.needs ?? []) unique.set(keyToString(d), d);
     const digests = [...unique.values()];

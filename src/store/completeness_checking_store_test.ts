@@ -8,6 +8,7 @@ import {
   TreeSchema,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Code } from "../util/error.ts";
+import { MAX_DECODED_MESSAGE_BYTES } from "../util/limits.ts";
 import { createCompletenessCheckingStore } from "./completeness_checking_store.ts";
 import { assertRejectsWithCode, runStoreConformance } from "./conformance_suite.ts";
 import { acKey, getBytes, has, putBytes } from "./helpers.ts";
@@ -102,4 +103,36 @@ Deno.test("completeness_checking treats undecodable entries as absent and is bui
   const key = acKey(digestOf(text("garbage")));
   await store.write(key, new Blob([new Uint8Array([0xff, 0xff, 0xff])]).stream(), { max: 10 });
   assert.equal(await has(store, key), undefined);
+});
+
+Deno.test("completeness_checking refuses a tree_digest above the message cap before reading it", async () => {
+  const { cas, store } = await fixture();
+  // The CAS claims to hold a blob larger than the cap; reading it would fail the test (the store is a stub).
+  const huge: Digest = { hash: "ab".repeat(32), size: MAX_DECODED_MESSAGE_BYTES + 1 };
+  const reads: string[] = [];
+  const spy = {
+    kind: "spy",
+    hasMany: (keys: readonly Digest[]) => cas.hasMany(keys),
+    read: (key: Digest) => {
+      reads.push(key.hash);
+      return cas.read(key);
+    },
+    write: cas.write.bind(cas),
+  };
+  const guarded = createCompletenessCheckingStore(store.inner, spy as never);
+  const key = digestOf(text("huge tree action"));
+  const entry = toBinary(
+    ActionResultSchema,
+    create(ActionResultSchema, {
+      outputDirectories: Array.from({ length: 50 }, (_, i) => ({ path: `d${i}`, treeDigest: proto(huge) })),
+    }),
+  );
+  await store.inner.write(key, new Blob([entry]).stream(), { max: 1 << 20 });
+  const err = await assertRejectsWithCode(
+    getBytes(guarded, key, { maxSize: 1 << 20 }),
+    Code.ResourceExhausted,
+  );
+  assert.match(err.message, new RegExp(`${huge.hash}-${huge.size}.*limit of ${MAX_DECODED_MESSAGE_BYTES}`));
+  await assertRejectsWithCode(guarded.hasMany([key]), Code.ResourceExhausted);
+  assert.deepEqual(reads, []);
 });

@@ -84,6 +84,25 @@ export class CairnError extends Error {
   }
 }
 
+/** Most characters of one client-supplied string echoed into an error message. */
+export const MAX_QUOTED_CLIENT_CHARS = 200;
+
+/**
+ * Quotes a client-supplied string (instance or resource name, hash, token…) for an error message: JSON-quoted,
+ * cut to {@linkcode MAX_QUOTED_CLIENT_CHARS} characters with the full length noted, so a huge input never
+ * comes back in full (nor bloats logs).
+ *
+ * @example
+ * ```ts
+ * quoteClient("main"); // "\"main\""
+ * quoteClient("x".repeat(100_000)); // "\"xxx…\"… (100000 characters)"
+ * ```
+ */
+export function quoteClient(text: string): string {
+  if (text.length <= MAX_QUOTED_CLIENT_CHARS) return JSON.stringify(text);
+  return `${JSON.stringify(text.slice(0, MAX_QUOTED_CLIENT_CHARS))}… (${text.length} characters)`;
+}
+
 /** Shorthand constructors for the common codes. */
 export const errors = {
   invalidArgument: (msg: string) => new CairnError(Code.InvalidArgument, msg),

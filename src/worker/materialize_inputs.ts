@@ -18,6 +18,7 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { CairnError, Code } from "../util/error.ts";
 import type { WorkerCas } from "./worker_cas.ts";
+import { MAX_TREE_ENTRIES, sliceByBytes, TreeBudget } from "../util/limits.ts";
 
 /** What was laid out. */
 export interface InputStats {
@@ -46,10 +47,24 @@ export async function materializeInputs(
   const files: PendingFile[] = [];
   const symlinks: { path: string; target: string }[] = [];
   const cache = new Map<string, Promise<Directory>>();
+  const budget = new TreeBudget(`Input tree ${formatDigest(rootDigest)}`);
+  let entries = 0;
+  const count = (n: number) => {
+    entries += n;
+    if (entries > MAX_TREE_ENTRIES) {
+      throw new CairnError(
+        Code.ResourceExhausted,
+        `Input tree ${
+          formatDigest(rootDigest)
+        } expands to more than ${MAX_TREE_ENTRIES} files, directories and symlinks`,
+      );
+    }
+  };
   const fetchDir = (d: Digest) => {
     const key = formatDigest(d);
     let p = cache.get(key);
     if (!p) {
+      budget.charge(d.size);
       p = cas.getMessage(DirectorySchema, d, "input directory");
       cache.set(key, p);
     }
@@ -60,11 +75,16 @@ export async function materializeInputs(
   let level: { path: string; digest: Digest }[] = [{ path: root, digest: rootDigest }];
   while (level.length > 0) {
     const next: { path: string; digest: Digest }[] = [];
-    for (let i = 0; i < level.length; i += DIRECTORY_FETCH_CONCURRENCY) {
-      const slice = level.slice(i, i + DIRECTORY_FETCH_CONCURRENCY);
+    for (
+      const slice of sliceByBytes(
+        level.map((e) => ({ ...e, size: e.digest.size })),
+        DIRECTORY_FETCH_CONCURRENCY,
+      )
+    ) {
       const fetched = await Promise.all(slice.map((e) => fetchDir(e.digest)));
       slice.forEach((entry, j) => {
         const dir = fetched[j]!;
+        count(dir.files.length + dir.symlinks.length + dir.directories.length);
         for (const f of dir.files) {
           files.push({
             path: join(entry.path, f.name),

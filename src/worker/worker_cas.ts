@@ -24,6 +24,7 @@ import { type Digest, formatDigest } from "../digest/digest.ts";
 import { getBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
+import { checkMessageSize, MAX_DECODED_MESSAGE_BYTES } from "../util/limits.ts";
 
 /** A store whose values are files that may be hard-linked (the `filesystem` store). */
 export interface LinkableStore extends StoreDriver {
@@ -31,7 +32,7 @@ export interface LinkableStore extends StoreDriver {
 }
 
 /** Largest protobuf message (Directory, Command, Action) read into memory. */
-const MAX_MESSAGE = 64 * 1024 * 1024;
+const MAX_MESSAGE = MAX_DECODED_MESSAGE_BYTES;
 /** Blobs copied from slow to fast at once. */
 const FETCH_CONCURRENCY = 8;
 
@@ -81,6 +82,7 @@ export class WorkerCas {
   async getMessage<D extends DescMessage>(schema: D, digest: Digest, what: string): Promise<MessageShape<D>> {
     let bytes: Uint8Array;
     try {
+      checkMessageSize(what, digest, MAX_MESSAGE); // before any byte is read
       bytes = await getBytes(this.store, digest, { maxSize: MAX_MESSAGE });
     } catch (err) {
       const e = CairnError.from(err);
