@@ -8,13 +8,18 @@
  * for older clients, `output_files` / `output_directories` (symlinks in `output_file_symlinks` /
  * `output_directory_symlinks`). Every path is relative to the working directory.
  *
+ * The action is hostile and the worker reads as root: nothing is ever read through a symlink (see
+ * `safe_fs.ts`). Symlinks are reported as symlinks; an output below a symlinked directory (`d -> /etc`
+ * with output `d/shadow`) is missing; FIFOs, sockets and devices are never opened; and the total apparent
+ * size of the outputs is checked against `limits.max_output_bytes` before a byte is read.
+ *
  * @example
  * ```ts
  * import { collectOutputs, planOutputs, uploadBlobs } from "./collect_outputs.ts";
  * const plan = planOutputs(command);          // throws INVALID_ARGUMENT for `../x` or `/x`
  * await createOutputParents(root, plan);
  * // … run the action …
- * const outputs = await collectOutputs(root, plan);
+ * const outputs = await collectOutputs(root, plan, { maxOutputBytes: 16 * 2 ** 30 });
  * await uploadBlobs(cas.store, outputs.blobs);
  * ```
  * @module

@@ -176,7 +176,9 @@ Deno.test("collectOutputs: a sparse 1 GiB file over max_output_bytes is RESOURCE
       collectOutputs(root, plan(["many"]), { maxOutputBytes: 1000 }),
       (e: unknown) =>
         e instanceof CairnError && e.code === Code.ResourceExhausted &&
-        /Outputs total at least 1200 bytes \(at many\/3\), above limits.max_output_bytes 1000/.test(e.message),
+        /Outputs total at least 1200 bytes \(at many\/3\), above limits.max_output_bytes 1000/.test(
+          e.message,
+        ),
     );
     const ok = await collectOutputs(root, plan(["many"]), { maxOutputBytes: 1500 });
     assert.equal(ok.outputDirectories.length, 1);

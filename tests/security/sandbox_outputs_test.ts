@@ -327,6 +327,7 @@ async function until(what: string, check: () => Promise<boolean>, ms = 30_000): 
 Deno.test("security: max_processes bounds a fork bomb; a SIGKILLed server's worker and sandboxes exit", async (t) => {
   const cairn = await startServer({ max_processes: 64 });
   let killed = false;
+  let workerPid = 0;
   try {
     const client = new ExecClient(cairn.url);
 
@@ -352,7 +353,7 @@ Deno.test("security: max_processes bounds a fork bomb; a SIGKILLed server's work
     });
 
     await t.step("SIGKILL of the server: its worker process and the running sandbox exit", async () => {
-      const workerPid = Number(/cairn: worker 0 started \(pid (\d+)\)/.exec(cairn.logs())?.[1]);
+      workerPid = Number(/cairn: worker 0 started \(pid (\d+)\)/.exec(cairn.logs())?.[1]);
       assert.ok(workerPid > 0, `no worker pid in the log:\n${cairn.logs()}`);
       assert.ok(await alive(workerPid));
       const marker = String(800_000 + Math.floor(Math.random() * 99_999));
@@ -380,6 +381,9 @@ Deno.test("security: max_processes bounds a fork bomb; a SIGKILLed server's work
       });
     });
   } finally {
+    // Should the worker have outlived the server (the bug this guards against), end it: it holds the
+    // server's output pipes open.
+    if (killed && workerPid > 0 && await alive(workerPid)) Deno.kill(workerPid, "SIGKILL");
     if (killed) await cairn.stop().catch(() => {}); // exits non-zero after SIGKILL; removes its directory
     else await cairn.stop();
   }
