@@ -28,7 +28,6 @@ import { type CairnProcess, startCairnProcess } from "../fixtures/cairn_process.
 import {
   buildAction,
   type BuiltAction,
-  digestOf,
   ExecClient,
   type ExecutionRun,
   freePort,
@@ -143,7 +142,7 @@ Deno.test("security: host files never leave through output paths; output limits 
 
     await t.step("a symlinked parent dir (d -> /etc, output d/shadow) is not followed", async () => {
       const r = await run(client, shellAction("rm -rf d && ln -s /etc d", { outputPaths: ["d/shadow"] }));
-      assert.equal(statusCode(r), GRPC_OK, r.response.status?.message);
+      assert.equal(statusCode(r), GRPC_OK, r.response.status?.message ?? "");
       const result = r.response.result!;
       assert.equal(result.exitCode, 0);
       assert.deepEqual(result.outputFiles, []);
@@ -160,7 +159,7 @@ Deno.test("security: host files never leave through output paths; output limits 
             outputPaths: ["d/shadow", "s/cairn.json5", "d/etc"],
           }),
         );
-        assert.equal(statusCode(r), GRPC_OK, r.response.status?.message);
+        assert.equal(statusCode(r), GRPC_OK, r.response.status?.message ?? "");
         const result = r.response.result!;
         assert.equal(result.exitCode, 0);
         assert.deepEqual(result.outputFiles, []);
@@ -176,7 +175,7 @@ Deno.test("security: host files never leave through output paths; output limits 
           client,
           shellAction("rm -rf e && ln -s / e", { outputPaths: ["e/etc/ssh", "e/etc"] }),
         );
-        assert.equal(statusCode(r), GRPC_OK, r.response.status?.message);
+        assert.equal(statusCode(r), GRPC_OK, r.response.status?.message ?? "");
         const result = r.response.result!;
         assert.deepEqual(result.outputDirectories, []);
         assert.deepEqual(result.outputFiles, []);
@@ -202,7 +201,7 @@ Deno.test("security: host files never leave through output paths; output limits 
             { outputPaths: ["f", "dl", "out"] },
           ),
         );
-        assert.equal(statusCode(r), GRPC_OK, r.response.status?.message);
+        assert.equal(statusCode(r), GRPC_OK, r.response.status?.message ?? "");
         const result = r.response.result!;
         assert.deepEqual(
           result.outputSymlinks.map((s) => [s.path, s.target]).sort(),
@@ -243,7 +242,7 @@ Deno.test("security: host files never leave through output paths; output limits 
       "a sparse 1 GiB file over max_output_bytes fails naming the limit; nothing of 1 GiB is stored",
       async () => {
         const r = await run(client, shellAction("truncate -s 1G big && echo made", { outputPaths: ["big"] }));
-        assert.equal(statusCode(r), GRPC_RESOURCE_EXHAUSTED, r.response.status?.message);
+        assert.equal(statusCode(r), GRPC_RESOURCE_EXHAUSTED, r.response.status?.message ?? "");
         assert.equal(
           r.response.status!.message,
           `Output big is ${1024 * MIB} bytes, above limits.max_output_bytes ${16 * MIB}`,
@@ -272,7 +271,7 @@ Deno.test("security: host files never leave through output paths; output limits 
 
     await t.step("stdout past max_output_bytes kills the action with RESOURCE_EXHAUSTED", async () => {
       const r = await run(client, buildAction({ argv: ["/usr/bin/yes", "spam"] }));
-      assert.equal(statusCode(r), GRPC_RESOURCE_EXHAUSTED, r.response.status?.message);
+      assert.equal(statusCode(r), GRPC_RESOURCE_EXHAUSTED, r.response.status?.message ?? "");
       assert.match(r.response.status!.message, /stdout and stderr passed limits\.max_output_bytes 16777216/);
       assert.ok(Number(r.response.result!.stdoutDigest!.sizeBytes) <= 16 * MIB);
     });
@@ -282,7 +281,7 @@ Deno.test("security: host files never leave through output paths; output limits 
         client,
         shellAction("mkdir -p o && echo hi > o/a && echo f > f", { outputPaths: ["o", "f"] }),
       );
-      assert.equal(statusCode(r), GRPC_OK, r.response.status?.message);
+      assert.equal(statusCode(r), GRPC_OK, r.response.status?.message ?? "");
       const result = r.response.result!;
       assert.deepEqual(result.outputFiles.map((f) => f.path), ["f"]);
       assert.equal(await client.readText(result.outputFiles[0]!.digest), "f\n");
@@ -337,7 +336,7 @@ Deno.test("security: max_processes bounds a fork bomb; a SIGKILLed server's work
         { timeoutMs: 120_000 },
       );
       const r = await run(client, bomb);
-      assert.equal(statusCode(r), GRPC_OK, r.response.status?.message);
+      assert.equal(statusCode(r), GRPC_OK, r.response.status?.message ?? "");
       const result = r.response.result!;
       assert.notEqual(result.exitCode, 0, "the bomb should have failed to fork");
       const stdout = result.stdoutDigest && result.stdoutDigest.sizeBytes > 0n
@@ -348,7 +347,7 @@ Deno.test("security: max_processes bounds a fork bomb; a SIGKILLed server's work
       assert.match(await stderrOf(client, r), /fork/i);
       // The server answers and runs the next action (no fork needed) at once.
       const echo = await run(client, buildAction({ argv: ["/bin/echo", "still-here"] }));
-      assert.equal(echo.response.result?.exitCode, 0, echo.response.status?.message);
+      assert.equal(echo.response.result?.exitCode, 0, echo.response.status?.message ?? "");
       assert.equal(await client.readText(echo.response.result!.stdoutDigest), "still-here\n");
     });
 
