@@ -197,7 +197,27 @@ export async function createSandbox(options: SandboxOptions): Promise<Sandbox> {
   if (!setsid) {
     throw new CairnError(Code.FailedPrecondition, "Cannot start worker: setsid (util-linux) is missing");
   }
-  return new BwrapSandbox(setsid, bwrap, mounts, user, prefix, options.limits?.maxMemoryBytes ?? 0);
+  // `--size` (a bounded /tmp) needs bubblewrap 0.6 or later; older ones keep an unbounded /tmp.
+  const tmpBytes = (options.limits?.maxMemoryBytes ?? 0) > 0 && await bwrapHasSizeOption(bwrap)
+    ? options.limits!.maxMemoryBytes
+    : 0;
+  return new BwrapSandbox(setsid, bwrap, mounts, user, prefix, tmpBytes);
+}
+
+/** Whether this bwrap knows `--size` (from its `--help`). */
+async function bwrapHasSizeOption(bwrap: string): Promise<boolean> {
+  try {
+    const out = await new Deno.Command(bwrap, {
+      args: ["--help"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    return /^\s*--size\b/m.test(new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr));
+  } catch {
+    return false;
+  }
 }
 
 /** The `prlimit … --` prefix of every command; FAILED_PRECONDITION when limits are set and prlimit is missing. */

@@ -8,7 +8,8 @@
  *   `e/etc/ssh`), a symlink as the output itself, symlinks inside output directories, hard links to host
  *   files (EXDEV across the sandbox's mounts), a FIFO output (must not hang the worker);
  * - `limits`: a sparse 1 GiB file over `max_output_bytes`, a file past `max_file_size_bytes`, stdout past
- *   `max_output_bytes`, a fork bomb bounded by `max_processes` with the server still answering;
+ *   `max_output_bytes`, a fork bomb bounded by `max_processes` with the server still answering,
+ *   `max_memory_bytes` as RLIMIT_DATA and the size of the sandbox's /tmp;
  * - a SIGKILLed server's worker process exits, and the action it was running dies with it.
  *
  * @example
@@ -323,8 +324,8 @@ async function until(what: string, check: () => Promise<boolean>, ms = 30_000): 
   }
 }
 
-Deno.test("security: max_processes bounds a fork bomb; a SIGKILLed server's worker and sandboxes exit", async (t) => {
-  const cairn = await startServer({ max_processes: 64 });
+Deno.test("security: max_processes bounds a fork bomb, max_memory_bytes holds; a SIGKILLed server's worker and sandboxes exit", async (t) => {
+  const cairn = await startServer({ max_processes: 64, max_memory_bytes: "256mib" });
   let killed = false;
   let workerPid = 0;
   try {
@@ -349,6 +350,16 @@ Deno.test("security: max_processes bounds a fork bomb; a SIGKILLed server's work
       const echo = await run(client, buildAction({ argv: ["/bin/echo", "still-here"] }));
       assert.equal(echo.response.result?.exitCode, 0, echo.response.status?.message ?? "");
       assert.equal(await client.readText(echo.response.result!.stdoutDigest), "still-here\n");
+    });
+
+    await t.step("max_memory_bytes: RLIMIT_DATA of the action and the size of its /tmp", async () => {
+      const r = await run(
+        client,
+        shellAction("ulimit -d; head -c 300000000 /dev/zero > /tmp/fill; echo rc=$?", { timeoutMs: 60_000 }),
+      );
+      assert.equal(statusCode(r), GRPC_OK, r.response.status?.message ?? "");
+      assert.equal(await client.readText(r.response.result!.stdoutDigest), "262144\nrc=1\n");
+      assert.match(await stderrOf(client, r), /No space left on device/);
     });
 
     await t.step("SIGKILL of the server: its worker process and the running sandbox exit", async () => {
