@@ -247,6 +247,15 @@ Deno.test("collectOutputs: regular outputs are still collected, executable bits 
     assert.deepEqual(out.outputDirectories.map((d) => d.path), ["out"]);
     const store = createMemoryStore();
     assert.equal(await uploadBlobs(store, out.blobs), 3); // tool, b.txt, the Tree
+    // A file of several read chunks streams whole through the verified descriptor.
+    const big = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => i % 251);
+    await Deno.writeFile(`${root}/big.bin`, big);
+    const bigOut = await collectOutputs(root, plan(["big.bin"]));
+    const digest = bigOut.outputFiles[0]!.digest!;
+    assert.equal(digest.hash, createHash("sha256").update(big).digest("hex"));
+    assert.equal(await uploadBlobs(store, bigOut.blobs), 1);
+    const [size] = await store.hasMany([{ hash: digest.hash, size: big.length }]);
+    assert.equal(size, big.length);
   } finally {
     await cleanup();
   }
