@@ -1,7 +1,9 @@
 /**
  * Runs each local worker of a config in its own Deno process with permissions derived from its config, and
  * restarts a worker that dies unexpectedly (with back-off). Stopping sends SIGTERM (the worker drains:
- * running actions finish, then it exits) and SIGKILL after a grace period.
+ * running actions finish, then it exits) and SIGKILL after a grace period. Each worker's stdin is a pipe this
+ * process holds open and never writes to; when this process dies however it dies (SIGKILL included), the
+ * pipe closes and the worker kills its actions and exits (`--exit-with-parent`), so no orphan outlives it.
  *
  * @example
  * ```ts
@@ -44,14 +46,17 @@ export function startWorkerProcesses(
     const [program, ...args] = workerProcessCommand(config, configPath, {
       workerIndex: index,
       ...(options.casEndpoint ? { casEndpoint: options.casEndpoint } : {}),
+      exitWithParent: true,
     });
-    const child = new Deno.Command(program!, { args, stdin: "null", stdout: "inherit", stderr: "inherit" })
+    const child = new Deno.Command(program!, { args, stdin: "piped", stdout: "inherit", stderr: "inherit" })
       .spawn();
     children.set(index, child);
     log(`cairn: worker ${index} started (pid ${child.pid})`);
     const status = child.status;
     exits.set(index, status);
     status.then((s) => {
+      // Our end of the worker's lifeline pipe, kept open (never written) while the worker runs.
+      child.stdin.close().catch(() => {});
       if (stopping) return;
       const delay = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
       log(

@@ -1,6 +1,6 @@
 /**
  * The declarative table of NativeLink's config format (nativelink-config `cas_server.rs`, `stores.rs`,
- * `schedulers.rs`), plus Cairn's few extensions (worker `sandbox`, `sandbox_paths`; S3 `endpoint`).
+ * `schedulers.rs`), plus Cairn's few extensions (worker `sandbox`, `sandbox_paths`, `limits`; S3 `endpoint`).
  *
  * Every store kind, scheduler kind, worker kind, service and listener is one entry here; the validator is
  * generic. Old spellings (aliases, map forms, `experimental_s3_store`, `hash_verification_function`, the old
@@ -354,6 +354,13 @@ const localWorker = s.object({
   sandbox_paths: s.optional(s.array(s.string()), ["sandbox_read_only_paths"]),
   /** Cairn: the platform property that, set to on/true/1 by an action, gives it the host network. */
   allow_network_property: s.optional(s.string()),
+  /** Cairn: per-action resource limits (0 = no limit); defaults in `src/worker/local_worker_spec.ts`. */
+  limits: s.optional(s.object({
+    max_processes: s.optional(s.int()),
+    max_memory_bytes: s.optional(s.size()),
+    max_file_size_bytes: s.optional(s.size()),
+    max_output_bytes: s.optional(s.size()),
+  })),
 });
 
 /** Worker kinds (NativeLink has one: `local`). */

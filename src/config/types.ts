@@ -404,6 +404,23 @@ export interface LocalWorkerConfig {
   sandbox_paths?: string[];
   /** Cairn: the platform property that, set to on/true/1 by an action, gives it the host network. */
   allow_network_property?: string;
+  /** Cairn: per-action resource limits (0 = no limit). */
+  limits?: ActionLimitsConfig;
+}
+
+/**
+ * Cairn: per-action resource limits of a `local` worker. Each is optional (default in parentheses); 0
+ * turns a limit off. Processes, memory and file size are rlimits of the action's processes (`prlimit`).
+ */
+export interface ActionLimitsConfig {
+  /** RLIMIT_NPROC: processes and threads of the action's user (4096). */
+  max_processes?: number;
+  /** RLIMIT_DATA per process (private writable memory), also the size of the sandbox's /tmp (half of RAM). */
+  max_memory_bytes?: number;
+  /** RLIMIT_FSIZE: largest file an action may write (8 GiB). */
+  max_file_size_bytes?: number;
+  /** Total apparent size of an action's outputs, and separately of its stdout + stderr (16 GiB). */
+  max_output_bytes?: number;
 }
 
 /** A worker spec (NativeLink has one kind: `local`). */

@@ -8,13 +8,18 @@
  * for older clients, `output_files` / `output_directories` (symlinks in `output_file_symlinks` /
  * `output_directory_symlinks`). Every path is relative to the working directory.
  *
+ * The action is hostile and the worker reads as root: nothing is ever read through a symlink (see
+ * `safe_fs.ts`). Symlinks are reported as symlinks; an output below a symlinked directory (`d -> /etc`
+ * with output `d/shadow`) is missing; FIFOs, sockets and devices are never opened; and the total apparent
+ * size of the outputs is checked against `limits.max_output_bytes` before a byte is read.
+ *
  * @example
  * ```ts
  * import { collectOutputs, planOutputs, uploadBlobs } from "./collect_outputs.ts";
  * const plan = planOutputs(command);          // throws INVALID_ARGUMENT for `../x` or `/x`
  * await createOutputParents(root, plan);
  * // … run the action …
- * const outputs = await collectOutputs(root, plan);
+ * const outputs = await collectOutputs(root, plan, { maxOutputBytes: 16 * 2 ** 30 });
  * await uploadBlobs(cas.store, outputs.blobs);
  * ```
  * @module
@@ -41,6 +46,14 @@ import {
 import { putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
+import {
+  type FileIdentity,
+  handleStream,
+  identityOf,
+  kindOf,
+  lstatBeneath,
+  openVerified,
+} from "./safe_fs.ts";
 
 /** Declared outputs, validated. */
 export interface OutputPlan {
@@ -52,11 +65,14 @@ export interface OutputPlan {
   readonly outputs: readonly { readonly path: string; readonly kind: "file" | "directory" | "any" }[];
 }
 
-/** A blob to upload: bytes in memory (small: Tree messages) or a file on disk. */
-export type PendingBlob = { readonly digest: Digest; readonly bytes: Uint8Array } | {
-  readonly digest: Digest;
-  readonly path: string;
-};
+/**
+ * A blob to upload: bytes in memory (small: Tree messages), an action's output file (re-opened only if it
+ * is still the regular file with identity `id`), or a file the worker wrote itself (its logs).
+ */
+export type PendingBlob =
+  | { readonly digest: Digest; readonly bytes: Uint8Array }
+  | { readonly digest: Digest; readonly path: string; readonly id: FileIdentity }
+  | { readonly digest: Digest; readonly path: string };
 
 /** Output fields of the ActionResult and the blobs they need. */
 export interface CollectedOutputs {
@@ -151,8 +167,42 @@ export async function createOutputParents(
   }
 }
 
-/** Reads what the action produced at each declared output path. Missing outputs are simply absent. */
-export async function collectOutputs(root: string, plan: OutputPlan): Promise<CollectedOutputs> {
+/** Options of {@linkcode collectOutputs}. */
+export interface CollectOptions {
+  /** Largest total apparent size of all output files (0 or absent: no limit), `limits.max_output_bytes`. */
+  readonly maxOutputBytes?: number;
+  /** Told about outputs that were not collected (a symlinked parent, a FIFO in a tree). */
+  readonly warn?: (message: string) => void;
+}
+
+/** A regular file found by the scan: where it is and the identity it must still have when read. */
+interface ScannedFile {
+  readonly name: string;
+  readonly path: string;
+  readonly id: FileIdentity;
+  readonly executable: boolean;
+}
+
+/** A directory found by the scan, children sorted by name. */
+interface ScannedDir {
+  readonly files: ScannedFile[];
+  readonly dirs: { readonly name: string; readonly dir: ScannedDir }[];
+  readonly symlinks: { readonly name: string; readonly target: string }[];
+}
+
+/**
+ * Reads what the action produced at each declared output path, never following a symlink (see
+ * `safe_fs.ts`): symlinks are reported as symlinks, an output below a symlinked directory counts as
+ * missing, files are read only when they are the regular file the walk found. First every output is
+ * scanned with `lstat` and the apparent sizes of its files are summed (a sparse file counts at its full
+ * size); over `maxOutputBytes` nothing is read and RESOURCE_EXHAUSTED names the limit. Missing outputs are
+ * simply absent.
+ */
+export async function collectOutputs(
+  root: string,
+  plan: OutputPlan,
+  options: CollectOptions = {},
+): Promise<CollectedOutputs> {
   const out: CollectedOutputs = {
     outputFiles: [],
     outputDirectories: [],
@@ -161,50 +211,128 @@ export async function collectOutputs(root: string, plan: OutputPlan): Promise<Co
     outputDirectorySymlinks: [],
     blobs: [],
   };
+  const budget = new Budget(options.maxOutputBytes ?? 0);
+  const warn = options.warn ?? (() => {});
+  type Scanned =
+    | { readonly o: OutputPlan["outputs"][number]; readonly kind: "file"; readonly file: ScannedFile }
+    | { readonly o: OutputPlan["outputs"][number]; readonly kind: "directory"; readonly dir: ScannedDir };
+  const scanned: Scanned[] = [];
+  // Phase 1: lstat only; nothing is opened until the sizes are known to be within the limit.
   for (const o of plan.outputs) {
-    const full = `${root}/${normalizeRelative(joinRel(plan.workingDirectory, o.path), "output path")}`
-      .replace(/\/$/, "");
-    let info: Deno.FileInfo;
-    try {
-      info = await Deno.lstat(full);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) continue;
-      throw err;
+    const rel = normalizeRelative(joinRel(plan.workingDirectory, o.path), "output path");
+    const found = await lstatBeneath(root, rel);
+    switch (found.kind) {
+      case "missing":
+        if (found.reason) warn(`Output ${o.path} not collected: ${found.reason}`);
+        break;
+      case "symlink": {
+        const link = create(OutputSymlinkSchema, { path: o.path, target: found.target });
+        if (plan.modern) out.outputSymlinks.push(link);
+        else if (o.kind === "directory") out.outputDirectorySymlinks.push(link);
+        else out.outputFileSymlinks.push(link);
+        break;
+      }
+      case "file": {
+        if (o.kind === "directory") {
+          throw new CairnError(Code.InvalidArgument, `Output directory "${o.path}" is a regular file`);
+        }
+        budget.add(found.info.size, o.path);
+        scanned.push({ o, kind: "file", file: scannedFile(o.path, found.path, found.info) });
+        break;
+      }
+      case "directory": {
+        if (o.kind === "file") {
+          throw new CairnError(Code.InvalidArgument, `Output file "${o.path}" is a directory`);
+        }
+        scanned.push({ o, kind: "directory", dir: await scanDirectory(found.path, o.path, budget, warn) });
+        break;
+      }
+      case "special":
+        throw new CairnError(
+          Code.FailedPrecondition,
+          `Output ${o.path} is not a regular file, directory or symlink (a FIFO, socket or device)`,
+        );
     }
-    if (info.isSymlink) {
-      const link = create(OutputSymlinkSchema, { path: o.path, target: await Deno.readLink(full) });
-      if (plan.modern) out.outputSymlinks.push(link);
-      else if (o.kind === "directory") out.outputDirectorySymlinks.push(link);
-      else out.outputFileSymlinks.push(link);
-    } else if (info.isFile) {
-      if (o.kind === "directory") {
-        throw new CairnError(Code.InvalidArgument, `Output directory "${o.path}" is a regular file`);
-      }
-      const digest = await digestFile(full);
-      out.blobs.push({ digest, path: full });
+  }
+  // Phase 2: hash, each file through a verified no-follow descriptor.
+  for (const s of scanned) {
+    if (s.kind === "file") {
+      const digest = await digestVerified(s.file);
+      out.blobs.push({ digest, path: s.file.path, id: s.file.id });
       out.outputFiles.push(create(OutputFileSchema, {
-        path: o.path,
+        path: s.o.path,
         digest: toProtoDigest(digest),
-        isExecutable: ((info.mode ?? 0) & 0o111) !== 0,
+        isExecutable: s.file.executable,
       }));
-    } else if (info.isDirectory) {
-      if (o.kind === "file") {
-        throw new CairnError(Code.InvalidArgument, `Output file "${o.path}" is a directory`);
-      }
+    } else {
       const children = new Map<string, Directory>();
-      const rootDir = await buildDirectory(full, out.blobs, children);
+      const rootDir = await buildDirectory(s.dir, out.blobs, children);
       const tree = create(TreeSchema, { root: rootDir, children: [...children.values()] });
       const bytes = toBinary(TreeSchema, tree);
       const treeDigest = digestOf(bytes);
       out.blobs.push({ digest: treeDigest, bytes });
       out.outputDirectories.push(create(OutputDirectorySchema, {
-        path: o.path,
+        path: s.o.path,
         treeDigest: toProtoDigest(treeDigest),
         isTopologicallySorted: false,
       }));
     }
   }
   return out;
+}
+
+/** The running total of output bytes against `limits.max_output_bytes`. */
+class Budget {
+  readonly #max: number;
+  #used = 0;
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  add(size: number, path: string): void {
+    this.#used += size;
+    if (this.#max <= 0 || this.#used <= this.#max) return;
+    throw new CairnError(
+      Code.ResourceExhausted,
+      size > this.#max
+        ? `Output ${path} is ${size} bytes, above limits.max_output_bytes ${this.#max}`
+        : `Outputs total at least ${this.#used} bytes (at ${path}), above limits.max_output_bytes ${this.#max}`,
+    );
+  }
+}
+
+function scannedFile(name: string, path: string, info: Deno.FileInfo): ScannedFile {
+  return { name, path, id: identityOf(info), executable: ((info.mode ?? 0) & 0o111) !== 0 };
+}
+
+/** Walks a directory output with lstat only; symlinks are recorded as symlinks, never followed. */
+async function scanDirectory(
+  path: string,
+  rel: string,
+  budget: Budget,
+  warn: (message: string) => void,
+): Promise<ScannedDir> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(path)) names.push(e.name);
+  names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const dir: ScannedDir = { files: [], dirs: [], symlinks: [] };
+  for (const name of names) {
+    const full = `${path}/${name}`;
+    const info = await Deno.lstat(full);
+    const kind = kindOf(info);
+    if (kind === "symlink") {
+      dir.symlinks.push({ name, target: await Deno.readLink(full) });
+    } else if (kind === "directory") {
+      dir.dirs.push({ name, dir: await scanDirectory(full, `${rel}/${name}`, budget, warn) });
+    } else if (kind === "file") {
+      budget.add(info.size, `${rel}/${name}`);
+      dir.files.push(scannedFile(name, full, info));
+    } else {
+      warn(`Output ${rel}/${name} skipped: not a regular file, directory or symlink`);
+    }
+  }
+  return dir;
 }
 
 /**
@@ -228,6 +356,9 @@ export async function uploadBlobs(
       const b = missing[next++]!;
       if ("bytes" in b) {
         await putBytes(store, b.digest, b.bytes);
+      } else if ("id" in b) {
+        const handle = await openVerified(b.path, b.id);
+        await store.write(b.digest, handleStream(handle, b.id.size), { exact: b.digest.size });
       } else {
         const file = await Deno.open(b.path, { read: true });
         await store.write(b.digest, file.readable, { exact: b.digest.size });
@@ -237,7 +368,19 @@ export async function uploadBlobs(
   return missing.length;
 }
 
-/** SHA-256 digest of a file, streamed. */
+/** SHA-256 digest of a scanned output file, read through a verified no-follow descriptor. */
+async function digestVerified(file: ScannedFile): Promise<Digest> {
+  const handle = await openVerified(file.path, file.id);
+  const hash = createHash("sha256");
+  let size = 0;
+  for await (const chunk of handleStream(handle, file.id.size)) {
+    hash.update(chunk);
+    size += chunk.byteLength;
+  }
+  return { hash: hash.digest("hex"), size };
+}
+
+/** SHA-256 digest of a file the worker wrote itself (stdout/stderr logs), streamed. */
 export async function digestFile(path: string): Promise<Digest> {
   const hash = createHash("sha256");
   let size = 0;
@@ -250,34 +393,27 @@ export async function digestFile(path: string): Promise<Digest> {
 }
 
 async function buildDirectory(
-  path: string,
+  scanned: ScannedDir,
   blobs: PendingBlob[],
   children: Map<string, Directory>,
 ): Promise<Directory> {
-  const entries: Deno.DirEntry[] = [];
-  for await (const e of Deno.readDir(path)) entries.push(e);
-  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const dir = create(DirectorySchema, {});
-  for (const e of entries) {
-    const full = `${path}/${e.name}`;
-    const info = await Deno.lstat(full);
-    if (info.isSymlink) {
-      dir.symlinks.push(create(SymlinkNodeSchema, { name: e.name, target: await Deno.readLink(full) }));
-    } else if (info.isDirectory) {
-      const child = await buildDirectory(full, blobs, children);
-      const bytes = toBinary(DirectorySchema, child);
-      const d = digestOf(bytes);
-      children.set(formatDigest(d), child);
-      dir.directories.push(create(DirectoryNodeSchema, { name: e.name, digest: toProtoDigest(d) }));
-    } else if (info.isFile) {
-      const d = await digestFile(full);
-      blobs.push({ digest: d, path: full });
-      dir.files.push(create(FileNodeSchema, {
-        name: e.name,
-        digest: toProtoDigest(d),
-        isExecutable: ((info.mode ?? 0) & 0o111) !== 0,
-      }));
-    }
+  for (const f of scanned.files) {
+    const d = await digestVerified(f);
+    blobs.push({ digest: d, path: f.path, id: f.id });
+    dir.files.push(
+      create(FileNodeSchema, { name: f.name, digest: toProtoDigest(d), isExecutable: f.executable }),
+    );
+  }
+  for (const { name, dir: sub } of scanned.dirs) {
+    const child = await buildDirectory(sub, blobs, children);
+    const bytes = toBinary(DirectorySchema, child);
+    const d = digestOf(bytes);
+    children.set(formatDigest(d), child);
+    dir.directories.push(create(DirectoryNodeSchema, { name, digest: toProtoDigest(d) }));
+  }
+  for (const { name, target } of scanned.symlinks) {
+    dir.symlinks.push(create(SymlinkNodeSchema, { name, target }));
   }
   return dir;
 }

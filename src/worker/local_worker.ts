@@ -218,6 +218,7 @@ class Worker implements LocalWorker {
     const sandbox: Sandbox = await createSandbox({
       kind: spec.sandbox,
       ...(spec.sandboxPaths ? { readOnlyPaths: spec.sandboxPaths } : {}),
+      limits: spec.limits,
     });
     await removeTree(spec.workDirectory);
     await Deno.mkdir(spec.workDirectory, { recursive: true });

@@ -11,6 +11,19 @@
  *   host network; every other action has none. The worker should also list the property among its
  *   `platform_properties` (e.g. `network: { values: ["on", "off"] }`) so the scheduler can match it.
  *   Unset (default): no action ever gets network.
+ * - `limits`: per-action resource limits, each 0 for none:
+ *   - `max_processes` (default 4096): RLIMIT_NPROC, processes and threads of the action's user. Actions
+ *     of a root worker all run as one unprivileged uid (65534), so the count is shared by the actions
+ *     running at once (and anything else running as that uid); a non-root worker's actions count with
+ *     every process of the worker's user.
+ *   - `max_memory_bytes` (default half of the machine's RAM, 4 GiB when unknown): RLIMIT_DATA of each
+ *     process (private writable memory: heap, not address space, so JVMs and V8 that reserve large
+ *     ranges still start), and the size of the sandbox's `/tmp` tmpfs.
+ *   - `max_file_size_bytes` (default 8 GiB): RLIMIT_FSIZE; writing or truncating a file past it fails
+ *     (SIGXFSZ, exit 153), so a sparse `truncate -s 1T` is refused.
+ *   - `max_output_bytes` (default 16 GiB): the total apparent size of the output files (sparse files
+ *     count in full), checked before anything is read or uploaded; and, separately, stdout plus stderr
+ *     (the action is killed when they pass it). Over it the action fails with RESOURCE_EXHAUSTED.
  *
  * @example
  * ```ts
@@ -23,7 +36,12 @@
  * ```
  * @module
  */
-import type { EnvironmentSource, LocalWorkerConfig, WorkerProperty } from "../config/types.ts";
+import type {
+  ActionLimitsConfig,
+  EnvironmentSource,
+  LocalWorkerConfig,
+  WorkerProperty,
+} from "../config/types.ts";
 import { CairnError, Code } from "../util/error.ts";
 import type { SandboxKind } from "./sandbox.ts";
 
@@ -58,6 +76,44 @@ export interface ResolvedWorkerSpec {
   readonly sandbox: SandboxKind;
   readonly sandboxPaths: readonly string[] | undefined;
   readonly allowNetworkProperty: string | undefined;
+  readonly limits: ActionLimits;
+}
+
+/** Per-action resource limits with defaults applied; 0 = no limit. */
+export interface ActionLimits {
+  readonly maxProcesses: number;
+  readonly maxMemoryBytes: number;
+  readonly maxFileSizeBytes: number;
+  readonly maxOutputBytes: number;
+}
+
+const GIB = 1024 * 1024 * 1024;
+/** Default `limits.max_processes`. */
+export const DEFAULT_MAX_PROCESSES = 4096;
+/** Default `limits.max_file_size_bytes` (8 GiB). */
+export const DEFAULT_MAX_FILE_SIZE_BYTES = 8 * GIB;
+/** Default `limits.max_output_bytes` (16 GiB). */
+export const DEFAULT_MAX_OUTPUT_BYTES = 16 * GIB;
+
+/** Default `limits.max_memory_bytes`: half of the machine's RAM, or 4 GiB when it cannot be read. */
+export function defaultMaxMemoryBytes(): number {
+  try {
+    const total = Deno.systemMemoryInfo().total;
+    if (total > 0) return Math.floor(total / 2);
+  } catch {
+    // No sys permission or no /proc/meminfo.
+  }
+  return 4 * GIB;
+}
+
+/** Applies the defaults of `limits`. */
+export function resolveLimits(limits: ActionLimitsConfig | undefined): ActionLimits {
+  return {
+    maxProcesses: limits?.max_processes ?? DEFAULT_MAX_PROCESSES,
+    maxMemoryBytes: limits?.max_memory_bytes ?? defaultMaxMemoryBytes(),
+    maxFileSizeBytes: limits?.max_file_size_bytes ?? DEFAULT_MAX_FILE_SIZE_BYTES,
+    maxOutputBytes: limits?.max_output_bytes ?? DEFAULT_MAX_OUTPUT_BYTES,
+  };
 }
 
 /** Default `max_action_timeout` (NativeLink: 20 minutes). */
@@ -95,5 +151,6 @@ export function resolveLocalWorkerSpec(spec: LocalWorkerSpec, index = 0): Resolv
     sandbox,
     sandboxPaths: spec.sandbox_paths,
     allowNetworkProperty: spec.allow_network_property || undefined,
+    limits: resolveLimits(spec.limits),
   };
 }

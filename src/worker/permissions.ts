@@ -18,7 +18,7 @@
 import type { CairnConfig } from "../config/types.ts";
 import type { LocalWorkerSpec } from "./local_worker_spec.ts";
 import { XARGS } from "./materialize_inputs.ts";
-import { DEFAULT_SANDBOX_PATHS } from "./sandbox.ts";
+import { DEFAULT_SANDBOX_PATHS, PRLIMIT } from "./sandbox.ts";
 import { workerStoreSpecs } from "./worker_stores.ts";
 
 /** Options shared by {@linkcode workerDenoPermissions} and {@linkcode workerProcessCommand}. */
@@ -27,6 +27,11 @@ export interface WorkerProcessOptions {
   readonly workerIndex?: number;
   /** The parent's CAS/AC gRPC endpoint (see `worker_stores.ts`). */
   readonly casEndpoint?: string;
+  /**
+   * The worker exits when its standard input reaches end of file (`--exit-with-parent`): the parent keeps
+   * the pipe open, so the worker dies with its parent even when the parent is SIGKILLed.
+   */
+  readonly exitWithParent?: boolean;
 }
 
 /** The project root (holds `src/`, `deno.json`, `node_modules/`). */
@@ -55,6 +60,8 @@ export function workerDenoPermissions(
     } else {
       read.add("/usr/bin/setsid");
     }
+    // The action's rlimits are set by prlimit (checked at start).
+    read.add(PRLIMIT);
     // Actions run in their own process group (setsid), killed as a group with the kill program.
     run.add("/usr/bin/setsid");
     run.add("/usr/bin/kill");
@@ -100,7 +107,8 @@ export function workerDenoPermissions(
     // lz4-napi reads NAPI_RS_* variables. Actions never inherit it: the sandbox starts from an empty env.
     "--allow-env",
     `--allow-ffi=${PROJECT_DIR}/node_modules`,
-    "--allow-sys=uid",
+    // uid: whether to drop root in the sandbox; systemMemoryInfo: the default of limits.max_memory_bytes.
+    "--allow-sys=uid,systemMemoryInfo",
   ];
 }
 
@@ -121,6 +129,7 @@ export function workerProcessCommand(
     configPath,
     ...(options.workerIndex === undefined ? [] : ["--worker", String(options.workerIndex)]),
     ...(options.casEndpoint ? ["--cas-endpoint", options.casEndpoint] : []),
+    ...(options.exitWithParent ? ["--exit-with-parent"] : []),
   ];
 }
 

@@ -46,6 +46,7 @@ import {
 } from "./collect_outputs.ts";
 import type { ResolvedWorkerSpec } from "./local_worker_spec.ts";
 import { materializeInputs } from "./materialize_inputs.ts";
+import { readSmallFileNoFollow } from "./safe_fs.ts";
 import type { Sandbox } from "./sandbox.ts";
 import type { WorkerCas } from "./worker_cas.ts";
 import type { WorkerLog } from "./worker_log.ts";
@@ -135,6 +136,7 @@ export async function runAction(
       timeoutMs: timeoutS * 1000,
       allowNetwork,
       signal,
+      maxLogBytes: ctx.spec.limits.maxOutputBytes,
     });
     meta.executionCompletedTimestamp = now();
     let timedOut = run.timedOut;
@@ -146,8 +148,30 @@ export async function runAction(
     const stdoutDigest = await digestFile(stdoutPath);
     const stderrDigest = await digestFile(stderrPath);
     const logs = [{ digest: stdoutDigest, path: stdoutPath }, { digest: stderrDigest, path: stderrPath }];
+    const maxOutputBytes = ctx.spec.limits.maxOutputBytes;
+    // A limit the action broke: the client gets its logs and this status, never its outputs.
+    let limitStatus: Status | undefined;
+    if (run.logLimitExceeded) {
+      limitStatus = create(StatusSchema, {
+        code: Code.ResourceExhausted,
+        message: `Action ${formatDigest(actionDigest)} was killed: its stdout and stderr passed ` +
+          `limits.max_output_bytes ${maxOutputBytes}`,
+      });
+    }
     // After a timeout or kill only the output so far is kept; outputs may be half-written.
-    const outputs = timedOut || run.killed ? undefined : await collectOutputs(root, plan);
+    let outputs: Awaited<ReturnType<typeof collectOutputs>> | undefined;
+    if (!timedOut && !run.killed && !limitStatus) {
+      try {
+        outputs = await collectOutputs(root, plan, {
+          maxOutputBytes,
+          warn: (m) => ctx.log.warn(`Action ${task.operationId}: ${m}`),
+        });
+      } catch (err) {
+        const e = CairnError.from(err);
+        if (e.code !== Code.ResourceExhausted) throw e;
+        limitStatus = create(StatusSchema, { code: e.code, message: e.message });
+      }
+    }
     await uploadBlobs(ctx.cas.store, [...logs, ...(outputs?.blobs ?? [])]);
     meta.outputUploadCompletedTimestamp = now();
 
@@ -165,7 +189,9 @@ export async function runAction(
     result.executionMetadata = meta;
 
     let status: Status = create(StatusSchema, { code: Code.Ok, message: "" });
-    if (timedOut) {
+    if (limitStatus) {
+      status = limitStatus;
+    } else if (timedOut) {
       status = create(StatusSchema, {
         code: Code.DeadlineExceeded,
         message: `Action ${formatDigest(actionDigest)} timed out after ${timeoutS}s`,
@@ -177,7 +203,11 @@ export async function runAction(
     ) {
       await putBytes(ctx.acStore, acKey(actionDigest), toBinary(ActionResultSchema, result));
     }
-    return { response: create(ExecuteResponseSchema, { result, cachedResult: false, status }) };
+    const maxFile = ctx.spec.limits.maxFileSizeBytes;
+    const message = run.exitCode === 128 + 25 && maxFile > 0
+      ? `The action exited with code 153 (SIGXFSZ): a file it wrote probably passed limits.max_file_size_bytes ${maxFile}`
+      : "";
+    return { response: create(ExecuteResponseSchema, { result, cachedResult: false, status, message }) };
   } catch (err) {
     const e = CairnError.from(err);
     ctx.log.warn(`Action ${task.operationId} failed: ${codeName(e.code)}: ${e.message}`);
@@ -250,7 +280,9 @@ function buildEnvironment(
 
 async function sideChannelSaysTimeout(path: string): Promise<boolean> {
   try {
-    const text = await Deno.readTextFile(path);
+    // The action can write this file: never follow a symlink there nor block on a FIFO.
+    const text = await readSmallFileNoFollow(path, 64 * 1024);
+    if (text === undefined) return false;
     return text.trim() !== "" && (JSON.parse(text) as { failure?: string }).failure === "timeout";
   } catch {
     return false;

@@ -18,8 +18,13 @@
  * `none`: the command runs directly in the input root in its own session (`setsid`); the whole process
  * group is killed at the end or on timeout. No isolation; for hosts without bwrap (opt-in only).
  *
+ * Resource limits (`limits` of the worker config) are rlimits set by `prlimit` (util-linux) just before
+ * the action's command, after root is dropped, soft and hard alike so the action cannot raise them:
+ * RLIMIT_NPROC (`max_processes`), RLIMIT_DATA (`max_memory_bytes`; the sandbox's `/tmp` tmpfs gets the same
+ * size) and RLIMIT_FSIZE (`max_file_size_bytes`).
+ *
  * stdout and stderr are streamed to files as they arrive (never held in memory), so a timed-out action's
- * output so far is kept.
+ * output so far is kept. Together they may hold at most `maxLogBytes`; past that the action is killed.
  *
  * @example
  * ```ts
@@ -47,6 +52,18 @@ export interface SandboxOptions {
   readonly bwrapPath?: string;
   /** uid/gid actions run as when the worker is root (default 65534, "nobody"). */
   readonly actionUser?: { readonly uid: number; readonly gid: number };
+  /** Rlimits of every action (0 or absent: none). Needs `prlimit` (util-linux). */
+  readonly limits?: RlimitOptions;
+}
+
+/** Rlimits applied to an action's processes; 0 = no limit. */
+export interface RlimitOptions {
+  /** RLIMIT_NPROC. */
+  readonly maxProcesses: number;
+  /** RLIMIT_DATA, and the size of the sandbox's /tmp. */
+  readonly maxMemoryBytes: number;
+  /** RLIMIT_FSIZE. */
+  readonly maxFileSizeBytes: number;
 }
 
 /** One command to run. */
@@ -67,6 +84,8 @@ export interface SandboxRun {
   readonly allowNetwork?: boolean;
   /** Kills the command when aborted (e.g. KillExecution). */
   readonly signal?: AbortSignal;
+  /** stdout plus stderr may hold at most this many bytes; past it the command is killed (0: no limit). */
+  readonly maxLogBytes?: number;
 }
 
 /** How the command ended. */
@@ -77,6 +96,8 @@ export interface SandboxResult {
   readonly timedOut: boolean;
   /** Killed because `signal` was aborted. */
   readonly killed: boolean;
+  /** Killed because stdout plus stderr passed `maxLogBytes`. */
+  readonly logLimitExceeded: boolean;
   readonly startedAt: Date;
   readonly endedAt: Date;
 }
@@ -101,6 +122,18 @@ export const DEFAULT_SANDBOX_PATHS: readonly string[] = [
 ];
 
 const SETPRIV = "/usr/bin/setpriv";
+/** util-linux's `prlimit`, which sets the action's rlimits and then runs its command. */
+export const PRLIMIT = "/usr/bin/prlimit";
+
+/** `prlimit` arguments for `limits` (empty when every limit is 0). */
+export function prlimitArgs(limits: RlimitOptions | undefined): string[] {
+  if (!limits) return [];
+  const args: string[] = [];
+  if (limits.maxProcesses > 0) args.push(`--nproc=${limits.maxProcesses}`);
+  if (limits.maxMemoryBytes > 0) args.push(`--data=${limits.maxMemoryBytes}`);
+  if (limits.maxFileSizeBytes > 0) args.push(`--fsize=${limits.maxFileSizeBytes}`);
+  return args.length > 0 ? [PRLIMIT, ...args, "--"] : [];
+}
 
 /**
  * Checks that the sandbox can work here and returns it. With `kind: "bwrap"` a missing bwrap (or, for
@@ -113,7 +146,7 @@ export async function createSandbox(options: SandboxOptions): Promise<Sandbox> {
     if (!setsid) {
       throw new CairnError(Code.FailedPrecondition, "Cannot start worker: setsid (util-linux) is missing");
     }
-    return new NoSandbox(setsid);
+    return new NoSandbox(setsid, await limitsPrefix(options.limits));
   }
   const bwrap = options.bwrapPath ??
     (await exists("/usr/bin/bwrap") ? "/usr/bin/bwrap" : await which("bwrap"));
@@ -154,15 +187,50 @@ export async function createSandbox(options: SandboxOptions): Promise<Sandbox> {
     if (info.isSymlink) mounts.push("--symlink", await Deno.readLink(p), p);
     else mounts.push("--ro-bind", p, p);
   }
-  if (isRoot && !paths.some((p) => SETPRIV === p || SETPRIV.startsWith(p.endsWith("/") ? p : `${p}/`))) {
-    mounts.push("--ro-bind", SETPRIV, SETPRIV);
-  }
+  const covered = (file: string) =>
+    paths.some((p) => file === p || file.startsWith(p.endsWith("/") ? p : `${p}/`));
+  if (isRoot && !covered(SETPRIV)) mounts.push("--ro-bind", SETPRIV, SETPRIV);
+  const prefix = await limitsPrefix(options.limits);
+  if (prefix.length > 0 && !covered(PRLIMIT)) mounts.push("--ro-bind", PRLIMIT, PRLIMIT);
   const user = isRoot ? (options.actionUser ?? { uid: 65534, gid: 65534 }) : undefined;
   const setsid = await exists("/usr/bin/setsid") ? "/usr/bin/setsid" : await which("setsid");
   if (!setsid) {
     throw new CairnError(Code.FailedPrecondition, "Cannot start worker: setsid (util-linux) is missing");
   }
-  return new BwrapSandbox(setsid, bwrap, mounts, user);
+  // `--size` (a bounded /tmp) needs bubblewrap 0.6 or later; older ones keep an unbounded /tmp.
+  const tmpBytes = (options.limits?.maxMemoryBytes ?? 0) > 0 && await bwrapHasSizeOption(bwrap)
+    ? options.limits!.maxMemoryBytes
+    : 0;
+  return new BwrapSandbox(setsid, bwrap, mounts, user, prefix, tmpBytes);
+}
+
+/** Whether this bwrap knows `--size` (from its `--help`). */
+async function bwrapHasSizeOption(bwrap: string): Promise<boolean> {
+  try {
+    const out = await new Deno.Command(bwrap, {
+      args: ["--help"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+    return /^\s*--size\b/m.test(new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr));
+  } catch {
+    return false;
+  }
+}
+
+/** The `prlimit … --` prefix of every command; FAILED_PRECONDITION when limits are set and prlimit is missing. */
+async function limitsPrefix(limits: RlimitOptions | undefined): Promise<string[]> {
+  const prefix = prlimitArgs(limits);
+  if (prefix.length > 0 && !(await exists(PRLIMIT))) {
+    throw new CairnError(
+      Code.FailedPrecondition,
+      `Cannot start worker: ${PRLIMIT} (util-linux) is needed to apply the worker's limits ` +
+        `(set max_processes, max_memory_bytes and max_file_size_bytes to 0 to run without rlimits)`,
+    );
+  }
+  return prefix;
 }
 
 /** `/a`, `/a/b` for `/a/b/c`: the directories above a path, outermost first. */
@@ -177,17 +245,23 @@ class BwrapSandbox implements Sandbox {
   #bwrap: string;
   #mounts: readonly string[];
   #user: { uid: number; gid: number } | undefined;
+  #prefix: readonly string[];
+  #tmpBytes: number;
 
   constructor(
     setsid: string,
     bwrap: string,
     mounts: readonly string[],
     user: { uid: number; gid: number } | undefined,
+    prefix: readonly string[],
+    tmpBytes: number,
   ) {
     this.#setsid = setsid;
     this.#bwrap = bwrap;
     this.#mounts = mounts;
     this.#user = user;
+    this.#prefix = prefix;
+    this.#tmpBytes = tmpBytes;
   }
 
   get actionUser() {
@@ -211,6 +285,7 @@ class BwrapSandbox implements Sandbox {
       "/dev",
       "--perms",
       "1777",
+      ...(this.#tmpBytes > 0 ? ["--size", String(this.#tmpBytes)] : []),
       "--tmpfs",
       "/tmp",
       // bwrap would create the bind target's missing parents with mode 0700, which the unprivileged action
@@ -233,6 +308,7 @@ class BwrapSandbox implements Sandbox {
           "--",
         ]
         : []),
+      ...this.#prefix,
       ...run.argv,
     ];
     // bwrap runs as the leader of its own process group and the whole group is killed: a kill that lands
@@ -246,13 +322,15 @@ class NoSandbox implements Sandbox {
   readonly kind = "none";
   readonly actionUser = undefined;
   #setsid: string;
+  #prefix: readonly string[];
 
-  constructor(setsid: string) {
+  constructor(setsid: string, prefix: readonly string[]) {
     this.#setsid = setsid;
+    this.#prefix = prefix;
   }
 
   run(run: SandboxRun): Promise<SandboxResult> {
-    return spawnAndWait(this.#setsid, [...run.argv], run, run.cwd, true);
+    return spawnAndWait(this.#setsid, [...this.#prefix, ...run.argv], run, run.cwd, true);
   }
 }
 
@@ -308,9 +386,26 @@ async function spawnAndWait(
   if (run.signal?.aborted) onAbort();
   run.signal?.addEventListener("abort", onAbort, { once: true });
   const stopPumps = new AbortController();
+  // stdout and stderr share one budget; past it the rest is dropped and the command killed.
+  const maxLog = run.maxLogBytes ?? 0;
+  let logBytes = 0;
+  let logLimitExceeded = false;
+  const capped = () =>
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        if (maxLog <= 0) return controller.enqueue(chunk);
+        const room = maxLog - logBytes;
+        logBytes += chunk.byteLength;
+        if (room > 0) controller.enqueue(room >= chunk.byteLength ? chunk : chunk.subarray(0, room));
+        if (logBytes > maxLog && !logLimitExceeded) {
+          logLimitExceeded = true;
+          kill();
+        }
+      },
+    });
   const pumps = Promise.all([
-    child.stdout.pipeTo(stdout.writable, { signal: stopPumps.signal }).catch(() => {}),
-    child.stderr.pipeTo(stderr.writable, { signal: stopPumps.signal }).catch(() => {}),
+    child.stdout.pipeThrough(capped()).pipeTo(stdout.writable, { signal: stopPumps.signal }).catch(() => {}),
+    child.stderr.pipeThrough(capped()).pipeTo(stderr.writable, { signal: stopPumps.signal }).catch(() => {}),
   ]);
   try {
     const status = await child.status;
@@ -322,7 +417,7 @@ async function spawnAndWait(
     clearTimeout(grace);
     const endedAt = new Date();
     const exitCode = status.signal ? 128 + signalNumber(status.signal) : status.code;
-    return { exitCode, timedOut, killed: killed && !timedOut, startedAt, endedAt };
+    return { exitCode, timedOut, killed: killed && !timedOut, logLimitExceeded, startedAt, endedAt };
   } finally {
     if (timer !== undefined) clearTimeout(timer);
     run.signal?.removeEventListener("abort", onAbort);
@@ -368,6 +463,22 @@ function signalNumber(signal: Deno.Signal): number {
     SIGPIPE: 13,
     SIGALRM: 14,
     SIGTERM: 15,
+    SIGSTKFLT: 16,
+    SIGCHLD: 17,
+    SIGCONT: 18,
+    SIGSTOP: 19,
+    SIGTSTP: 20,
+    SIGTTIN: 21,
+    SIGTTOU: 22,
+    SIGURG: 23,
+    SIGXCPU: 24,
+    SIGXFSZ: 25,
+    SIGVTALRM: 26,
+    SIGPROF: 27,
+    SIGWINCH: 28,
+    SIGIO: 29,
+    SIGPWR: 30,
+    SIGSYS: 31,
   };
   return table[signal] ?? 0;
 }

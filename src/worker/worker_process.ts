@@ -4,6 +4,11 @@
  * `local` worker (or the one chosen by `--worker N`), and on SIGTERM/SIGINT sends GoingAway, finishes
  * running actions and exits 0. Start it with the flags of {@linkcode workerProcessCommand}.
  *
+ * With `--exit-with-parent` it also watches its standard input, a pipe its parent holds open and never
+ * writes to: end of file means the parent is gone (even SIGKILLed, when nothing could signal the worker),
+ * so the worker kills its running actions (their bwrap sandboxes die with them) and exits, instead of
+ * living on as an orphan that would reconnect to the next server on the same port.
+ *
  * @example
  * ```sh
  * deno run $(permissions) src/worker/worker_process.ts --config cairn.json5 --cas-endpoint grpc://127.0.0.1:50051
@@ -23,13 +28,16 @@ export interface WorkerProcessArgs {
   readonly config: string;
   readonly worker?: number;
   readonly casEndpoint?: string;
+  /** Exit when stdin reaches end of file (the parent died). */
+  readonly exitWithParent?: boolean;
 }
 
-/** Parses `--config PATH [--worker N] [--cas-endpoint URI]`. */
+/** Parses `--config PATH [--worker N] [--cas-endpoint URI] [--exit-with-parent]`. */
 export function parseWorkerArgs(args: readonly string[]): WorkerProcessArgs {
   let config: string | undefined;
   let worker: number | undefined;
   let casEndpoint: string | undefined;
+  let exitWithParent = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const [flag, inline] = a.includes("=")
@@ -39,8 +47,9 @@ export function parseWorkerArgs(args: readonly string[]): WorkerProcessArgs {
     if (flag === "--config") config = value();
     else if (flag === "--worker") worker = Number(value());
     else if (flag === "--cas-endpoint") casEndpoint = value();
+    else if (flag === "--exit-with-parent" && inline === undefined) exitWithParent = true;
     else {throw new Error(
-        `Unknown argument "${a}"; usage: worker_process.ts --config PATH [--worker N] [--cas-endpoint URI]`,
+        `Unknown argument "${a}"; usage: worker_process.ts --config PATH [--worker N] [--cas-endpoint URI] [--exit-with-parent]`,
       );}
   }
   if (!config) throw new Error("Missing --config PATH");
@@ -52,6 +61,7 @@ export function parseWorkerArgs(args: readonly string[]): WorkerProcessArgs {
     config,
     ...(worker === undefined ? {} : { worker }),
     ...(casEndpoint === undefined ? {} : { casEndpoint }),
+    ...(exitWithParent ? { exitWithParent } : {}),
   };
 }
 
@@ -83,6 +93,7 @@ export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
   };
   Deno.addSignalListener("SIGTERM", onSignal);
   Deno.addSignalListener("SIGINT", onSignal);
+  if (args.exitWithParent) void exitWhenParentDies(workers);
   try {
     await Promise.all(workers.map((w) => w.closed));
   } finally {
@@ -90,6 +101,27 @@ export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
     Deno.removeSignalListener("SIGINT", onSignal);
     await stores.close();
   }
+}
+
+/** Waits for end of file on stdin, then kills running actions and exits (bounded: the parent is gone). */
+async function exitWhenParentDies(workers: readonly LocalWorker[]): Promise<void> {
+  try {
+    for await (const _ of Deno.stdin.readable) {
+      // The parent never writes; anything read is ignored.
+    }
+  } catch {
+    // A read error means the pipe is gone too.
+  }
+  console.error(
+    "cairn worker: the parent process is gone (stdin closed); killing running actions and exiting",
+  );
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.all(workers.map((w) => w.stop())).catch(() => {}),
+    new Promise<void>((r) => (timer = setTimeout(r, 3000))),
+  ]);
+  clearTimeout(timer);
+  Deno.exit(1);
 }
 
 if (import.meta.main) {
