@@ -138,7 +138,7 @@ Deno.test("seed_001 local: map forms, env defaults and the misplaced verify fiel
     filesystem: {
       content_path: "/tmp/cairn-test-data/seed_001/cas_small/content",
       temp_path: "/tmp/cairn-test-data/seed_001/cas_small/tmp",
-      eviction_policy: { max_bytes: 5 * 1024 ** 3 },
+      eviction_policy: { max_bytes: 5_000_000_000 },
     },
   });
   assert.deepEqual(findStore(config, "cas_STORE"), {
