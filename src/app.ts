@@ -109,6 +109,28 @@ function collectSchedulerStores(spec: unknown, out: Set<string>): void {
   }
 }
 
+/**
+ * Per scheduler name, the names of the platform properties it supports: the `supported_platform_properties`
+ * keys of the `simple` scheduler it is or wraps (sorted).
+ */
+export function schedulerNodeProperties(config: CairnConfig): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const collect = (spec: unknown, into: Set<string>): void => {
+    if (spec === null || typeof spec !== "object") return;
+    for (const [k, v] of Object.entries(spec)) {
+      if (k === "supported_platform_properties" && v && typeof v === "object") {
+        for (const name of Object.keys(v)) into.add(name);
+      } else collect(v, into);
+    }
+  };
+  for (const { name, ...spec } of config.schedulers) {
+    const names = new Set<string>();
+    collect(spec, names);
+    out.set(name, [...names].sort());
+  }
+  return out;
+}
+
 /** `content_path` of every filesystem store nested anywhere in a spec. */
 function filesystemPaths(spec: unknown, out: string[] = []): string[] {
   if (spec === null || typeof spec !== "object") return out;
@@ -192,12 +214,14 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   const execution = createExecutionExtension(schedulers);
   closers.push(registerSchedulerMetrics(schedulers));
   const addresses: ServerAddress[] = [];
+  const nodeProperties = schedulerNodeProperties(config);
   try {
     for (const [index, server] of config.servers.entries()) {
       const built = buildServiceBindings({
         services: server.services,
         stores,
         schedulers,
+        nodeProperties,
         extensions: [execution, metricsExtension, ...(options.extensions ?? [])],
       });
       if (built.unhandled.length) {

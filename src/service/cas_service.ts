@@ -55,6 +55,8 @@ const BATCH_CONCURRENCY = 16;
 /** One instance of the CAS service. */
 export interface CasInstance {
   readonly casStore: StoreDriver;
+  /** zstd accepted in BatchUpdateBlobs and sent by BatchReadBlobs (default true; what Capabilities advertises). */
+  readonly zstd?: boolean;
 }
 
 /** Options of {@linkcode createCasService}. */
@@ -213,7 +215,7 @@ export function createCasService(
 
     async batchUpdateBlobs(req) {
       const fn = checkDigestFunction(req.digestFunction);
-      const { casStore } = instances.get(req.instanceName);
+      const { casStore, zstd } = instances.get(req.instanceName);
       const total = req.requests.reduce((n, r) => n + r.data.byteLength, 0);
       if (total > maxBatch) {
         throw new CairnError(
@@ -229,6 +231,14 @@ export function createCasService(
           try {
             const d = fromProto(r.digest, fn);
             let data = r.data;
+            if (r.compressor === Compressor_Value.ZSTD && zstd === false) {
+              throw new CairnError(
+                Code.InvalidArgument,
+                `zstd is off for instance "${req.instanceName}" (remote_cache_compression: false): send ${
+                  formatDigest(d)
+                } uncompressed`,
+              );
+            }
             if (r.compressor === Compressor_Value.ZSTD) data = zstdDecompress(data, d.size);
             else if (r.compressor !== Compressor_Value.IDENTITY) {
               throw new CairnError(
@@ -251,7 +261,7 @@ export function createCasService(
 
     async batchReadBlobs(req) {
       const fn = checkDigestFunction(req.digestFunction);
-      const { casStore } = instances.get(req.instanceName);
+      const { casStore, zstd } = instances.get(req.instanceName);
       const total = req.digests.reduce((n, d) => n + Number(d.sizeBytes), 0);
       if (total > maxBatch) {
         throw new CairnError(
@@ -259,7 +269,7 @@ export function createCasService(
           `BatchReadBlobs asks for ${total} bytes, more than max_batch_total_size_bytes ${maxBatch}: use ByteStream`,
         );
       }
-      const zstdOk = req.acceptableCompressors.includes(Compressor_Value.ZSTD);
+      const zstdOk = zstd !== false && req.acceptableCompressors.includes(Compressor_Value.ZSTD);
       const responses = await mapLimit(
         req.digests,
         BATCH_CONCURRENCY,
