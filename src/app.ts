@@ -25,6 +25,7 @@ import { createSchedulers } from "./scheduler/mod.ts";
 import { type CairnServer, createCairnServer } from "./transport/mod.ts";
 import { CairnError, Code } from "./util/error.ts";
 import { startWorkerProcesses, type WorkerProcesses } from "./worker_supervisor.ts";
+import { type LocalWorkerSpec, resolveLocalWorkerSpec } from "./worker/local_worker_spec.ts";
 
 /** Where one server listens. */
 export interface ServerAddress {
@@ -189,6 +190,9 @@ export function bazelFlags(server: ServerConfig, addr: ServerAddress): string[] 
 /** Starts every server (and, when the config has them, schedulers and workers). */
 export async function startCairn(config: CairnConfig, options: StartOptions): Promise<CairnApp> {
   const log = options.log ?? ((line: string) => console.log(line));
+  // Worker specs are checked here, before any port is bound, so a bad one never leaves a server running
+  // beside a worker process that keeps failing.
+  config.workers.forEach((w, i) => resolveLocalWorkerSpec(w.local as LocalWorkerSpec, i));
   const needed = storesForServers(config);
   const stores: StoreManager = await createStoreManager(
     config.stores.filter((s) => needed.has(s.name)).map((s) => {
