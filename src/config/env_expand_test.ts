@@ -17,7 +17,8 @@ Deno.test("an unset variable without default is reported by name", () => {
 });
 
 Deno.test("config: missing variable error names the variable and the JSON path", () => {
-  const text = `{ stores: [{ name: "F", filesystem: { content_path: "\${CAIRN_DATA}/c", temp_path: "/t" } }] }`;
+  const text =
+    `{ stores: [{ name: "F", filesystem: { content_path: "\${CAIRN_DATA}/c", temp_path: "/t" } }] }`;
   assert.throws(() => parseConfig(text, "cas.json5", {}), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.equal(

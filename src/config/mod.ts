@@ -20,9 +20,9 @@
  */
 export {
   configBaseDir,
+  type ConfigOptions,
   configPathFields,
   configSource,
-  type ConfigOptions,
   loadConfig,
   parseConfig,
   type PathField,

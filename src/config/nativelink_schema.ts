@@ -349,13 +349,19 @@ const server = s.object({
 });
 
 /** Process-wide settings. */
-export const GLOBAL: ObjectNode = s.object({
-  max_open_files: s.optional(s.unsupported("raise the limit with ulimit -n")),
-  /** Cairn hashes with SHA-256 only. */
-  default_digest_hash_function: s.optional(s.enum("sha256", "blake3")),
-  default_digest_size_health_check: s.optional(s.unsupported()),
-  disable_metrics: s.optional(s.unsupported("leave experimental_prometheus out instead")),
-}, (v) => v.default_digest_hash_function === "blake3" ? "default_digest_hash_function: blake3 is not supported by Cairn yet" : v);
+export const GLOBAL: ObjectNode = s.object(
+  {
+    max_open_files: s.optional(s.unsupported("raise the limit with ulimit -n")),
+    /** Cairn hashes with SHA-256 only. */
+    default_digest_hash_function: s.optional(s.enum("sha256", "blake3")),
+    default_digest_size_health_check: s.optional(s.unsupported()),
+    disable_metrics: s.optional(s.unsupported("leave experimental_prometheus out instead")),
+  },
+  (v) =>
+    v.default_digest_hash_function === "blake3"
+      ? "default_digest_hash_function: blake3 is not supported by Cairn yet"
+      : v,
+);
 
 /** The whole config file. */
 export const ROOT: ObjectNode = s.object({

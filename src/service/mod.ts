@@ -159,7 +159,9 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
 
   if (services.cas) {
     const instances = new Map<string, CasInstance>(
-      services.cas.map((e) => [e.instance_name, { casStore: store(e.cas_store), zstd: zstdOn(e.instance_name) }]),
+      services.cas.map((
+        e,
+      ) => [e.instance_name, { casStore: store(e.cas_store), zstd: zstdOn(e.instance_name) }]),
     );
     bindings.push({
       service: ContentAddressableStorage,
