@@ -322,7 +322,7 @@ export const SERVICES: ObjectNode = s.object({
     legacy: s.object({
       cas_stores: s.map(s.ref("store"), "instance name"),
       max_bytes_per_stream: s.optional(s.size()),
-      max_decoding_message_size: s.optional(s.size()),
+      max_decoding_message_size: s.optional(s.unsupported("set listener.http.max_decoding_message_size")),
       persist_stream_on_disconnect_timeout_s: s.optional(s.duration(), [
         "persist_stream_on_disconnect_timeout",
       ]),

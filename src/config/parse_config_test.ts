@@ -439,6 +439,11 @@ Deno.test("settings Cairn does not implement are refused at load with their JSON
       "servers[0].services.admin",
     ],
     [`{ global: { max_open_files: 65536 } }`, "global.max_open_files"],
+    [
+      `{ stores: [{ name: "C", memory: {} }], servers: [{ listener: { http: { socket_address: ":1" } },
+        services: { bytestream: { cas_stores: { "": "C" }, max_decoding_message_size: 10 } } }] }`,
+      "servers[0].services.bytestream.max_decoding_message_size",
+    ],
     [`{ experimental_origin_events: { publisher: { store: "X" } } }`, "experimental_origin_events"],
   ];
   for (const [text, path] of cases) {
