@@ -25,6 +25,12 @@ import {
   WORKSPACE_TEST_SPAWNS,
 } from "./bazel_harness.ts";
 import { CairnLauncher, freePort } from "./fixtures/exec_fixtures.ts";
+import { createClient } from "@connectrpc/connect";
+import {
+  Capabilities,
+  Compressor_Value,
+} from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
 
 function ok(r: BazelResult, what: string): BazelResult {
   assert.equal(r.code, 0, `${what} exited ${r.code}\n--- stderr\n${r.stderr}`);
@@ -90,6 +96,20 @@ Deno.test("config/local.json5 as shipped, started in another directory: Bazel bu
     assert.match(cairn.log, new RegExp(`keeps its data in ${cwd}/\\.data/cas/content`));
     const url = `grpc://127.0.0.1:${started.port}`;
     const flags = [`--remote_executor=${url}`, "--spawn_strategy=remote"];
+
+    await t.step("Capabilities: the scheduler's platform properties, zstd, execution", async () => {
+      const caps = createClient(Capabilities, createGrpcClientTransport(url));
+      const c = await caps.getCapabilities({ instanceName: "" });
+      assert.deepEqual(c.executionCapabilities?.supportedNodeProperties, [
+        "ISA",
+        "OSFamily",
+        "container-image",
+        "cpu_count",
+      ]);
+      assert.equal(c.executionCapabilities?.execEnabled, true);
+      assert.deepEqual(c.cacheCapabilities?.supportedCompressors, [Compressor_Value.ZSTD]);
+      assert.deepEqual(c.cacheCapabilities?.supportedBatchUpdateCompressors, [Compressor_Value.ZSTD]);
+    });
 
     await t.step("bazel build //... runs every action remotely, outputs correct", async () => {
       const r = ok(await runBazel(ws, ["build", "//..."], { flags }), "remote build");
