@@ -8,7 +8,8 @@
  * ```
  * @module
  */
-import { describeConfig, loadConfig } from "./src/config/mod.ts";
+import { resolve } from "node:path";
+import { checkConfigPaths, describeConfig, loadConfig } from "./src/config/mod.ts";
 import { startCairn } from "./src/app.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -21,6 +22,7 @@ Usage:
   cairn --help | --version
 
 FILE is JSON5 in NativeLink's config format; \${VAR} and \${VAR:-default} are expanded from the environment.
+Relative paths in FILE are relative to the directory cairn is started in.
 Stop with SIGINT or SIGTERM: listeners stop accepting, in-flight calls finish, stores flush.`;
 
 interface Cli {
@@ -71,7 +73,10 @@ async function main(args: readonly string[]): Promise<number> {
     console.log(`${cli.file}: ok`);
     return 0;
   }
-  const app = await startCairn(config, { configPath: cli.file! });
+  // Every directory and file the config names is checked (and missing directories created) before any port
+  // is bound or worker spawned: nothing starts half-configured.
+  await checkConfigPaths(config);
+  const app = await startCairn(config, { configPath: resolve(cli.file!) });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

@@ -27,6 +27,7 @@ import { createSchedulers } from "./scheduler/mod.ts";
 import { type CairnServer, createCairnServer } from "./transport/mod.ts";
 import { CairnError, Code } from "./util/error.ts";
 import { startWorkerProcesses, type WorkerProcesses } from "./worker_supervisor.ts";
+import { type LocalWorkerSpec, resolveLocalWorkerSpec } from "./worker/local_worker_spec.ts";
 
 /** Where one server listens. */
 export interface ServerAddress {
@@ -111,6 +112,28 @@ function collectSchedulerStores(spec: unknown, out: Set<string>): void {
   }
 }
 
+/**
+ * Per scheduler name, the names of the platform properties it supports: the `supported_platform_properties`
+ * keys of the `simple` scheduler it is or wraps (sorted).
+ */
+export function schedulerNodeProperties(config: CairnConfig): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const collect = (spec: unknown, into: Set<string>): void => {
+    if (spec === null || typeof spec !== "object") return;
+    for (const [k, v] of Object.entries(spec)) {
+      if (k === "supported_platform_properties" && v && typeof v === "object") {
+        for (const name of Object.keys(v)) into.add(name);
+      } else collect(v, into);
+    }
+  };
+  for (const { name, ...spec } of config.schedulers) {
+    const names = new Set<string>();
+    collect(spec, names);
+    out.set(name, [...names].sort());
+  }
+  return out;
+}
+
 /** `content_path` of every filesystem store nested anywhere in a spec. */
 function filesystemPaths(spec: unknown, out: string[] = []): string[] {
   if (spec === null || typeof spec !== "object") return out;
@@ -160,6 +183,9 @@ export function bazelFlags(server: ServerConfig, addr: ServerAddress): string[] 
 /** Starts every server (and, when the config has them, schedulers and workers). */
 export async function startCairn(config: CairnConfig, options: StartOptions): Promise<CairnApp> {
   const log = options.log ?? ((line: string) => console.log(line));
+  // Worker specs are checked here, before any port is bound, so a bad one never leaves a server running
+  // beside a worker process that keeps failing.
+  config.workers.forEach((w, i) => resolveLocalWorkerSpec(w.local as LocalWorkerSpec, i));
   const needed = storesForServers(config);
   const stores: StoreManager = await createStoreManager(
     config.stores.filter((s) => needed.has(s.name)).map((s) => {
@@ -201,12 +227,14 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   });
   closers.push(() => Promise.resolve(statusPage.close()));
   const addresses: ServerAddress[] = [];
+  const nodeProperties = schedulerNodeProperties(config);
   try {
     for (const [index, server] of config.servers.entries()) {
       const built = buildServiceBindings({
         services: server.services,
         stores,
         schedulers,
+        nodeProperties,
         extensions: [execution, metricsExtension, ...(options.extensions ?? [])],
       });
       if (built.unhandled.length) {

@@ -4,7 +4,13 @@
 //
 // Run: deno test --allow-all tests/cli_test.ts
 import assert from "node:assert/strict";
-import { type CliResult, memoryCacheConfig, REPO_ROOT, runCairnCli } from "./fixtures/cairn_process.ts";
+import {
+  type CliResult,
+  memoryCacheConfig,
+  narrowPermissions,
+  REPO_ROOT,
+  runCairnCli,
+} from "./fixtures/cairn_process.ts";
 import { makeTestCerts } from "./fixtures/transport_fixtures.ts";
 
 /** Variables the shipped configs use without a default (plus a few with defaults, to exercise them). */
@@ -61,7 +67,8 @@ Deno.test("--check-config config/local.json5 prints the resolved graph and start
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^Stores \(\d+\):/m);
   assert.match(r.stdout, /^ {2}CAS: verify/m);
-  assert.match(r.stdout, /filesystem \(content_path="\.data\/cas\/content"/);
+  // Relative paths are resolved against the directory Cairn starts in (here the repository root).
+  assert.match(r.stdout, new RegExp(`filesystem \\(content_path="${escape(REPO_ROOT)}\\.data/cas/content"`));
   assert.match(r.stdout, /^Servers \(\d+\):/m);
   assert.match(r.stdout, /socket_address="127\.0\.0\.1:50051"/);
   assert.match(r.stdout, /cas: instance ""/);
@@ -202,3 +209,80 @@ Deno.test("an unreadable, invalid or mismatched TLS key is one line naming the f
     await Deno.remove(certs.dir, { recursive: true });
   }
 });
+
+Deno.test("a setting Cairn does not implement is refused at start with its JSON path, before any port is bound", async () => {
+  const port = freePort();
+  const config = memoryCacheConfig({ listener: { socket_address: `127.0.0.1:${port}` } });
+  (config.servers as Record<string, unknown>[])[0]!.experimental_identity_header = { header_name: "x-user" };
+  const { dir, path } = await tempConfig(JSON.stringify(config));
+  try {
+    const r = await runCairnCli(["--config", path]);
+    assertOneLineFailure(r, /servers\[0\]\.experimental_identity_header: not supported by Cairn yet$/);
+    assert.ok(!/listening on/.test(r.stdout), r.stdout);
+    const check = await runCairnCli(["--check-config", path]);
+    assertOneLineFailure(check, /servers\[0\]\.experimental_identity_header: not supported by Cairn yet$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a relative path that cannot be created is one line naming the field, before any port is bound", async () => {
+  const { dir, path } = await tempConfig("{}");
+  try {
+    // `blocker` is a file, so `blocker/cas` cannot be created (relative to the start directory, `dir`).
+    await Deno.writeTextFile(`${dir}/blocker`, "");
+    const config = memoryCacheConfig({ listener: { socket_address: `127.0.0.1:${freePort()}` } });
+    (config.stores as unknown[]).push({
+      name: "DISK",
+      filesystem: { content_path: "blocker/cas", temp_path: "tmp" },
+    });
+    await Deno.writeTextFile(path, JSON.stringify(config));
+    const r = await runCairnCli(["--config", path], { cwd: dir, permissions: narrowPermissions(dir) });
+    assertOneLineFailure(
+      r,
+      new RegExp(
+        `stores\\[2\\]\\.filesystem\\.content_path: cannot create directory ${escape(dir)}/blocker/cas: `,
+      ),
+    );
+    assert.ok(!/listening on/.test(r.stdout), r.stdout);
+    // The relative temp_path was not created in the repository: it means `dir/tmp`, checked after content_path.
+    assert.equal(await Deno.stat(`${REPO_ROOT}tmp`).then(() => true, () => false), false);
+
+    // Once the path can be created, the same config starts (and data lands under the start directory).
+    await Deno.remove(`${dir}/blocker`);
+    const ok = await runCairnCli(["--check-config", path], { cwd: dir, permissions: narrowPermissions(dir) });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, new RegExp(`content_path="${escape(dir)}/blocker/cas"`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a worker whose work directory is not writable is one line naming the field; no worker, no port", async () => {
+  // /sys/kernel exists and refuses new files, even to root.
+  const port = freePort();
+  const text = (await Deno.readTextFile(`${REPO_ROOT}config/local.json5`))
+    .replace('"${CAIRN_DATA_DIR:-.data}/work"', '"/sys/kernel"');
+  const { dir, path } = await tempConfig(text);
+  try {
+    const r = await runCairnCli(["--config", path], {
+      cwd: dir,
+      env: { CAIRN_LISTEN: `127.0.0.1:${port}`, CAIRN_WORKER_API_PORT: String(freePort()) },
+      permissions: ["--allow-all"],
+    });
+    assertOneLineFailure(
+      r,
+      /workers\[0\]\.local\.work_directory: cannot write in directory \/sys\/kernel: permission denied$/,
+    );
+    assert.ok(!/listening on|worker 0 started/.test(r.stdout), r.stdout);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}

@@ -5,6 +5,8 @@ import { startTestReapiServer } from "../src/worker/test_reapi_server.ts";
 import { blob, FakeScheduler, start, uploadAction } from "./worker_fixtures.ts";
 
 Deno.test("worker process: runs with derived permissions, reaches server stores over --cas-endpoint, exits on SIGTERM", async () => {
+  // The worker's paths are relative to the parent's start directory (`dir`, passed as --base-dir); the child
+  // itself runs in / to show its own working directory does not matter.
   const scheduler = new FakeScheduler();
   const server = await startTestReapiServer({ workerApi: scheduler.impl });
   const dir = await Deno.makeTempDir({ prefix: "cairn-worker-process-" });
@@ -16,7 +18,7 @@ Deno.test("worker process: runs with derived permissions, reaches server stores 
       {
         name: "WORKER_CAS",
         fast_slow: {
-          fast: { filesystem: { content_path: `${dir}/worker-cas`, temp_path: `${dir}/worker-tmp` } },
+          fast: { filesystem: { content_path: "worker-cas", temp_path: "worker-tmp" } },
           slow: { ref_store: { name: "CAS_MAIN" } },
         },
       },
@@ -26,7 +28,7 @@ Deno.test("worker process: runs with derived permissions, reaches server stores 
         worker_api_endpoint: { uri: server.address },
         cas_fast_slow_store: "WORKER_CAS",
         upload_action_result: { ac_store: "AC_MAIN" },
-        work_directory: `${dir}/work`,
+        work_directory: "work",
         platform_properties: { cpu_count: { query_cmd: "nproc" } },
       },
     }],
@@ -39,9 +41,10 @@ Deno.test("worker process: runs with derived permissions, reaches server stores 
     }],
   });
   await Deno.writeTextFile(configPath, text);
-  const config = parseConfig(text, configPath);
+  const config = parseConfig(text, configPath, undefined, { baseDir: dir });
   const [program, ...args] = workerProcessCommand(config, configPath, { casEndpoint: server.address });
-  const child = new Deno.Command(program!, { args, stdout: "piped", stderr: "piped" }).spawn();
+  assert.deepEqual(args.slice(-2), ["--base-dir", dir]);
+  const child = new Deno.Command(program!, { args, cwd: "/", stdout: "piped", stderr: "piped" }).spawn();
   try {
     await scheduler.waitFor(() => scheduler.hellos[0], 60_000);
     const a = uploadAction(server, { arguments: ["/bin/sh", "-c", "cat src/data.txt"] }, {
@@ -54,6 +57,8 @@ Deno.test("worker process: runs with derived permissions, reaches server stores 
     assert.equal(await blob(server, r?.stdoutDigest), "hello");
     // The server's filesystem store directory was never opened by the worker process.
     await assert.rejects(Deno.stat(`${dir}/server-cas`));
+    // The worker's cache is where the parent resolved it.
+    assert.ok([...Deno.readDirSync(`${dir}/worker-cas`)].length > 0);
     // The AC write went to the parent over gRPC.
     assert.equal(server.actionResults.size, 1);
     child.kill("SIGTERM");

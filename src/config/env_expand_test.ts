@@ -17,18 +17,19 @@ Deno.test("an unset variable without default is reported by name", () => {
 });
 
 Deno.test("config: missing variable error names the variable and the JSON path", () => {
-  const text = `{ stores: [{ name: "R", redis_store: { addresses: ["\${SHARED_REDIS_URL}"] } }] }`;
+  const text =
+    `{ stores: [{ name: "F", filesystem: { content_path: "\${CAIRN_DATA}/c", temp_path: "/t" } }] }`;
   assert.throws(() => parseConfig(text, "cas.json5", {}), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.equal(
       err.message,
-      "cas.json5: stores[0].redis_store.addresses[0]: environment variable SHARED_REDIS_URL is not set " +
-        "(write ${SHARED_REDIS_URL:-default} to give a default)",
+      "cas.json5: stores[0].filesystem.content_path: environment variable CAIRN_DATA is not set " +
+        "(write ${CAIRN_DATA:-default} to give a default)",
     );
     return true;
   });
-  const ok = parseConfig(text, "cas.json5", { SHARED_REDIS_URL: "redis://127.0.0.1:6379" });
-  assert.deepEqual(ok.stores[0], { name: "R", redis_store: { addresses: ["redis://127.0.0.1:6379"] } });
+  const ok = parseConfig(text, "cas.json5", { CAIRN_DATA: "/srv" });
+  assert.deepEqual(ok.stores[0], { name: "F", filesystem: { content_path: "/srv/c", temp_path: "/t" } });
 });
 
 Deno.test("config: expanded strings feed sizes, durations, numbers and booleans", () => {

@@ -10,12 +10,41 @@
  * @module
  */
 import JSON5 from "json5";
+import { resolve } from "node:path";
 import { checkReferences } from "./check_references.ts";
 import { ConfigError } from "./config_error.ts";
 import type { EnvSource } from "./env_expand.ts";
 import { ROOT } from "./nativelink_schema.ts";
 import type { CairnConfig } from "./types.ts";
-import { type Reference, validate } from "./validate.ts";
+import { type PathField, type Reference, validate } from "./validate.ts";
+
+export type { PathField } from "./validate.ts";
+
+interface ConfigMeta {
+  readonly source: string;
+  readonly baseDir: string;
+  readonly paths: readonly PathField[];
+}
+
+const META = new WeakMap<CairnConfig, ConfigMeta>();
+
+/**
+ * The directory relative paths of `config` were resolved against (the start directory), or `undefined` for a
+ * config object not made by {@linkcode parseConfig}.
+ */
+export function configBaseDir(config: CairnConfig): string | undefined {
+  return META.get(config)?.baseDir;
+}
+
+/** The file (or source label) `config` was read from. */
+export function configSource(config: CairnConfig): string | undefined {
+  return META.get(config)?.source;
+}
+
+/** Every path field of `config` (JSON path, absolute value, role), as resolved at load. */
+export function configPathFields(config: CairnConfig): readonly PathField[] {
+  return META.get(config)?.paths ?? [];
+}
 
 /** Options of {@linkcode parseConfig} and {@linkcode loadConfig}. */
 export interface ConfigOptions {
@@ -24,6 +53,11 @@ export interface ConfigOptions {
    * written beside its kind key, as NativeLink's production example does). Default: ignored.
    */
   onWarning?: (message: string) => void;
+  /**
+   * The directory relative paths in the config are resolved against, once, at load (default: the current
+   * working directory, i.e. where Cairn was started). Worker processes get the parent's through `--base-dir`.
+   */
+  baseDir?: string;
 }
 
 /**
@@ -50,13 +84,18 @@ export function parseConfig(
     });
   }
   const refs: Reference[] = [];
+  const paths: PathField[] = [];
+  const baseDir = resolve(options?.baseDir ?? Deno.cwd());
   const config = validate(ROOT, raw, "", {
     source,
     env: env ?? Deno.env.toObject(),
     refs,
     warn: (message) => options?.onWarning?.(`${source}: ${message}`),
+    baseDir,
+    paths,
   }) as CairnConfig;
   checkReferences(config, refs, source);
+  META.set(config, { source, baseDir, paths });
   return config;
 }
 

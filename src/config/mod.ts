@@ -18,7 +18,16 @@
  * ```
  * @module
  */
-export { type ConfigOptions, loadConfig, parseConfig } from "./load_config.ts";
+export {
+  configBaseDir,
+  type ConfigOptions,
+  configPathFields,
+  configSource,
+  loadConfig,
+  parseConfig,
+  type PathField,
+} from "./load_config.ts";
+export { checkConfigPaths } from "./check_paths.ts";
 export { ConfigError } from "./config_error.ts";
 export { describeConfig } from "./describe_config.ts";
 export { findScheduler, findStore, schedulerSpecsByName, storeSpecsByName } from "./find_spec.ts";

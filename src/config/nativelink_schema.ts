@@ -1,6 +1,7 @@
 /**
  * The declarative table of NativeLink's config format (nativelink-config `cas_server.rs`, `stores.rs`,
- * `schedulers.rs`), plus Cairn's few extensions (worker `sandbox`, `sandbox_paths`, `limits`; S3 `endpoint`).
+ * `schedulers.rs`), plus Cairn's few extensions (worker `sandbox`, `sandbox_paths`, `allow_network_property`,
+ * `limits`).
  *
  * Every store kind, scheduler kind, worker kind, service and listener is one entry here; the validator is
  * generic. Old spellings (aliases, map forms, `experimental_s3_store`, `hash_verification_function`, the old
@@ -13,7 +14,7 @@
  * ```
  * @module
  */
-import { extend, type Node, type ObjectNode, s, type VariantNode } from "./schema.ts";
+import { type Node, type ObjectNode, s, type VariantNode } from "./schema.ts";
 
 const storeSpec: Node = s.lazy(() => STORE_KINDS);
 const schedulerSpec: Node = s.lazy(() => SCHEDULER_KINDS);
@@ -52,75 +53,20 @@ const retry = s.object({
 });
 
 const clientTls = s.object({
-  ca_file: s.optional(s.string()),
-  cert_file: s.optional(s.string()),
-  key_file: s.optional(s.string()),
-  use_native_roots: s.optional(s.bool()),
+  ca_file: s.optional(s.file()),
+  cert_file: s.optional(s.file()),
+  key_file: s.optional(s.file()),
+  use_native_roots: s.optional(s.unsupported("give ca_file")),
 });
 
 const grpcEndpoint = s.object({
   address: s.string(),
   tls_config: s.optional(clientTls),
-  concurrency_limit: s.optional(s.int()),
-  connect_timeout_s: s.optional(s.duration()),
-  tcp_keepalive_s: s.optional(s.duration()),
+  concurrency_limit: s.optional(s.unsupported()),
+  connect_timeout_s: s.optional(s.unsupported()),
+  tcp_keepalive_s: s.optional(s.unsupported()),
   http2_keepalive_interval_s: s.optional(s.duration()),
   http2_keepalive_timeout_s: s.optional(s.duration()),
-});
-
-const commonObject = s.object({
-  key_prefix: s.optional(s.string()),
-  retry: s.optional(retry),
-  consider_expired_after_s: s.optional(s.duration()),
-  max_retry_buffer_per_request: s.optional(s.size()),
-  multipart_max_concurrent_uploads: s.optional(s.int()),
-  insecure_allow_http: s.optional(s.bool()),
-  disable_http2: s.optional(s.bool()),
-});
-
-const awsObject = extend(commonObject, {
-  region: s.optional(s.string()),
-  bucket: s.optional(s.string()),
-  /** Cairn extension: a custom S3 endpoint (MinIO, s3rver, ...). */
-  endpoint: s.optional(s.string()),
-});
-
-const ontapObject = extend(commonObject, {
-  endpoint: s.string(),
-  vserver_name: s.string(),
-  bucket: s.string(),
-  root_certificates: s.optional(s.string()),
-});
-
-const cloudObjectStore = s.tagged("provider", {
-  aws: awsObject,
-  gcs: extend(commonObject, {
-    bucket: s.optional(s.string()),
-    resumable_chunk_size: s.optional(s.size()),
-    authentication_required: s.optional(s.bool()),
-    connection_timeout_s: s.optional(s.duration()),
-    read_timeout_s: s.optional(s.duration()),
-  }),
-  azure: extend(commonObject, {
-    account_name: s.optional(s.string()),
-    container: s.optional(s.string()),
-    endpoint: s.optional(s.string()),
-    sas_url: s.optional(s.string()),
-  }),
-  ontap: ontapObject,
-  r2: extend(commonObject, {
-    account_id: s.string(),
-    bucket: s.string(),
-    access_key_id: s.optional(s.string()),
-    secret_access_key: s.optional(s.string()),
-  }),
-  oci: extend(commonObject, {
-    namespace: s.string(),
-    region: s.string(),
-    bucket: s.string(),
-    access_key_id: s.optional(s.string()),
-    secret_access_key: s.optional(s.string()),
-  }),
 });
 
 const direction = s.enum("both", "update", "get", "read_only");
@@ -129,13 +75,14 @@ const direction = s.enum("both", "update", "get", "read_only");
 export const STORE_KINDS: VariantNode = s.variant("store kind", {
   memory: s.object({ eviction_policy: s.optional(evictionPolicy) }),
   filesystem: s.object({
-    content_path: s.string(),
-    temp_path: s.string(),
+    content_path: s.dir(),
+    temp_path: s.dir(),
     read_buffer_size: s.optional(s.size()),
     eviction_policy: s.optional(evictionPolicy),
     block_size: s.optional(s.size()),
     max_concurrent_writes: s.optional(s.int()),
-    evict_page_cache: s.optional(s.bool()),
+    /** Needs posix_fadvise, which Deno does not expose. */
+    evict_page_cache: s.optional(s.unsupported()),
   }),
   noop: s.object({}),
   ref_store: s.object({ name: s.ref("store") }),
@@ -169,7 +116,7 @@ export const STORE_KINDS: VariantNode = s.variant("store kind", {
     fast_direction: s.optional(direction),
     slow: storeSpec,
     slow_direction: s.optional(direction),
-    bypass_dedup_threshold_bytes: s.optional(s.size()),
+    bypass_dedup_threshold_bytes: s.optional(s.unsupported()),
   }),
   size_partitioning: s.object({ size: s.size(), lower_store: storeSpec, upper_store: storeSpec }),
   shard: s.object({
@@ -177,33 +124,11 @@ export const STORE_KINDS: VariantNode = s.variant("store kind", {
   }),
   existence_cache: s.object({ backend: storeSpec, eviction_policy: s.optional(evictionPolicy) }),
   completeness_checking: s.object({ backend: storeSpec, cas_store: storeSpec }),
-  cache_metrics: s.object({ cache_type: s.string(), backend: storeSpec }),
-  redis_store: s.object({
-    addresses: s.array(s.string()),
-    response_timeout_s: s.optional(s.duration()),
-    connection_timeout_s: s.optional(s.duration()),
-    experimental_pub_sub_channel: s.optional(s.string()),
-    key_prefix: s.optional(s.string()),
-    mode: s.optional(s.enum("cluster", "sentinel", "standard")),
-    broadcast_channel_capacity: s.optional(s.int()),
-    command_timeout_ms: s.optional(s.durationMs()),
-    connection_timeout_ms: s.optional(s.durationMs()),
-    health_check_timeout_ms: s.optional(s.durationMs()),
-    read_chunk_size: s.optional(s.size()),
-    connection_pool_size: s.optional(s.int()),
-    key_ttl_s: s.optional(s.duration()),
-    max_chunk_uploads_per_update: s.optional(s.int()),
-    scan_count: s.optional(s.int()),
-    retry: s.optional(retry),
-    max_client_permits: s.optional(s.int()),
-    max_count_per_cursor: s.optional(s.int()),
-  }),
-  experimental_cloud_object_store: cloudObjectStore,
-  ontap_s3_existence_cache: s.object({
-    index_path: s.string(),
-    sync_interval_seconds: s.duration(),
-    backend: ontapObject,
-  }),
+  cache_metrics: s.unsupported(),
+  // Kinds Cairn does not implement yet: refused at load.
+  redis_store: s.unsupported(),
+  experimental_cloud_object_store: s.unsupported(),
+  ontap_s3_existence_cache: s.unsupported(),
   grpc: s.object({
     instance_name: s.withDefault(s.string(), ""),
     endpoints: s.array(grpcEndpoint),
@@ -212,33 +137,13 @@ export const STORE_KINDS: VariantNode = s.variant("store kind", {
     max_concurrent_requests: s.optional(s.int()),
     connections_per_endpoint: s.optional(s.int()),
     rpc_timeout_s: s.optional(s.duration()),
-    use_legacy_resource_names: s.optional(s.bool()),
+    use_legacy_resource_names: s.optional(s.unsupported()),
     headers: s.optional(s.map(s.string(), "header")),
-    forward_headers: s.optional(s.array(s.string())),
-    experimental_read_batching: s.optional(s.object({
-      max_blob_size_bytes: s.optional(s.size()),
-      max_batch_bytes: s.optional(s.size()),
-      dispatch_slots: s.optional(s.int()),
-      max_queued_bytes: s.optional(s.size()),
-    })),
-    experimental_remote_cache_compression: s.optional(s.bool()),
+    forward_headers: s.optional(s.unsupported()),
+    experimental_read_batching: s.optional(s.unsupported()),
+    experimental_remote_cache_compression: s.optional(s.unsupported()),
   }),
-  experimental_mongo: s.object({
-    connection_string: s.string(),
-    database: s.optional(s.string()),
-    cas_collection: s.optional(s.string()),
-    scheduler_collection: s.optional(s.string()),
-    key_prefix: s.optional(s.string()),
-    read_chunk_size: s.optional(s.size()),
-    max_concurrent_uploads: s.optional(s.int()),
-    connection_timeout_ms: s.optional(s.durationMs()),
-    command_timeout_ms: s.optional(s.durationMs()),
-    enable_change_streams: s.optional(s.bool()),
-    write_concern_w: s.optional(s.string()),
-    write_concern_j: s.optional(s.bool()),
-    write_concern_timeout_ms: s.optional(s.durationMs()),
-    max_requests: s.optional(s.int()),
-  }),
+  experimental_mongo: s.unsupported(),
 }, {
   // Before NativeLink 0.6 the S3 store had its own kind; it is the AWS cloud object store now.
   experimental_s3_store: (body) => ["experimental_cloud_object_store", { provider: "aws", ...body }],
@@ -261,17 +166,12 @@ export const SCHEDULER_KINDS: VariantNode = s.variant("scheduler kind", {
     allocation_strategy: s.optional(s.enum("least_recently_used", "most_recently_used")),
     experimental_backend: s.optional(s.variant("scheduler backend", {
       memory: null,
-      redis: s.object({ redis_store: s.ref("store") }),
+      redis: s.unsupported(),
     })),
-    worker_match_logging_interval_s: s.optional(s.signedDuration()),
-    fallback_match_interval_s: s.optional(s.signedDuration()),
+    worker_match_logging_interval_s: s.optional(s.unsupported()),
+    fallback_match_interval_s: s.optional(s.unsupported()),
   }),
-  grpc: s.object({
-    endpoint: grpcEndpoint,
-    retry: s.optional(retry),
-    max_concurrent_requests: s.optional(s.int()),
-    connections_per_endpoint: s.optional(s.int()),
-  }),
+  grpc: s.unsupported(),
   cache_lookup: s.object({ ac_store: s.ref("store"), scheduler: schedulerSpec }),
   property_modifier: s.object({
     modifications: s.array(s.variant("property modification", {
@@ -286,13 +186,7 @@ export const SCHEDULER_KINDS: VariantNode = s.variant("scheduler kind", {
     })),
     scheduler: schedulerSpec,
   }),
-  historical_resource: s.object({
-    hints_file: s.string(),
-    refresh_interval_s: s.optional(s.duration()),
-    cpu_property_name: s.optional(s.string()),
-    memory_property_name: s.optional(s.string()),
-    scheduler: schedulerSpec,
-  }),
+  historical_resource: s.unsupported(),
 });
 
 const uploadStrategy = s.enum("success_only", "never", "everything", "failures_only");
@@ -302,12 +196,12 @@ const localWorker = s.object({
   worker_api_endpoint: s.object({
     uri: s.string(),
     timeout: s.optional(s.duration()),
-    tls_config: s.optional(clientTls),
+    tls_config: s.optional(s.unsupported()),
   }),
   max_action_timeout_s: s.optional(s.duration(), ["max_action_timeout"]),
-  max_upload_timeout_s: s.optional(s.duration(), ["max_upload_timeout"]),
-  max_cleanup_wait_s: s.optional(s.duration()),
-  max_cleanup_backoff_ms: s.optional(s.durationMs()),
+  max_upload_timeout_s: s.optional(s.unsupported(), ["max_upload_timeout"]),
+  max_cleanup_wait_s: s.optional(s.unsupported()),
+  max_cleanup_backoff_ms: s.optional(s.unsupported()),
   max_inflight_tasks: s.optional(s.int()),
   timeout_handled_externally: s.optional(s.bool()),
   entrypoint: s.optional(s.string()),
@@ -316,12 +210,12 @@ const localWorker = s.object({
   upload_action_result: s.optional(s.object({
     ac_store: s.optional(s.ref("store")),
     upload_ac_results_strategy: s.optional(uploadStrategy),
-    historical_results_store: s.optional(s.ref("store")),
-    upload_historical_results_strategy: s.optional(uploadStrategy),
-    success_message_template: s.optional(s.string()),
-    failure_message_template: s.optional(s.string()),
+    historical_results_store: s.optional(s.unsupported()),
+    upload_historical_results_strategy: s.optional(s.unsupported()),
+    success_message_template: s.optional(s.unsupported()),
+    failure_message_template: s.optional(s.unsupported()),
   })),
-  work_directory: s.string(),
+  work_directory: s.dir(),
   platform_properties: s.withDefault(
     s.map(s.variant("platform property source", { values: s.array(s.string()), query_cmd: s.string() })),
     {},
@@ -337,21 +231,14 @@ const localWorker = s.object({
     }),
     "variable",
   )),
-  directory_cache: s.optional(s.object({
-    max_entries: s.optional(s.int()),
-    max_size_bytes: s.optional(s.size()),
-    cache_root: s.optional(s.string()),
-    experimental_subtree_caching: s.optional(s.bool()),
-    max_concurrent_fetches: s.optional(s.int()),
-    experimental_get_tree_prefetch: s.optional(s.bool()),
-  })),
-  experimental_active_input_leases: s.optional(s.bool()),
-  use_namespaces: s.optional(s.bool()),
-  use_mount_namespace: s.optional(s.bool()),
+  directory_cache: s.optional(s.unsupported()),
+  experimental_active_input_leases: s.optional(s.unsupported()),
+  use_namespaces: s.optional(s.unsupported("actions always run in bwrap's namespaces; see sandbox")),
+  use_mount_namespace: s.optional(s.unsupported("actions always run in bwrap's namespaces; see sandbox")),
   /** Cairn: how actions are isolated (`bwrap` by default where available). */
   sandbox: s.optional(s.enum("bwrap", "none")),
   /** Cairn: host paths bound read-only into the sandbox (toolchains, /usr, ...). */
-  sandbox_paths: s.optional(s.array(s.string()), ["sandbox_read_only_paths"]),
+  sandbox_paths: s.optional(s.array(s.path()), ["sandbox_read_only_paths"]),
   /** Cairn: the platform property that, set to on/true/1 by an action, gives it the host network. */
   allow_network_property: s.optional(s.string()),
   /** Cairn: per-action resource limits (0 = no limit); defaults in `src/worker/local_worker_spec.ts`. */
@@ -369,12 +256,12 @@ export const WORKER_KINDS: VariantNode = s.variant("worker kind", { local: local
 const httpCompression = s.enum("none", "gzip");
 
 const tls = s.object({
-  cert_file: s.string(),
-  key_file: s.string(),
-  client_ca_file: s.optional(s.string()),
-  client_crl_file: s.optional(s.string()),
+  cert_file: s.file(),
+  key_file: s.file(),
+  client_ca_file: s.optional(s.file()),
+  client_crl_file: s.optional(s.unsupported()),
   /** Seen in NativeLink's production guide: `ca_file` + `verify_client: true` (= `client_ca_file`). */
-  ca_file: s.optional(s.string()),
+  ca_file: s.optional(s.file()),
   verify_client: s.optional(s.bool()),
 }, (v) => {
   const { ca_file: caFile, verify_client: verify, ...rest } = v;
@@ -387,18 +274,18 @@ const tls = s.object({
 
 const advancedHttp = s.object({
   http2_keep_alive_interval: s.optional(s.int(), ["http2_keepalive_interval"]),
-  experimental_http2_max_pending_accept_reset_streams: s.optional(s.int()),
+  experimental_http2_max_pending_accept_reset_streams: s.optional(s.unsupported()),
   experimental_http2_initial_stream_window_size: s.optional(s.int()),
   experimental_http2_initial_connection_window_size: s.optional(s.int()),
-  experimental_http2_adaptive_window: s.optional(s.bool()),
+  experimental_http2_adaptive_window: s.optional(s.unsupported()),
   experimental_http2_max_frame_size: s.optional(s.int()),
   experimental_http2_max_concurrent_streams: s.optional(s.int(), ["max_concurrent_streams"]),
   experimental_http2_keep_alive_timeout_s: s.optional(s.int(), [
     "experimental_http2_keep_alive_timeout",
     "http2_keepalive_timeout",
   ]),
-  experimental_http2_max_send_buf_size: s.optional(s.int()),
-  experimental_http2_enable_connect_protocol: s.optional(s.bool()),
+  experimental_http2_max_send_buf_size: s.optional(s.unsupported()),
+  experimental_http2_enable_connect_protocol: s.optional(s.unsupported()),
   experimental_http2_max_header_list_size: s.optional(s.int()),
 });
 
@@ -406,7 +293,7 @@ const advancedHttp = s.object({
 export const LISTENER_KINDS: VariantNode = s.variant("listener kind", {
   http: s.object({
     socket_address: s.string(),
-    freebind: s.optional(s.bool()),
+    freebind: s.optional(s.unsupported()),
     compression: s.optional(s.object({
       send_compression_algorithm: s.optional(httpCompression),
       accepted_compression_algorithms: s.withDefault(s.array(httpCompression), []),
@@ -427,11 +314,7 @@ const bytestreamEntry = s.object({
 export const SERVICES: ObjectNode = s.object({
   cas: s.optional(s.instanceList(s.object({
     cas_store: s.ref("store"),
-    experimental_chunking: s.optional(s.object({
-      index_store: s.optional(s.ref("store")),
-      avg_chunk_size_bytes: s.optional(s.size()),
-      max_chunk_count: s.optional(s.int()),
-    })),
+    experimental_chunking: s.optional(s.unsupported()),
   }))),
   ac: s.optional(s.instanceList(s.object({ ac_store: s.ref("store"), read_only: s.optional(s.bool()) }))),
   capabilities: s.optional(s.instanceList(s.object({
@@ -447,7 +330,7 @@ export const SERVICES: ObjectNode = s.object({
     legacy: s.object({
       cas_stores: s.map(s.ref("store"), "instance name"),
       max_bytes_per_stream: s.optional(s.size()),
-      max_decoding_message_size: s.optional(s.size()),
+      max_decoding_message_size: s.optional(s.unsupported("set listener.http.max_decoding_message_size")),
       persist_stream_on_disconnect_timeout_s: s.optional(s.duration(), [
         "persist_stream_on_disconnect_timeout",
       ]),
@@ -457,11 +340,11 @@ export const SERVICES: ObjectNode = s.object({
   push: s.optional(s.instanceList(s.object({ push_store: s.ref("store"), read_only: s.optional(s.bool()) }))),
   worker_api: s.optional(s.object({
     scheduler: s.ref("scheduler"),
-    disable_kill_revoked_operations: s.optional(s.bool()),
-    kill_revoked_operations_interval_s: s.optional(s.duration()),
+    disable_kill_revoked_operations: s.optional(s.unsupported()),
+    kill_revoked_operations_interval_s: s.optional(s.unsupported()),
   })),
-  experimental_bep: s.optional(s.object({ store: s.ref("store") })),
-  admin: s.optional(s.object({ path: s.optional(s.string()) })),
+  experimental_bep: s.optional(s.unsupported()),
+  admin: s.optional(s.unsupported()),
   health: s.optional(s.object({ path: s.optional(s.string()), timeout_seconds: s.optional(s.duration()) })),
   experimental_prometheus: s.optional(s.object({ path: s.optional(s.string()) })),
 });
@@ -470,19 +353,23 @@ const server = s.object({
   name: s.optional(s.string()),
   listener: LISTENER_KINDS,
   services: s.withDefault(SERVICES, {}),
-  experimental_identity_header: s.optional(s.object({
-    header_name: s.optional(s.string()),
-    required: s.optional(s.bool()),
-  })),
+  experimental_identity_header: s.optional(s.unsupported()),
 });
 
 /** Process-wide settings. */
-export const GLOBAL: ObjectNode = s.object({
-  max_open_files: s.optional(s.int()),
-  default_digest_hash_function: s.optional(s.enum("sha256", "blake3")),
-  default_digest_size_health_check: s.optional(s.size()),
-  disable_metrics: s.optional(s.bool()),
-});
+export const GLOBAL: ObjectNode = s.object(
+  {
+    max_open_files: s.optional(s.unsupported("raise the limit with ulimit -n")),
+    /** Cairn hashes with SHA-256 only. */
+    default_digest_hash_function: s.optional(s.enum("sha256", "blake3")),
+    default_digest_size_health_check: s.optional(s.unsupported()),
+    disable_metrics: s.optional(s.unsupported("leave experimental_prometheus out instead")),
+  },
+  (v) =>
+    v.default_digest_hash_function === "blake3"
+      ? "default_digest_hash_function: blake3 is not supported by Cairn yet"
+      : v,
+);
 
 /** The whole config file. */
 export const ROOT: ObjectNode = s.object({
@@ -490,9 +377,6 @@ export const ROOT: ObjectNode = s.object({
   schedulers: s.withDefault(s.namedList(SCHEDULER_KINDS), []),
   workers: s.withDefault(s.array(WORKER_KINDS), []),
   servers: s.withDefault(s.array(server), []),
-  experimental_origin_events: s.optional(s.object({
-    publisher: s.object({ store: s.ref("store") }),
-    max_event_queue_size: s.optional(s.int()),
-  })),
+  experimental_origin_events: s.optional(s.unsupported()),
   global: s.optional(GLOBAL),
 });

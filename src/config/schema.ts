@@ -33,7 +33,30 @@ export type Node =
   | { readonly t: "named_list"; readonly of: VariantNode }
   | { readonly t: "instance_list"; readonly of: ObjectNode }
   | { readonly t: "bytestream"; readonly of: ObjectNode; readonly legacy: ObjectNode }
-  | { readonly t: "any" };
+  | { readonly t: "any" }
+  | PathNode
+  | UnsupportedNode;
+
+/**
+ * A filesystem path. Relative paths are resolved once, at load, against the directory Cairn was started in
+ * (`ValidateContext.baseDir`), so every consumer (and every child process) sees an absolute path.
+ * `role` says what Cairn does with it, for the start-time check: `dir` (a directory Cairn writes: created
+ * when missing, must be writable), `file` (read: must exist and be readable), `other` (no check).
+ */
+export interface PathNode {
+  readonly t: "path";
+  readonly role: "dir" | "file" | "other";
+}
+
+/**
+ * A field (or kind) of NativeLink's format that Cairn parses but does not implement: present at all, the
+ * config is refused with `<json path>: not supported by Cairn yet` (never silently ignored).
+ */
+export interface UnsupportedNode {
+  readonly t: "unsupported";
+  /** Why, or what to use instead (appended to the message). */
+  readonly hint?: string;
+}
 
 /** A field of an object node. */
 export interface Field {
@@ -104,6 +127,14 @@ export const s = {
   ref: (to: RefTarget): Node => ({ t: "ref", to }),
   lazy: (get: () => Node): Node => ({ t: "lazy", get }),
   any: (): Node => ({ t: "any" }),
+  /** A directory Cairn writes (created at start when missing); relative to the start directory. */
+  dir: (): Node => ({ t: "path", role: "dir" }),
+  /** A file Cairn reads (must exist at start); relative to the start directory. */
+  file: (): Node => ({ t: "path", role: "file" }),
+  /** Any other path (resolved against the start directory, not checked). */
+  path: (): Node => ({ t: "path", role: "other" }),
+  /** Parsed but not implemented by Cairn: refused when present. */
+  unsupported: (hint?: string): Node => (hint ? { t: "unsupported", hint } : { t: "unsupported" }),
   optional: (node: Node, aliases?: readonly string[]): Field => ({
     node,
     required: false,

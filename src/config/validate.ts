@@ -15,7 +15,8 @@
 import { ConfigError } from "./config_error.ts";
 import { suggestion } from "./did_you_mean.ts";
 import { type EnvSource, expandEnv } from "./env_expand.ts";
-import type { Field, Node, ObjectNode, RefTarget, TaggedNode, VariantNode } from "./schema.ts";
+import { isAbsolute, resolve } from "node:path";
+import type { Field, Node, ObjectNode, PathNode, RefTarget, TaggedNode, VariantNode } from "./schema.ts";
 import { parseDuration, parseSize } from "./units.ts";
 
 /** A name in the config that must resolve to a store or scheduler. */
@@ -26,6 +27,15 @@ export interface Reference {
   readonly path: string;
 }
 
+/** A path field of the config, resolved (for the start-time checks). */
+export interface PathField {
+  /** JSON path of the field, for messages. */
+  readonly path: string;
+  /** The absolute path. */
+  readonly value: string;
+  readonly role: PathNode["role"];
+}
+
 /** State of one validation run. */
 export interface ValidateContext {
   readonly source: string;
@@ -34,6 +44,10 @@ export interface ValidateContext {
   readonly refs: Reference[];
   /** Receives notes about accepted-but-misplaced or deprecated input. */
   readonly warn: (message: string) => void;
+  /** Absolute directory that relative paths are resolved against (the directory Cairn was started in). */
+  readonly baseDir: string;
+  /** Collected path fields (appended to). */
+  readonly paths: PathField[];
 }
 
 type Obj = Record<string, unknown>;
@@ -80,6 +94,16 @@ export function validate(node: Node, value: unknown, path: string, ctx: Validate
     case "string":
       if (typeof value !== "string") fail(ctx, path, `expected a string, got ${describe(value)}`);
       return expand(ctx, path, value);
+    case "path": {
+      if (typeof value !== "string") fail(ctx, path, `expected a path, got ${describe(value)}`);
+      const text = expand(ctx, path, value);
+      if (text === "") fail(ctx, path, "expected a path, got an empty string");
+      const absolute = isAbsolute(text) ? resolve(text) : resolve(ctx.baseDir, text);
+      ctx.paths.push({ path, value: absolute, role: node.role });
+      return absolute;
+    }
+    case "unsupported":
+      return fail(ctx, path, `not supported by Cairn yet${node.hint ? ` (${node.hint})` : ""}`);
     case "ref": {
       if (typeof value !== "string") fail(ctx, path, `expected a ${node.to} name, got ${describe(value)}`);
       const name = expand(ctx, path, value);

@@ -10,7 +10,7 @@
  * @module
  */
 import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
-import { getBytes, keyToString } from "../store/helpers.ts";
+import { getBytes, isDigestKey, keyToString } from "../store/helpers.ts";
 import type { StoreDriver, StoreKey } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { checkMessageSize, MAX_DECODED_MESSAGE_BYTES } from "../util/limits.ts";
@@ -24,8 +24,9 @@ export async function readMessage<Desc extends DescMessage>(
   key: StoreKey,
   schema: Desc,
 ): Promise<MessageShape<Desc> | undefined> {
-  // Refused before reading: the digest announces the size.
-  if (typeof key !== "string") checkMessageSize(schema.typeName, key, MAX_MESSAGE_BYTES);
+  // Refused before reading: a CAS digest announces the size (an AC key's size is the action's, not the
+  // entry's; getBytes bounds that read).
+  if (isDigestKey(key)) checkMessageSize(schema.typeName, key, MAX_MESSAGE_BYTES);
   let bytes: Uint8Array;
   try {
     bytes = await getBytes(store, key, { maxSize: MAX_MESSAGE_BYTES });

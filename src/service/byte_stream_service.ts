@@ -59,6 +59,17 @@ export interface ByteStreamInstance {
   readonly maxBytesPerStream?: number;
   /** Config `persist_stream_on_disconnect_timeout_s` (0 → default 10). */
   readonly persistStreamOnDisconnectTimeoutS?: number;
+  /** `compressed-blobs/zstd/…` resources accepted (default true; what Capabilities advertises). */
+  readonly zstd?: boolean;
+}
+
+function checkZstd(inst: ByteStreamInstance, instanceName: string, compressor: string, name: string): void {
+  if (compressor === "zstd" && inst.zstd === false) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `zstd is off for instance "${instanceName}" (remote_cache_compression: false): use blobs/… instead of ${name}`,
+    );
+  }
 }
 
 /** Options of {@linkcode createByteStreamService}. */
@@ -139,6 +150,7 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
   async function* readData(req: ReadRequest, signal: AbortSignal): AsyncGenerator<Uint8Array> {
     const r = parseReadResourceName(req.resourceName);
     const inst = instances.get(r.instanceName);
+    checkZstd(inst, r.instanceName, r.compressor, req.resourceName);
     const offset = Number(req.readOffset);
     const limit = Number(req.readLimit);
     const d = r.digest;
@@ -224,6 +236,7 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
             name = req.resourceName;
             resource = parseWriteResourceName(name);
             const inst = instances.get(resource.instanceName);
+            checkZstd(inst, resource.instanceName, resource.compressor, name);
             timeoutS = inst.persistStreamOnDisconnectTimeoutS || DEFAULT_PERSIST_STREAM_TIMEOUT_S;
             const d = resource.digest;
             const offset = Number(req.writeOffset);

@@ -1,10 +1,12 @@
 /**
  * The REAPI Capabilities service: `GetCapabilities` per instance name, truthful to the config.
  *
- * Cache capabilities: SHA256, zstd (ByteStream and batches), the batch limit, AC updates unless the
- * instance's AC is `read_only`, absolute symlinks allowed. Execution capabilities only for instances with an
- * execution service backed by a scheduler. API versions 2.0–2.3. Unknown instances are NOT_FOUND with the
- * known ones listed.
+ * Cache capabilities: SHA256, zstd where the instance accepts it (`supported_compressors` when ByteStream
+ * serves the instance, `supported_batch_update_compressors` when the CAS does, neither with
+ * `remote_cache_compression: false`), the batch limit, AC updates unless the instance's AC is `read_only`,
+ * absolute symlinks allowed. Execution capabilities only for instances with an execution service backed by a
+ * scheduler, with `supported_node_properties` = that scheduler's `supported_platform_properties`. API versions
+ * 2.0–2.3. Unknown instances are NOT_FOUND with the known ones listed.
  *
  * @example
  * ```ts
@@ -35,6 +37,10 @@ export interface CapabilitiesInstance {
   readonly execution: boolean;
   /** Node properties the scheduler supports (`supported_node_properties`), if any. */
   readonly supportedNodeProperties?: readonly string[];
+  /** ByteStream accepts `compressed-blobs/zstd/…` for this instance (default true). */
+  readonly byteStreamZstd?: boolean;
+  /** BatchUpdateBlobs accepts zstd for this instance (default true). */
+  readonly batchZstd?: boolean;
 }
 
 /** Options of {@linkcode createCapabilitiesService}. */
@@ -68,8 +74,8 @@ export function createCapabilitiesService(
           actionCacheUpdateCapabilities: { updateEnabled: inst.updateEnabled },
           maxBatchTotalSizeBytes: maxBatch,
           symlinkAbsolutePathStrategy: SymlinkAbsolutePathStrategy_Value.ALLOWED,
-          supportedCompressors: [Compressor_Value.ZSTD],
-          supportedBatchUpdateCompressors: [Compressor_Value.ZSTD],
+          supportedCompressors: inst.byteStreamZstd === false ? [] : [Compressor_Value.ZSTD],
+          supportedBatchUpdateCompressors: inst.batchZstd === false ? [] : [Compressor_Value.ZSTD],
         },
         ...(inst.execution
           ? {

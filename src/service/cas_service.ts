@@ -66,6 +66,8 @@ const BATCH_CONCURRENCY = 16;
 /** One instance of the CAS service. */
 export interface CasInstance {
   readonly casStore: StoreDriver;
+  /** zstd accepted in BatchUpdateBlobs and sent by BatchReadBlobs (default true; what Capabilities advertises). */
+  readonly zstd?: boolean;
 }
 
 /** Options of {@linkcode createCasService}. */
@@ -241,7 +243,7 @@ export function createCasService(
 
     async batchUpdateBlobs(req) {
       const fn = checkDigestFunction(req.digestFunction);
-      const { casStore } = instances.get(req.instanceName);
+      const { casStore, zstd } = instances.get(req.instanceName);
       // Every digest is checked first (an invalid one gets its own status and counts 0: a negative size
       // must not lower the sums), then the batch limit counts both the bytes sent and the bytes they
       // decompress to (declared sizes), before anything is inflated.
@@ -265,6 +267,14 @@ export function createCasService(
           try {
             let data = r.data;
             // Inflating stops at the declared size: a bomb costs at most its (batch-bounded) digest size.
+            if (r.compressor === Compressor_Value.ZSTD && zstd === false) {
+              throw new CairnError(
+                Code.InvalidArgument,
+                `zstd is off for instance "${quoteClient(req.instanceName)}" (remote_cache_compression: false): send ${
+                  formatDigest(d)
+                } uncompressed`,
+              );
+            }
             if (r.compressor === Compressor_Value.ZSTD) data = zstdDecompress(data, d.size);
             else if (r.compressor !== Compressor_Value.IDENTITY) {
               throw new CairnError(
@@ -287,7 +297,7 @@ export function createCasService(
 
     async batchReadBlobs(req) {
       const fn = checkDigestFunction(req.digestFunction);
-      const { casStore } = instances.get(req.instanceName);
+      const { casStore, zstd } = instances.get(req.instanceName);
       // Every digest is checked first: an invalid one (e.g. a negative size) gets its own status and counts 0,
       // so it cannot lower the total below the limit.
       const digests = req.digests.map((d) => parseDigest(d, fn));
@@ -298,7 +308,7 @@ export function createCasService(
           `BatchReadBlobs asks for ${total} bytes, more than max_batch_total_size_bytes ${maxBatch}: use ByteStream`,
         );
       }
-      const zstdOk = req.acceptableCompressors.includes(Compressor_Value.ZSTD);
+      const zstdOk = zstd !== false && req.acceptableCompressors.includes(Compressor_Value.ZSTD);
       const responses = await mapLimit(
         digests,
         BATCH_CONCURRENCY,

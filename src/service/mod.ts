@@ -83,6 +83,11 @@ export interface ServiceBindingsOptions {
   readonly stores: StoreLookup & { names?(): string[] };
   /** Scheduler names, to tell which instances can execute (capabilities). */
   readonly schedulers?: SchedulerNames;
+  /**
+   * Per scheduler name, the platform properties it supports (its `supported_platform_properties` keys),
+   * advertised as `supported_node_properties` by instances that execute on it.
+   */
+  readonly nodeProperties?: ReadonlyMap<string, readonly string[]>;
   /** Advertised and enforced batch limit (default 4 MiB). */
   readonly maxBatchTotalSizeBytes?: number;
   /** Serve Bazel's HTTP cache protocol for instances with both `cas` and `ac` (default true). */
@@ -138,13 +143,20 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
     return s;
   };
 
+  // zstd is on for an instance unless its capabilities entry says `remote_cache_compression: false`; the
+  // CAS, ByteStream and Capabilities of the instance agree on it.
+  const zstdOn = (instance: string) =>
+    services.capabilities?.find((e) => e.instance_name === instance)?.remote_cache_compression !== false;
+
   const casByInstance = new Map<string, StoreDriver>();
   for (const e of services.bytestream ?? []) casByInstance.set(e.instance_name, store(e.cas_store));
   for (const e of services.cas ?? []) casByInstance.set(e.instance_name, store(e.cas_store));
 
   if (services.cas) {
     const instances = new Map<string, CasInstance>(
-      services.cas.map((e) => [e.instance_name, { casStore: store(e.cas_store) }]),
+      services.cas.map((
+        e,
+      ) => [e.instance_name, { casStore: store(e.cas_store), zstd: zstdOn(e.instance_name) }]),
     );
     bindings.push({
       service: ContentAddressableStorage,
@@ -168,6 +180,7 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
   if (services.bytestream) {
     const instances = new Map<string, ByteStreamInstance>(services.bytestream.map((e) => [e.instance_name, {
       casStore: store(e.cas_store),
+      zstd: zstdOn(e.instance_name),
       ...(e.max_bytes_per_stream ? { maxBytesPerStream: e.max_bytes_per_stream } : {}),
       ...(e.persist_stream_on_disconnect_timeout_s
         ? { persistStreamOnDisconnectTimeoutS: e.persist_stream_on_disconnect_timeout_s }
@@ -189,8 +202,15 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
       const ac = services.ac?.find((e) => e.instance_name === name);
       const cap = services.capabilities?.find((e) => e.instance_name === name);
       const exec = services.execution?.find((e) => e.instance_name === name);
-      const execution = hasScheduler(cap?.remote_execution?.scheduler) || hasScheduler(exec?.scheduler);
-      return [name, { updateEnabled: ac !== undefined && !ac.read_only, execution }];
+      const scheduler = [cap?.remote_execution?.scheduler, exec?.scheduler].find(hasScheduler);
+      const nodeProperties = scheduler === undefined ? undefined : options.nodeProperties?.get(scheduler);
+      return [name, {
+        updateEnabled: ac !== undefined && !ac.read_only,
+        execution: scheduler !== undefined,
+        ...(nodeProperties ? { supportedNodeProperties: nodeProperties } : {}),
+        byteStreamZstd: zstdOn(name) && (services.bytestream ?? []).some((e) => e.instance_name === name),
+        batchZstd: zstdOn(name) && (services.cas ?? []).some((e) => e.instance_name === name),
+      }];
     }));
     bindings.push({
       service: Capabilities,

@@ -130,3 +130,80 @@ Deno.test("Remote Asset: Push records a URI, Fetch answers it, unknown URIs are 
     await manager.close();
   }
 });
+
+Deno.test("Capabilities tell the truth per instance: node properties from the scheduler, zstd only where accepted", async () => {
+  const manager = await stores();
+  const built = buildServiceBindings({
+    services: {
+      cas: [{ instance_name: "", cas_store: "CAS" }, { instance_name: "plain", cas_store: "CAS" }],
+      ac: [{ instance_name: "", ac_store: "AC" }, { instance_name: "acOnly", ac_store: "AC" }],
+      bytestream: [{ instance_name: "", cas_store: "CAS" }, { instance_name: "plain", cas_store: "CAS" }],
+      execution: [{ instance_name: "", cas_store: "CAS", scheduler: "MAIN" }],
+      capabilities: [
+        { instance_name: "" },
+        { instance_name: "plain", remote_cache_compression: false },
+        { instance_name: "acOnly" },
+      ],
+    },
+    stores: manager,
+    schedulers: new Map([["MAIN", {}]]),
+    nodeProperties: new Map([["MAIN", ["OSFamily", "cpu_count"]]]),
+    extensions: [(ctx) => ctx.services.execution ? { handles: ["execution"] } : undefined],
+  });
+  try {
+    const impl = (s: { typeName: string }) =>
+      built.bindings.find((b) => b.service.typeName === s.typeName)!.impl;
+    const caps = serviceClient(Capabilities, impl(Capabilities));
+    const ZSTD = 1; // Compressor.Value.ZSTD
+
+    const main = await caps.getCapabilities({ instanceName: "" });
+    assert.deepEqual(main.executionCapabilities?.supportedNodeProperties, ["OSFamily", "cpu_count"]);
+    assert.deepEqual(main.cacheCapabilities?.supportedCompressors, [ZSTD]);
+    assert.deepEqual(main.cacheCapabilities?.supportedBatchUpdateCompressors, [ZSTD]);
+
+    // No ByteStream and no CAS on this instance: nothing that would accept zstd, so none advertised.
+    const acOnly = await caps.getCapabilities({ instanceName: "acOnly" });
+    assert.deepEqual(acOnly.cacheCapabilities?.supportedCompressors, []);
+    assert.deepEqual(acOnly.cacheCapabilities?.supportedBatchUpdateCompressors, []);
+    assert.equal(acOnly.executionCapabilities, undefined);
+
+    // remote_cache_compression: false: not advertised, and the CAS and ByteStream refuse zstd.
+    const plain = await caps.getCapabilities({ instanceName: "plain" });
+    assert.deepEqual(plain.cacheCapabilities?.supportedCompressors, []);
+    assert.deepEqual(plain.cacheCapabilities?.supportedBatchUpdateCompressors, []);
+    const data = new TextEncoder().encode("zstd?");
+    const digest = toProto(digestOf(data));
+    const cas = serviceClient(ContentAddressableStorage, impl(ContentAddressableStorage));
+    const up = await cas.batchUpdateBlobs({
+      instanceName: "plain",
+      requests: [{ digest, data, compressor: ZSTD }],
+    });
+    assert.equal(up.responses[0]?.status?.code, Code.InvalidArgument);
+    await cas.batchUpdateBlobs({ instanceName: "plain", requests: [{ digest, data }] });
+    const read = await cas.batchReadBlobs({
+      instanceName: "plain",
+      digests: [digest],
+      acceptableCompressors: [ZSTD],
+    });
+    assert.equal(read.responses[0]?.compressor, 0); // IDENTITY
+    const bs = serviceClient(ByteStream, impl(ByteStream));
+    const d = digestOf(data);
+    await rejectsWithCode(
+      (async () => {
+        for await (const _ of bs.read({ resourceName: `plain/compressed-blobs/zstd/${d.hash}/${d.size}` })) {
+          // drain
+        }
+      })(),
+      Code.InvalidArgument,
+    );
+    // The default instance still takes zstd through ByteStream.
+    const chunks: Uint8Array[] = [];
+    for await (const r of bs.read({ resourceName: `compressed-blobs/zstd/${d.hash}/${d.size}` })) {
+      chunks.push(r.data);
+    }
+    assert.ok(chunks.length > 0);
+  } finally {
+    await built.close();
+    await manager.close();
+  }
+});

@@ -162,17 +162,22 @@ export class FastSlowStore implements StoreDriver {
     let source: ReadableStream<Uint8Array>;
     let size: number;
     let range: { start: number; end: number };
+    // A digest key names the original bytes, but a wrapper above (compression, dedup) may keep other bytes
+    // under it (compressed, an index): their size is the slow store's to tell. A whole read needs no size
+    // up front: every byte the slow store yields goes to the client.
+    const ranged = (options?.offset ?? 0) !== 0 || options?.length !== undefined;
     try {
       // A CAS digest announces its size; an AC or string key's value is as long as the slow store says.
       const announced = sizeOfKey(key);
-      if (announced === undefined) {
+      if (announced === undefined || ranged) {
         const [s] = await this.slow.hasMany([key]);
         if (s === undefined) throw notFoundError(this.kind, key);
         size = s;
+        range = resolveRange(key, size, options);
       } else {
         size = announced;
+        range = { start: 0, end: Infinity };
       }
-      range = resolveRange(key, size, options);
       options?.signal?.throwIfAborted();
       source = await this.slow.read(key);
     } catch (err) {

@@ -105,10 +105,17 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     const connectionWindow = cfg.advanced_http?.experimental_http2_initial_connection_window_size ||
       DEFAULT_CONNECTION_WINDOW;
     session.once("connect", () => session.setLocalWindowSize(connectionWindow));
-    const keepAlive = cfg.advanced_http?.http2_keep_alive_interval;
+    // Keep-alive pings every `http2_keep_alive_interval` s; one not answered within
+    // `experimental_http2_keep_alive_timeout_s` (default 20 s) closes the connection. A timeout given alone
+    // turns pings on every 60 s.
+    const keepAliveTimeoutS = cfg.advanced_http?.experimental_http2_keep_alive_timeout_s;
+    const keepAlive = cfg.advanced_http?.http2_keep_alive_interval || (keepAliveTimeoutS ? 60 : 0);
+    const keepAliveTimeoutMs = (keepAliveTimeoutS || 20) * 1000;
     const pinger = keepAlive
       ? setInterval(() => {
-        if (!session.closed && !session.destroyed) session.ping(ignore);
+        if (session.closed || session.destroyed) return;
+        const deadline = setTimeout(() => session.destroy(), keepAliveTimeoutMs);
+        if (!session.ping(() => clearTimeout(deadline))) clearTimeout(deadline);
       }, keepAlive * 1000)
       : undefined;
     session.once("close", () => {

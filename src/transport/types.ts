@@ -69,6 +69,7 @@ export interface ListenerCompressionConfig {
 /** The HTTP/2 tuning knobs the transport honours (NativeLink's `advanced_http`). */
 export interface ListenerAdvancedHttpConfig {
   readonly http2_keep_alive_interval?: number | undefined;
+  readonly experimental_http2_keep_alive_timeout_s?: number | undefined;
   readonly experimental_http2_initial_stream_window_size?: number | undefined;
   readonly experimental_http2_initial_connection_window_size?: number | undefined;
   readonly experimental_http2_max_frame_size?: number | undefined;

@@ -15,6 +15,7 @@
  * ```
  * @module
  */
+import { configBaseDir } from "../config/load_config.ts";
 import type { CairnConfig } from "../config/types.ts";
 import type { LocalWorkerSpec } from "./local_worker_spec.ts";
 import { XARGS } from "./materialize_inputs.ts";
@@ -130,6 +131,9 @@ export function workerProcessCommand(
     ...(options.workerIndex === undefined ? [] : ["--worker", String(options.workerIndex)]),
     ...(options.casEndpoint ? ["--cas-endpoint", options.casEndpoint] : []),
     ...(options.exitWithParent ? ["--exit-with-parent"] : []),
+    // Relative paths of the config mean the same directories as in the parent, whatever the child's cwd.
+    "--base-dir",
+    configBaseDir(config) ?? Deno.cwd(),
   ];
 }
 

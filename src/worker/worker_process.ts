@@ -30,14 +30,17 @@ export interface WorkerProcessArgs {
   readonly casEndpoint?: string;
   /** Exit when stdin reaches end of file (the parent died). */
   readonly exitWithParent?: boolean;
+  /** The directory relative paths of the config are resolved against (the parent's start directory). */
+  readonly baseDir?: string;
 }
 
-/** Parses `--config PATH [--worker N] [--cas-endpoint URI] [--exit-with-parent]`. */
+/** Parses `--config PATH [--worker N] [--cas-endpoint URI] [--exit-with-parent] [--base-dir DIR]`. */
 export function parseWorkerArgs(args: readonly string[]): WorkerProcessArgs {
   let config: string | undefined;
   let worker: number | undefined;
   let casEndpoint: string | undefined;
   let exitWithParent = false;
+  let baseDir: string | undefined;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const [flag, inline] = a.includes("=")
@@ -48,8 +51,9 @@ export function parseWorkerArgs(args: readonly string[]): WorkerProcessArgs {
     else if (flag === "--worker") worker = Number(value());
     else if (flag === "--cas-endpoint") casEndpoint = value();
     else if (flag === "--exit-with-parent" && inline === undefined) exitWithParent = true;
+    else if (flag === "--base-dir") baseDir = value();
     else {throw new Error(
-        `Unknown argument "${a}"; usage: worker_process.ts --config PATH [--worker N] [--cas-endpoint URI] [--exit-with-parent]`,
+        `Unknown argument "${a}"; usage: worker_process.ts --config PATH [--worker N] [--cas-endpoint URI] [--exit-with-parent] [--base-dir DIR]`,
       );}
   }
   if (!config) throw new Error("Missing --config PATH");
@@ -62,12 +66,13 @@ export function parseWorkerArgs(args: readonly string[]): WorkerProcessArgs {
     ...(worker === undefined ? {} : { worker }),
     ...(casEndpoint === undefined ? {} : { casEndpoint }),
     ...(exitWithParent ? { exitWithParent } : {}),
+    ...(baseDir === undefined ? {} : { baseDir }),
   };
 }
 
 /** Runs the workers until a signal; resolves when they have all shut down. */
 export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
-  const config = await loadConfig(args.config);
+  const config = await loadConfig(args.config, undefined, args.baseDir ? { baseDir: args.baseDir } : {});
   const specs = selectWorkers(config, args.worker);
   if (specs.length === 0) throw new Error(`The config ${args.config} defines no workers`);
   const stores = await createStoreManager(workerStoreSpecs(config, specs, args.casEndpoint));
