@@ -269,9 +269,13 @@ class BwrapSandbox implements Sandbox {
   }
 
   run(run: SandboxRun): Promise<SandboxResult> {
+    // No `--new-session`: bwrap already runs in a session of its own without a terminal (`setsid`), and its
+    // sandbox init must stay in that session's process group. bwrap arms --die-with-parent only after its
+    // parent has finished setting the sandbox up; a cancel in that window kills the parent while the init
+    // carries on, and only the process-group kill reaches it then (with --new-session it escaped: an action
+    // outlived its cancelled sandbox in 2 of 15 early cancels).
     const args = [
       "--die-with-parent",
-      "--new-session",
       "--unshare-pid",
       "--unshare-ipc",
       "--unshare-uts",
