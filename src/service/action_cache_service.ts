@@ -16,6 +16,7 @@
  * ```
  * @module
  */
+import { recordAcLookup } from "./cache_metrics.ts";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -122,6 +123,18 @@ export function validateActionResult(result: ActionResult): void {
   check(result.stderrDigest, "stderr", false);
 }
 
+/** Counts a lookup as an action-cache hit or miss (`nativelink_ac_hits` / `nativelink_ac_requests`). */
+async function counted<T>(instance: string, lookup: Promise<T>): Promise<T> {
+  try {
+    const found = await lookup;
+    recordAcLookup(instance, true);
+    return found;
+  } catch (err) {
+    if (err instanceof CairnError && err.code === Code.NotFound) recordAcLookup(instance, false);
+    throw err;
+  }
+}
+
 /**
  * Builds the ActionCache implementation.
  *
@@ -147,7 +160,7 @@ export function createActionCacheService(options: ActionCacheServiceOptions): Ac
           return toBinary(ActionResultSchema, create(ActionResultSchema, result));
         }
         const digest = fromProto(req.actionDigest, checkDigestFunction(req.digestFunction));
-        return await readEncodedActionResult(inst.acStore, digest);
+        return await counted(req.instanceName, readEncodedActionResult(inst.acStore, digest));
       },
     },
 
@@ -155,7 +168,7 @@ export function createActionCacheService(options: ActionCacheServiceOptions): Ac
       const fn = checkDigestFunction(req.digestFunction);
       const inst = instances.get(req.instanceName);
       const digest = fromProto(req.actionDigest, fn);
-      const result = await readActionResult(inst.acStore, digest);
+      const result = await counted(req.instanceName, readActionResult(inst.acStore, digest));
       const cas = inst.casStore;
       if (cas === undefined) return result;
       let budget = maxInline;

@@ -16,6 +16,7 @@
  * ```
  * @module
  */
+import { recordCasLookups } from "./cache_metrics.ts";
 import { fromBinary } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -238,6 +239,12 @@ export function createCasService(
           missing.push(toProto(d));
         }
       });
+      recordCasLookups(
+        req.instanceName,
+        "FindMissingBlobs",
+        candidates.length,
+        candidates.length - missing.length,
+      );
       return { missingBlobDigests: missing };
     },
 
@@ -270,9 +277,9 @@ export function createCasService(
             if (r.compressor === Compressor_Value.ZSTD && zstd === false) {
               throw new CairnError(
                 Code.InvalidArgument,
-                `zstd is off for instance "${quoteClient(req.instanceName)}" (remote_cache_compression: false): send ${
-                  formatDigest(d)
-                } uncompressed`,
+                `zstd is off for instance "${
+                  quoteClient(req.instanceName)
+                }" (remote_cache_compression: false): send ${formatDigest(d)} uncompressed`,
               );
             }
             if (r.compressor === Compressor_Value.ZSTD) data = zstdDecompress(data, d.size);
@@ -335,6 +342,8 @@ export function createCasService(
           }
         },
       );
+      const found = responses.filter((r) => r.status?.code === 0).length;
+      recordCasLookups(req.instanceName, "BatchReadBlobs", responses.length, found);
       return { responses };
     },
 
