@@ -25,6 +25,8 @@ import { createSchedulers } from "./scheduler/mod.ts";
 import { type CairnServer, createCairnServer } from "./transport/mod.ts";
 import { CairnError, Code } from "./util/error.ts";
 import { startWorkerProcesses, type WorkerProcesses } from "./worker_supervisor.ts";
+import { randomToken } from "./auth/credentials.ts";
+import { workerTokenFromEnv } from "./auth/worker_auth.ts";
 
 /** Where one server listens. */
 export interface ServerAddress {
@@ -189,7 +191,19 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
     throw err;
   }
   closers.push(() => Promise.resolve(schedulers.close()));
-  const execution = createExecutionExtension(schedulers);
+  // Workers authenticate: this process's own worker processes get a fresh credential (never configured,
+  // never on a command line); remote workers use worker_token / $CAIRN_WORKER_TOKEN.
+  const internalWorkerToken = config.workers.length ? randomToken() : undefined;
+  let envWorkerToken: string | undefined;
+  try {
+    envWorkerToken = workerTokenFromEnv();
+  } catch (err) {
+    await stores.close();
+    throw err;
+  }
+  const execution = createExecutionExtension(schedulers, {
+    workerTokens: [internalWorkerToken, envWorkerToken].filter((t): t is string => t !== undefined),
+  });
   closers.push(registerSchedulerMetrics(schedulers));
   const addresses: ServerAddress[] = [];
   try {
@@ -256,6 +270,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
     });
     workers = startWorkerProcesses(config, options.configPath, {
       casEndpoint: cas ? `grpc://${printableHost(cas.host)}:${cas.port}` : undefined,
+      workerToken: internalWorkerToken,
       log,
     });
   }

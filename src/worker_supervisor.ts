@@ -12,6 +12,7 @@
  */
 import type { CairnConfig } from "./config/types.ts";
 import { workerProcessCommand } from "./worker/mod.ts";
+import { INTERNAL_WORKER_TOKEN_ENV } from "./auth/worker_auth.ts";
 
 /** Options of {@linkcode startWorkerProcesses}. */
 export interface WorkerProcessesOptions {
@@ -20,6 +21,11 @@ export interface WorkerProcessesOptions {
   readonly log?: (line: string) => void;
   /** How long a draining worker may take before SIGKILL (ms, default 30 s). */
   readonly graceMs?: number;
+  /**
+   * The credential the workers present to this process's worker API and servers; handed over in the
+   * child's environment (`CAIRN_INTERNAL_WORKER_TOKEN`), never on its command line.
+   */
+  readonly workerToken?: string | undefined;
 }
 
 /** The running worker processes. */
@@ -45,8 +51,13 @@ export function startWorkerProcesses(
       workerIndex: index,
       ...(options.casEndpoint ? { casEndpoint: options.casEndpoint } : {}),
     });
-    const child = new Deno.Command(program!, { args, stdin: "null", stdout: "inherit", stderr: "inherit" })
-      .spawn();
+    const child = new Deno.Command(program!, {
+      args,
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
+      ...(options.workerToken ? { env: { [INTERNAL_WORKER_TOKEN_ENV]: options.workerToken } } : {}),
+    }).spawn();
     children.set(index, child);
     log(`cairn: worker ${index} started (pid ${child.pid})`);
     const status = child.status;

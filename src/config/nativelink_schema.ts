@@ -303,6 +303,8 @@ const localWorker = s.object({
     uri: s.string(),
     timeout: s.optional(s.duration()),
     tls_config: s.optional(clientTls),
+    /** Cairn: the credential presented to the worker API (default `$CAIRN_WORKER_TOKEN`). */
+    worker_token: s.optional(s.string()),
   }),
   max_action_timeout_s: s.optional(s.duration(), ["max_action_timeout"]),
   max_upload_timeout_s: s.optional(s.duration(), ["max_upload_timeout"]),
@@ -452,6 +454,8 @@ export const SERVICES: ObjectNode = s.object({
     scheduler: s.ref("scheduler"),
     disable_kill_revoked_operations: s.optional(s.bool()),
     kill_revoked_operations_interval_s: s.optional(s.duration()),
+    /** Cairn: the token workers must present (default `$CAIRN_WORKER_TOKEN`). */
+    worker_token: s.optional(s.string()),
   })),
   experimental_bep: s.optional(s.object({ store: s.ref("store") })),
   admin: s.optional(s.object({ path: s.optional(s.string()) })),

@@ -362,6 +362,11 @@ export interface LocalWorkerConfig {
     /** Seconds. */
     timeout?: number;
     tls_config?: ClientTlsConfig;
+    /**
+     * Cairn: the credential presented to the worker API (`authorization: Bearer …`). Default:
+     * `$CAIRN_WORKER_TOKEN`, or the one a parent Cairn hands the worker processes it spawns.
+     */
+    worker_token?: string;
   };
   /** `max_action_timeout` in older configs. */
   max_action_timeout_s?: number;
@@ -490,6 +495,11 @@ export interface ServicesConfig {
     scheduler: string;
     disable_kill_revoked_operations?: boolean;
     kill_revoked_operations_interval_s?: number;
+    /**
+     * Cairn: the token workers must present (`authorization: Bearer …`), at least 16 characters. Default:
+     * `$CAIRN_WORKER_TOKEN`; Cairn's own worker processes always get a generated credential.
+     */
+    worker_token?: string;
   };
   experimental_bep?: { store: string };
   admin?: { path?: string };
