@@ -27,6 +27,8 @@ import { CairnError, Code } from "./util/error.ts";
 import { startWorkerProcesses, type WorkerProcesses } from "./worker_supervisor.ts";
 import { randomToken } from "./auth/credentials.ts";
 import { workerTokenFromEnv } from "./auth/worker_auth.ts";
+import { AuthPolicy } from "./auth/policy.ts";
+import { guardBindings, guardRoutes } from "./auth/guard.ts";
 
 /** Where one server listens. */
 export interface ServerAddress {
@@ -166,6 +168,43 @@ export function bazelFlags(server: ServerConfig, addr: ServerAddress): string[] 
   return flags;
 }
 
+/** Whether a bound host is a loopback address (only this machine can connect). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/** Services a client reaches (everything but health, metrics and the worker API). */
+function hasClientServices(server: ServerConfig): boolean {
+  const s = server.services;
+  return !!(s.cas || s.ac || s.bytestream || s.execution || s.capabilities || s.fetch || s.push);
+}
+
+/** The line telling how clients are authenticated, or a warning when a non-loopback server is open. */
+function describeAuth(server: ServerConfig, host: string): string | undefined {
+  const auth = server.auth;
+  if (auth) {
+    return `requires client credentials (${auth.users.length} user(s); anonymous clients: ${auth.anonymous})`;
+  }
+  if (!hasClientServices(server) || isLoopbackHost(host)) return undefined;
+  return `WARNING: listening beyond loopback without an auth section: every client can read and write the ` +
+    `cache and execute actions. Add auth: { users: [...] } to require tokens (see README, "Authentication").`;
+}
+
+/** The server's auth policy; `mtls_subject` users need a listener that verifies client certificates. */
+function createAuthPolicy(server: ServerConfig, index: number, internalToken: string | undefined): AuthPolicy {
+  const auth = server.auth!;
+  const mtlsUser = auth.users.find((u) => u.mtls_subject);
+  if (mtlsUser && !server.listener.http.tls?.client_ca_file) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `servers[${index}].auth.users: "${mtlsUser.name}" has an mtls_subject but the listener verifies no client ` +
+        `certificates (set listener.http.tls.client_ca_file)`,
+    );
+  }
+  return new AuthPolicy(auth, internalToken ? [{ name: "cairn-worker", token: internalToken }] : []);
+}
+
 /** Starts every server (and, when the config has them, schedulers and workers). */
 export async function startCairn(config: CairnConfig, options: StartOptions): Promise<CairnApp> {
   const log = options.log ?? ((line: string) => console.log(line));
@@ -221,10 +260,14 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
         );
       }
       closers.push(() => Promise.resolve(built.close()));
+      // Client authentication: one policy per server, checked before any handler runs.
+      const policy = server.auth
+        ? createAuthPolicy(server, index, internalWorkerToken)
+        : undefined;
       const srv = createCairnServer({
         listener: server.listener.http,
-        bindings: built.bindings,
-        routes: built.routes,
+        bindings: policy ? guardBindings(built.bindings, policy) : built.bindings,
+        routes: policy ? guardRoutes(built.routes, policy) : built.routes,
       });
       servers.push(srv);
       let bound;
@@ -251,6 +294,8 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
       addresses.push(addr);
       const names = Object.keys(server.services).join(", ") || "no services";
       log(`cairn: server ${index} listening on ${printableHost(bound.host)}:${bound.port} (${names})`);
+      const authLine = describeAuth(server, bound.host);
+      if (authLine) log(`cairn: server ${index} ${authLine}`);
       const flags = bazelFlags(server, addr);
       if (flags.length) log(`cairn: bazel flags: ${flags.join(" ")}`);
     }

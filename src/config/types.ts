@@ -507,10 +507,40 @@ export interface ServicesConfig {
   experimental_prometheus?: { path?: string };
 }
 
+/** What a client may do on an instance. */
+export type AuthPermission = "read" | "write_cas" | "write_ac" | "execute";
+
+/** One client identity of a server's `auth` section (Cairn). */
+export interface AuthUserConfig {
+  /** The identity's name (also the user name of Basic credentials). */
+  name: string;
+  /** SHA-256 hex of the bearer token (`printf %s TOKEN | sha256sum`). */
+  token_sha256?: string;
+  /** SHA-256 hex of the password of Basic credentials (`grpc://name:password@host`). */
+  password_sha256?: string;
+  /** CN of a client certificate verified against the listener's `client_ca_file`. */
+  mtls_subject?: string;
+  /** Instance name (or `"*"` for every other instance) → permissions. */
+  permissions: Record<string, AuthPermission[]>;
+}
+
+/** Client authentication of one server (Cairn). */
+export interface AuthConfig {
+  /** What clients without credentials may do. Default `"none"` once an `auth` section is written. */
+  anonymous: "full" | "read" | "none";
+  /** Default `[]`. */
+  users: AuthUserConfig[];
+}
+
 /** One server: a listener and the services it hosts. */
 export interface ServerConfig {
   name?: string;
   listener: { http: HttpListenerConfig };
+  /**
+   * Cairn: client authentication. Without it every client has full access (a warning is printed when the
+   * listener is not on loopback).
+   */
+  auth?: AuthConfig;
   /** Default `{}`. */
   services: ServicesConfig;
   experimental_identity_header?: { header_name?: string; required?: boolean };
