@@ -184,25 +184,20 @@ function hasClientServices(server: ServerConfig): boolean {
 function describeAuth(server: ServerConfig, host: string): string | undefined {
   const auth = server.auth;
   if (auth) {
-    return `requires client credentials (${auth.users.length} user(s); anonymous clients: ${auth.anonymous})`;
+    const mtls = auth.users.some((u) => u.mtls_subject) && !server.listener.http.tls?.client_ca_file
+      ? "; WARNING: mtls_subject users cannot match here, the listener verifies no client certificates " +
+        "(set listener.http.tls.client_ca_file)"
+      : "";
+    return `requires client credentials (${auth.users.length} user(s); anonymous clients: ${auth.anonymous}${mtls})`;
   }
   if (!hasClientServices(server) || isLoopbackHost(host)) return undefined;
   return `WARNING: listening beyond loopback without an auth section: every client can read and write the ` +
     `cache and execute actions. Add auth: { users: [...] } to require tokens (see README, "Authentication").`;
 }
 
-/** The server's auth policy; `mtls_subject` users need a listener that verifies client certificates. */
-function createAuthPolicy(server: ServerConfig, index: number, internalToken: string | undefined): AuthPolicy {
-  const auth = server.auth!;
-  const mtlsUser = auth.users.find((u) => u.mtls_subject);
-  if (mtlsUser && !server.listener.http.tls?.client_ca_file) {
-    throw new CairnError(
-      Code.InvalidArgument,
-      `servers[${index}].auth.users: "${mtlsUser.name}" has an mtls_subject but the listener verifies no client ` +
-        `certificates (set listener.http.tls.client_ca_file)`,
-    );
-  }
-  return new AuthPolicy(auth, internalToken ? [{ name: "cairn-worker", token: internalToken }] : []);
+/** The server's auth policy (the credential of this process's own workers has full access). */
+function createAuthPolicy(server: ServerConfig, internalToken: string | undefined): AuthPolicy {
+  return new AuthPolicy(server.auth!, internalToken ? [{ name: "cairn-worker", token: internalToken }] : []);
 }
 
 /** Starts every server (and, when the config has them, schedulers and workers). */
@@ -261,9 +256,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
       }
       closers.push(() => Promise.resolve(built.close()));
       // Client authentication: one policy per server, checked before any handler runs.
-      const policy = server.auth
-        ? createAuthPolicy(server, index, internalWorkerToken)
-        : undefined;
+      const policy = server.auth ? createAuthPolicy(server, internalWorkerToken) : undefined;
       const srv = createCairnServer({
         listener: server.listener.http,
         bindings: policy ? guardBindings(built.bindings, policy) : built.bindings,

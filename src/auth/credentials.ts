@@ -57,10 +57,12 @@ export function parseAuthorization(header: string | null | undefined): Credentia
       decoded = "";
     }
     const colon = decoded.indexOf(":");
-    if (colon > 0) return { kind: "basic", user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+    if (colon > 0) {
+      return { kind: "basic", user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+    }
   }
   throw new CairnError(
     Code.Unauthenticated,
-    "Unsupported authorization header: expected \"Bearer TOKEN\" or \"Basic base64(user:password)\"",
+    'Unsupported authorization header: expected "Bearer TOKEN" or "Basic base64(user:password)"',
   );
 }

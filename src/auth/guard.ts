@@ -131,7 +131,12 @@ function authorize(
   }
 }
 
-function guardMethod(method: DescMethod, fn: AnyFn, rule: AuthPermission | undefined, policy: AuthPolicy): AnyFn {
+function guardMethod(
+  method: DescMethod,
+  fn: AnyFn,
+  rule: AuthPermission | undefined,
+  policy: AuthPolicy,
+): AnyFn {
   switch (method.methodKind) {
     case "unary":
       return async (request, ctx) => {
@@ -214,7 +219,11 @@ export function guardRoutes(routes: readonly HttpRoute[], policy: AuthPolicy): H
     if (method === "GET" || method === "HEAD" || method === "PUT") {
       const m = HTTP_CACHE_PATH.exec(new URL(request.url).pathname);
       if (m) {
-        const permission: AuthPermission = method !== "PUT" ? "read" : m[2] === "cas" ? "write_cas" : "write_ac";
+        const permission: AuthPermission = method !== "PUT"
+          ? "read"
+          : m[2] === "cas"
+          ? "write_cas"
+          : "write_ac";
         try {
           policy.check(request.headers, peer, m[1] ?? "", permission);
         } catch (err) {

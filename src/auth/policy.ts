@@ -43,13 +43,17 @@ export interface InternalCredential {
   readonly token: string;
 }
 
-function makeIdentity(name: string, anonymous: boolean, grants: Record<string, readonly AuthPermission[]>): Identity {
+function makeIdentity(
+  name: string,
+  anonymous: boolean,
+  grants: Record<string, readonly AuthPermission[]>,
+): Identity {
   const byInstance = new Map<string, ReadonlySet<AuthPermission>>();
   for (const [instance, list] of Object.entries(grants)) byInstance.set(instance, new Set(list));
   const fallback = byInstance.get("*") ?? new Set<AuthPermission>();
-  const everywhere = new Set(ALL_PERMISSIONS.filter((p) =>
-    fallback.has(p) && [...byInstance.values()].every((set) => set.has(p))
-  ));
+  const everywhere = new Set(
+    ALL_PERMISSIONS.filter((p) => fallback.has(p) && [...byInstance.values()].every((set) => set.has(p))),
+  );
   return {
     name,
     anonymous,
@@ -117,7 +121,9 @@ export class AuthPolicy {
         const digest = sha256Hex(credential.token);
         // Compare with every user (no early exit) so timing does not tell how many digests were tried.
         for (const u of this.#users) {
-          if (u.tokenSha256 !== undefined && sameSecret(digest, u.tokenSha256) && found === undefined) found = u;
+          if (u.tokenSha256 !== undefined && sameSecret(digest, u.tokenSha256) && found === undefined) {
+            found = u;
+          }
         }
       } else {
         const digest = sha256Hex(credential.password);

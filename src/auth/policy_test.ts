@@ -21,8 +21,16 @@ const basic = (u: string, p: string) => new Headers({ authorization: `Basic ${bt
 const policy = new AuthPolicy({
   anonymous: "read",
   users: [
-    { name: "ci", token_sha256: sha256Hex("ci-token"), permissions: { "*": ["read", "write_cas", "write_ac"] } },
-    { name: "dev", password_sha256: sha256Hex("pw"), permissions: { main: ["read", "execute"], "": ["read"] } },
+    {
+      name: "ci",
+      token_sha256: sha256Hex("ci-token"),
+      permissions: { "*": ["read", "write_cas", "write_ac"] },
+    },
+    {
+      name: "dev",
+      password_sha256: sha256Hex("pw"),
+      permissions: { main: ["read", "execute"], "": ["read"] },
+    },
     { name: "robot", mtls_subject: "robot.example", permissions: { "*": ["read", "execute"] } },
   ],
 }, [{ name: "cairn-worker", token: "internal-token" }]);
@@ -56,8 +64,14 @@ Deno.test("AuthPolicy: unknown or malformed credentials are UNAUTHENTICATED, nev
   assert.equal(codeOf(() => policy.identify(bearer("nope"))), Code.Unauthenticated);
   assert.equal(codeOf(() => policy.identify(basic("dev", "wrong"))), Code.Unauthenticated);
   assert.equal(codeOf(() => policy.identify(basic("ci", "ci-token"))), Code.Unauthenticated);
-  assert.equal(codeOf(() => policy.identify(new Headers({ authorization: "Digest abc" }))), Code.Unauthenticated);
-  assert.equal(codeOf(() => policy.identify(new Headers({ authorization: "Basic !!!" }))), Code.Unauthenticated);
+  assert.equal(
+    codeOf(() => policy.identify(new Headers({ authorization: "Digest abc" }))),
+    Code.Unauthenticated,
+  );
+  assert.equal(
+    codeOf(() => policy.identify(new Headers({ authorization: "Basic !!!" }))),
+    Code.Unauthenticated,
+  );
 });
 
 Deno.test("AuthPolicy: a request naming no clear instance needs the permission everywhere", () => {

@@ -27,15 +27,20 @@ const NO_PEER: PeerInfo = Object.freeze({});
 /** Context-value key of the caller's {@linkcode PeerInfo}. */
 export const kPeer = createContextKey<PeerInfo>(NO_PEER, { description: "cairn.peer" });
 
-/** Sockets whose client certificate chain the listener verified. */
-const verified = new WeakSet<object>();
+/** Where a verified socket carries its peer (a property: HTTP/2 hands handlers a proxy of the socket). */
+const kPeerInfo = Symbol("cairn.peerInfo");
+type Tagged = { [kPeerInfo]?: PeerInfo };
 /** Inner HTTP/1.1 connection (`innerLocalPort>innerServerPort`) → the outer socket it carries. */
 const links = new Map<string, net.Socket>();
-const cache = new WeakMap<object, PeerInfo>();
 
-/** Marks a TLS socket whose client certificate passed verification. */
+/** Records the identity of a TLS socket whose client certificate passed verification. */
 export function markVerifiedClient(socket: TLSSocket): void {
-  verified.add(socket);
+  const cert = socket.getPeerCertificate?.() as PeerCertificate | undefined;
+  const cn = cert?.subject?.CN;
+  const first = Array.isArray(cn) ? cn[0] : cn;
+  if (typeof first === "string" && first !== "") {
+    (socket as Tagged)[kPeerInfo] = Object.freeze({ clientCertSubjectCN: first });
+  }
 }
 
 /** Links an inner loopback connection (`inner`, already connected) to the outer socket it carries. */
@@ -50,16 +55,9 @@ export function linkInnerConnection(inner: net.Socket, outer: net.Socket): void 
 /** The peer of a server-side socket (an inner HTTP/1.1 connection resolves to its outer socket). */
 export function peerOf(socket: net.Socket | null | undefined): PeerInfo {
   if (!socket) return NO_PEER;
-  const hit = cache.get(socket);
-  if (hit !== undefined) return hit;
-  const outer = links.get(`${socket.remotePort}>${socket.localPort}`) ?? socket;
-  let info = NO_PEER;
-  if (verified.has(outer)) {
-    const cert = (outer as TLSSocket).getPeerCertificate?.() as PeerCertificate | undefined;
-    const cn = cert?.subject?.CN;
-    const first = Array.isArray(cn) ? cn[0] : cn;
-    if (typeof first === "string" && first !== "") info = Object.freeze({ clientCertSubjectCN: first });
-  }
-  cache.set(socket, info);
-  return info;
+  const own = (socket as Tagged)[kPeerInfo];
+  if (own !== undefined) return own;
+  if (links.size === 0) return NO_PEER;
+  const outer = links.get(`${socket.remotePort}>${socket.localPort}`);
+  return (outer as Tagged | undefined)?.[kPeerInfo] ?? NO_PEER;
 }
