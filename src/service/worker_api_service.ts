@@ -50,7 +50,9 @@ export interface WorkerApiServiceOptions {
 
 /** A server-assigned worker id: the Hello's proposed id (sanitized, shortened) as a label plus a random part. */
 export function assignWorkerId(proposed: string): string {
-  const label = proposed.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64) || "worker";
+  // A reconnecting worker proposes the id it had: keep its label, not the old random part.
+  const base = proposed.replace(/-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, "");
+  const label = base.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64) || "worker";
   return `${label}-${crypto.randomUUID()}`;
 }
 
