@@ -181,7 +181,7 @@ function hasClientServices(server: ServerConfig): boolean {
 }
 
 /** The line telling how clients are authenticated, or a warning when a non-loopback server is open. */
-function describeAuth(server: ServerConfig, host: string): string | undefined {
+export function describeAuth(server: ServerConfig, host: string): string | undefined {
   const auth = server.auth;
   if (auth) {
     const mtls = auth.users.some((u) => u.mtls_subject) && !server.listener.http.tls?.client_ca_file
