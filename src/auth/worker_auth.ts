@@ -55,6 +55,15 @@ export function takeInternalWorkerToken(): string | undefined {
   }
 }
 
+/** Removes `CAIRN_WORKER_TOKEN` from this process's environment (a worker process, once it has read it). */
+export function forgetWorkerTokenEnv(): void {
+  try {
+    Deno.env.delete(WORKER_TOKEN_ENV);
+  } catch {
+    // no env permission: nothing was readable either
+  }
+}
+
 /** `CAIRN_WORKER_TOKEN` from the environment, when set (and long enough). */
 export function workerTokenFromEnv(): string | undefined {
   let token: string | undefined;

@@ -17,7 +17,7 @@ import { createLocalWorker, type LocalWorker } from "./local_worker.ts";
 import { selectWorkers } from "./permissions.ts";
 import { consoleWorkerLog } from "./worker_log.ts";
 import { workerStoreSpecs } from "./worker_stores.ts";
-import { takeInternalWorkerToken, workerTokenFromEnv } from "../auth/worker_auth.ts";
+import { forgetWorkerTokenEnv, takeInternalWorkerToken, workerTokenFromEnv } from "../auth/worker_auth.ts";
 
 /** Parsed command line. */
 export interface WorkerProcessArgs {
@@ -65,6 +65,8 @@ export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
   if (specs.length === 0) throw new Error(`The config ${args.config} defines no workers`);
   const stores = await createStoreManager(workerStoreSpecs(config, specs, args.casEndpoint, internalToken));
   const workerToken = internalToken ?? workerTokenFromEnv();
+  // Nothing an action can name (`additional_environment: from_environment`) may read a worker credential.
+  forgetWorkerTokenEnv();
   const workers: LocalWorker[] = specs.map((spec, i) =>
     createLocalWorker(spec, {
       stores,
