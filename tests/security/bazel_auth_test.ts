@@ -51,6 +51,7 @@ Deno.test("Bazel 4.2.3 with --remote_header=Authorization=Bearer against a cache
           users: [
             { name: "ci", token_sha256: sha256(ci), permissions: { "*": ["read", "write_cas", "write_ac"] } },
             { name: "reader", token_sha256: sha256(reader), permissions: { "*": ["read"] } },
+            { name: "dev", password_sha256: sha256("dev-pass"), permissions: { "*": ["read"] } },
           ],
         },
       }],
@@ -98,6 +99,24 @@ Deno.test("Bazel 4.2.3 with --remote_header=Authorization=Bearer against a cache
         const warm = summary(await build([`--remote_cache=${cairn.httpUrl}`, header(ci)]), "http warm");
         assert.equal(warm.remoteCacheHit, WORKSPACE_BUILD_SPAWNS, warm.line);
         assert.deepEqual(await outputsDigest(ws), local);
+      },
+    );
+
+    await t.step(
+      "Basic credentials: http://name:password@host and Authorization=Basic over grpc://",
+      async () => {
+        await bazelClean(ws);
+        const http = await build([`--remote_cache=${cairn.httpUrl.replace("://", "://dev:dev-pass@")}`]);
+        assert.equal(summary(http, "http basic").remoteCacheHit, WORKSPACE_BUILD_SPAWNS);
+        await bazelClean(ws);
+        const grpcBasic = await build([
+          `--remote_cache=${cairn.url}`,
+          `--remote_header=Authorization=Basic ${btoa("dev:dev-pass")}`,
+        ]);
+        assert.equal(summary(grpcBasic, "grpc basic").remoteCacheHit, WORKSPACE_BUILD_SPAWNS);
+        await bazelClean(ws);
+        const wrong = await build([`--remote_cache=${cairn.httpUrl.replace("://", "://dev:guess@")}`]);
+        assert.equal(summary(wrong, "http wrong password").remoteCacheHit, 0);
       },
     );
   } finally {
