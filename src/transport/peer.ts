@@ -54,10 +54,14 @@ export function linkInnerConnection(inner: net.Socket, outer: net.Socket): void 
 
 /** The peer of a server-side socket (an inner HTTP/1.1 connection resolves to its outer socket). */
 export function peerOf(socket: net.Socket | null | undefined): PeerInfo {
-  if (!socket) return NO_PEER;
-  const own = (socket as Tagged)[kPeerInfo];
-  if (own !== undefined) return own;
-  if (links.size === 0) return NO_PEER;
-  const outer = links.get(`${socket.remotePort}>${socket.localPort}`);
-  return (outer as Tagged | undefined)?.[kPeerInfo] ?? NO_PEER;
+  try {
+    if (!socket) return NO_PEER;
+    const own = (socket as Tagged)[kPeerInfo];
+    if (own !== undefined) return own;
+    if (links.size === 0) return NO_PEER;
+    const outer = links.get(`${socket.remotePort}>${socket.localPort}`);
+    return (outer as Tagged | undefined)?.[kPeerInfo] ?? NO_PEER;
+  } catch {
+    return NO_PEER; // an HTTP/2 socket proxy whose session is already gone
+  }
 }
