@@ -227,7 +227,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   closers.push(() => Promise.resolve(schedulers.close()));
   // Workers authenticate: this process's own worker processes get a fresh credential (never configured,
   // never on a command line); remote workers use worker_token / $CAIRN_WORKER_TOKEN.
-  const internalWorkerToken = config.workers.length ? randomToken() : undefined;
+  const internalWorkerToken = config.workers.length && config.servers.length ? randomToken() : undefined;
   let envWorkerToken: string | undefined;
   try {
     envWorkerToken = workerTokenFromEnv();

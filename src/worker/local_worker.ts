@@ -65,8 +65,8 @@ export interface LocalWorkerDeps {
   /** Software version sent in Hello. */
   readonly version?: string;
   /**
-   * The worker credential when the config sets no `worker_api_endpoint.worker_token` (the one a parent Cairn
-   * handed this process, or `$CAIRN_WORKER_TOKEN`).
+   * The worker credential when the config sets no `worker_api_endpoint.worker_token` (`$CAIRN_WORKER_TOKEN`,
+   * else the one a parent Cairn handed this process).
    */
   readonly workerToken?: string | undefined;
 }

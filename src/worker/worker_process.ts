@@ -64,7 +64,9 @@ export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
   const specs = selectWorkers(config, args.worker);
   if (specs.length === 0) throw new Error(`The config ${args.config} defines no workers`);
   const stores = await createStoreManager(workerStoreSpecs(config, specs, args.casEndpoint, internalToken));
-  const workerToken = internalToken ?? workerTokenFromEnv();
+  // A configured token (worker_token, else $CAIRN_WORKER_TOKEN) names the scheduler's credential; the one a
+  // parent Cairn handed over is accepted by the parent's own worker API.
+  const workerToken = workerTokenFromEnv() ?? internalToken;
   // Nothing an action can name (`additional_environment: from_environment`) may read a worker credential.
   forgetWorkerTokenEnv();
   const workers: LocalWorker[] = specs.map((spec, i) =>
