@@ -28,6 +28,10 @@ import { type CairnServer, createCairnServer } from "./transport/mod.ts";
 import { CairnError, Code } from "./util/error.ts";
 import { startWorkerProcesses, type WorkerProcesses } from "./worker_supervisor.ts";
 import { type LocalWorkerSpec, resolveLocalWorkerSpec } from "./worker/local_worker_spec.ts";
+import { randomToken } from "./auth/credentials.ts";
+import { workerTokenFromEnv } from "./auth/worker_auth.ts";
+import { AuthPolicy } from "./auth/policy.ts";
+import { guardBindings, guardRoutes } from "./auth/guard.ts";
 
 /** Where one server listens. */
 export interface ServerAddress {
@@ -180,6 +184,38 @@ export function bazelFlags(server: ServerConfig, addr: ServerAddress): string[] 
   return flags;
 }
 
+/** Whether a bound host is a loopback address (only this machine can connect). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/** Services a client reaches (everything but health, metrics and the worker API). */
+function hasClientServices(server: ServerConfig): boolean {
+  const s = server.services;
+  return !!(s.cas || s.ac || s.bytestream || s.execution || s.capabilities || s.fetch || s.push);
+}
+
+/** The line telling how clients are authenticated, or a warning when a non-loopback server is open. */
+export function describeAuth(server: ServerConfig, host: string): string | undefined {
+  const auth = server.auth;
+  if (auth) {
+    const mtls = auth.users.some((u) => u.mtls_subject) && !server.listener.http.tls?.client_ca_file
+      ? "; WARNING: mtls_subject users cannot match here, the listener verifies no client certificates " +
+        "(set listener.http.tls.client_ca_file)"
+      : "";
+    return `requires client credentials (${auth.users.length} user(s); anonymous clients: ${auth.anonymous}${mtls})`;
+  }
+  if (!hasClientServices(server) || isLoopbackHost(host)) return undefined;
+  return `WARNING: listening beyond loopback without an auth section: every client can read and write the ` +
+    `cache and execute actions. Add auth: { users: [...] } to require tokens (see README, "Authentication").`;
+}
+
+/** The server's auth policy (the credential of this process's own workers has full access). */
+function createAuthPolicy(server: ServerConfig, internalToken: string | undefined): AuthPolicy {
+  return new AuthPolicy(server.auth!, internalToken ? [{ name: "cairn-worker", token: internalToken }] : []);
+}
+
 /** Starts every server (and, when the config has them, schedulers and workers). */
 export async function startCairn(config: CairnConfig, options: StartOptions): Promise<CairnApp> {
   const log = options.log ?? ((line: string) => console.log(line));
@@ -208,7 +244,19 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
     throw err;
   }
   closers.push(() => Promise.resolve(schedulers.close()));
-  const execution = createExecutionExtension(schedulers);
+  // Workers authenticate: this process's own worker processes get a fresh credential (never configured,
+  // never on a command line); remote workers use worker_token / $CAIRN_WORKER_TOKEN.
+  const internalWorkerToken = config.workers.length && config.servers.length ? randomToken() : undefined;
+  let envWorkerToken: string | undefined;
+  try {
+    envWorkerToken = workerTokenFromEnv();
+  } catch (err) {
+    await stores.close();
+    throw err;
+  }
+  const execution = createExecutionExtension(schedulers, {
+    workerTokens: [internalWorkerToken, envWorkerToken].filter((t): t is string => t !== undefined),
+  });
   const snapshots = () => schedulerSnapshots(schedulers);
   const removeOpsMetrics = registerOpsMetrics({ schedulers: snapshots, stores: () => stores.usage() });
   closers.push(() => Promise.resolve(removeOpsMetrics()));
@@ -244,14 +292,16 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
         );
       }
       closers.push(() => Promise.resolve(built.close()));
+      // Client authentication: one policy per server, checked before any handler runs.
+      const policy = server.auth ? createAuthPolicy(server, internalWorkerToken) : undefined;
       // The live status page is served where an operator already looks: beside the metrics.
       const routes = server.services.experimental_prometheus !== undefined
         ? [...built.routes, statusPage.route]
         : built.routes;
       const srv = createCairnServer({
         listener: server.listener.http,
-        bindings: built.bindings,
-        routes,
+        bindings: policy ? guardBindings(built.bindings, policy) : built.bindings,
+        routes: policy ? guardRoutes(routes, policy) : routes,
       });
       servers.push(srv);
       let bound;
@@ -278,6 +328,8 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
       addresses.push(addr);
       const names = Object.keys(server.services).join(", ") || "no services";
       log(`cairn: server ${index} listening on ${printableHost(bound.host)}:${bound.port} (${names})`);
+      const authLine = describeAuth(server, bound.host);
+      if (authLine) log(`cairn: server ${index} ${authLine}`);
       const flags = bazelFlags(server, addr);
       if (flags.length) log(`cairn: bazel flags: ${flags.join(" ")}`);
     }
@@ -297,6 +349,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
     });
     workers = startWorkerProcesses(config, options.configPath, {
       casEndpoint: cas ? `grpc://${printableHost(cas.host)}:${cas.port}` : undefined,
+      workerToken: internalWorkerToken,
       log,
     });
   }

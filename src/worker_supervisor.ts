@@ -14,6 +14,7 @@
  */
 import type { CairnConfig } from "./config/types.ts";
 import { workerProcessCommand } from "./worker/mod.ts";
+import { INTERNAL_WORKER_TOKEN_ENV } from "./auth/worker_auth.ts";
 
 /** Options of {@linkcode startWorkerProcesses}. */
 export interface WorkerProcessesOptions {
@@ -22,6 +23,11 @@ export interface WorkerProcessesOptions {
   readonly log?: (line: string) => void;
   /** How long a draining worker may take before SIGKILL (ms, default 30 s). */
   readonly graceMs?: number;
+  /**
+   * The credential the workers present to this process's worker API and servers; handed over in the
+   * child's environment (`CAIRN_INTERNAL_WORKER_TOKEN`), never on its command line.
+   */
+  readonly workerToken?: string | undefined;
 }
 
 /** The running worker processes. */
@@ -48,8 +54,14 @@ export function startWorkerProcesses(
       ...(options.casEndpoint ? { casEndpoint: options.casEndpoint } : {}),
       exitWithParent: true,
     });
-    const child = new Deno.Command(program!, { args, stdin: "piped", stdout: "inherit", stderr: "inherit" })
-      .spawn();
+    const child = new Deno.Command(program!, {
+      args,
+      // A pipe the worker watches: its end of file means this process died (`--exit-with-parent`).
+      stdin: "piped",
+      stdout: "inherit",
+      stderr: "inherit",
+      ...(options.workerToken ? { env: { [INTERNAL_WORKER_TOKEN_ENV]: options.workerToken } } : {}),
+    }).spawn();
     children.set(index, child);
     log(`cairn: worker ${index} started (pid ${child.pid})`);
     const status = child.status;

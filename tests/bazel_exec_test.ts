@@ -74,6 +74,8 @@ Deno.test("Bazel builds and tests the workspace on Cairn workers, all-in-one and
       const common = {
         CAIRN_CAS_ENDPOINT: `grpc://127.0.0.1:${casPort}`,
         CAIRN_WORKER_API_ENDPOINT: `grpc://127.0.0.1:${workerApiPort}`,
+        // The scheduler admits only workers presenting this token (split_scheduler/split_worker.json5).
+        CAIRN_WORKER_TOKEN: crypto.randomUUID(),
       };
       const cas = new CairnChild("split_cas.json5", {
         CAIRN_CAS_LISTEN: `127.0.0.1:${casPort}`,

@@ -38,7 +38,14 @@ function show(value: unknown): string {
   return typeof value === "string" ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
 }
 
+/** Settings whose values are credentials (or their hashes): never printed. */
+const SECRET = /token|password|authorization|secret/i;
+
 function collect(node: Node, value: unknown, prefix: string, out: Collected): void {
+  if (typeof value === "string" && SECRET.test(prefix.slice(prefix.lastIndexOf(".") + 1))) {
+    out.settings.push(`${prefix}=(redacted)`);
+    return;
+  }
   switch (node.t) {
     case "lazy": {
       const target = node.get();
@@ -88,6 +95,7 @@ function collect(node: Node, value: unknown, prefix: string, out: Collected): vo
     }
     case "map": {
       const entries = Object.entries(value as Record<string, unknown>).map(([k, v]) => {
+        if (SECRET.test(k)) return `${k}: (redacted)`;
         const sub: Collected = { settings: [], children: [] };
         collect(node.of, v, "", sub);
         return `${k}: ${sub.settings.join(" ").replace(/^\.?=?/, "")}`;
@@ -169,6 +177,10 @@ export function describeConfig(config: CairnConfig): string {
         const settings = node ? settingsOf(node, value) : [];
         lines.push(`    ${service}${settings.length ? `: ${settings.join(", ")}` : ""}`);
       }
+    }
+    if (server.auth) {
+      const users = server.auth.users.map((u) => JSON.stringify(u.name)).join(", ") || "(none)";
+      lines.push(`    auth: anonymous clients ${server.auth.anonymous}; users ${users}`);
     }
   });
   if (config.global) lines.push(`Global: ${settingsOf(GLOBAL, config.global).join(", ")}`);

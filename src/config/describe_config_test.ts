@@ -43,3 +43,38 @@ Deno.test("describeConfig shows the nested store tree, schedulers, workers and s
     assert.ok(text.includes(line), `missing line ${JSON.stringify(line)} in:\n${text}`);
   }
 });
+
+Deno.test("describeConfig never prints credentials (worker tokens, auth hashes, grpc store headers)", () => {
+  const config = parseConfig(
+    JSON.stringify({
+      stores: [{
+        name: "R",
+        grpc: {
+          endpoints: [{ address: "grpc://h:1" }],
+          store_type: "cas",
+          headers: { authorization: "Bearer header-secret" },
+        },
+      }],
+      schedulers: [{ name: "S", simple: {} }],
+      workers: [{
+        local: {
+          worker_api_endpoint: { uri: "grpc://h:2", worker_token: "worker-secret-0123456789" },
+          cas_fast_slow_store: "R",
+          work_directory: "/w",
+        },
+      }],
+      servers: [{
+        listener: { http: { socket_address: "127.0.0.1:0" } },
+        services: { worker_api: { scheduler: "S", worker_token: "server-secret-0123456789" } },
+        auth: { users: [{ name: "ci", token_sha256: "a".repeat(64), permissions: { "*": ["read"] } }] },
+      }],
+    }),
+    "c.json5",
+  );
+  const text = describeConfig(config);
+  for (const secret of ["header-secret", "worker-secret", "server-secret", "a".repeat(64)]) {
+    assert.ok(!text.includes(secret), `${secret} printed:\n${text}`);
+  }
+  assert.match(text, /worker_token=\(redacted\)/);
+  assert.match(text, /auth: anonymous clients none; users "ci"/);
+});

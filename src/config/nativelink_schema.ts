@@ -197,6 +197,8 @@ const localWorker = s.object({
     uri: s.string(),
     timeout: s.optional(s.duration()),
     tls_config: s.optional(s.unsupported()),
+    /** Cairn: the credential presented to the worker API (default `$CAIRN_WORKER_TOKEN`). */
+    worker_token: s.optional(s.string()),
   }),
   max_action_timeout_s: s.optional(s.duration(), ["max_action_timeout"]),
   max_upload_timeout_s: s.optional(s.unsupported(), ["max_upload_timeout"]),
@@ -342,6 +344,8 @@ export const SERVICES: ObjectNode = s.object({
     scheduler: s.ref("scheduler"),
     disable_kill_revoked_operations: s.optional(s.unsupported()),
     kill_revoked_operations_interval_s: s.optional(s.unsupported()),
+    /** Cairn: the token workers must present (default `$CAIRN_WORKER_TOKEN`). */
+    worker_token: s.optional(s.string()),
   })),
   experimental_bep: s.optional(s.unsupported()),
   admin: s.optional(s.unsupported()),
@@ -349,9 +353,50 @@ export const SERVICES: ObjectNode = s.object({
   experimental_prometheus: s.optional(s.object({ path: s.optional(s.string()) })),
 });
 
+const PERMISSIONS = ["read", "write_cas", "write_ac", "execute"];
+const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
+
+/** Cairn: a server's client authentication (`auth`). */
+const auth = s.object({
+  anonymous: s.withDefault(s.enum("full", "read", "none"), "none"),
+  users: s.withDefault(
+    s.array(s.object({
+      name: s.string(),
+      token_sha256: s.optional(s.string()),
+      password_sha256: s.optional(s.string()),
+      mtls_subject: s.optional(s.string()),
+      permissions: s.map(s.array(s.enum(...PERMISSIONS)), "instance name"),
+    }, (u) => {
+      for (const key of ["token_sha256", "password_sha256"]) {
+        const v = u[key];
+        if (v !== undefined && !SHA256_HEX.test(String(v))) {
+          return `${key} must be 64 hex digits (printf %s SECRET | sha256sum)`;
+        }
+      }
+      if (u.token_sha256 === undefined && u.password_sha256 === undefined && !u.mtls_subject) {
+        return `user "${u.name}" needs token_sha256, password_sha256 or mtls_subject`;
+      }
+      if (typeof u.name === "string" && u.name.includes(":") && u.password_sha256 !== undefined) {
+        return `user "${u.name}": a name used with Basic credentials cannot contain ":"`;
+      }
+      return u;
+    })),
+    [],
+  ),
+}, (a) => {
+  const names = new Set<string>();
+  for (const u of a.users as { name: string }[]) {
+    if (names.has(u.name)) return `users: the name "${u.name}" is used twice`;
+    names.add(u.name);
+  }
+  return a;
+});
+
 const server = s.object({
   name: s.optional(s.string()),
   listener: LISTENER_KINDS,
+  /** Cairn: client authentication and per-instance permissions. */
+  auth: s.optional(auth),
   services: s.withDefault(SERVICES, {}),
   experimental_identity_header: s.optional(s.unsupported()),
 });

@@ -362,6 +362,11 @@ export interface LocalWorkerConfig {
     /** Seconds. */
     timeout?: number;
     tls_config?: ClientTlsConfig;
+    /**
+     * Cairn: the credential presented to the worker API (`authorization: Bearer …`). Default:
+     * `$CAIRN_WORKER_TOKEN`, or the one a parent Cairn hands the worker processes it spawns.
+     */
+    worker_token?: string;
   };
   /** `max_action_timeout` in older configs. */
   max_action_timeout_s?: number;
@@ -507,6 +512,11 @@ export interface ServicesConfig {
     scheduler: string;
     disable_kill_revoked_operations?: boolean;
     kill_revoked_operations_interval_s?: number;
+    /**
+     * Cairn: the token workers must present (`authorization: Bearer …`), at least 16 characters. Default:
+     * `$CAIRN_WORKER_TOKEN`; Cairn's own worker processes always get a generated credential.
+     */
+    worker_token?: string;
   };
   experimental_bep?: { store: string };
   admin?: { path?: string };
@@ -514,10 +524,40 @@ export interface ServicesConfig {
   experimental_prometheus?: { path?: string };
 }
 
+/** What a client may do on an instance. */
+export type AuthPermission = "read" | "write_cas" | "write_ac" | "execute";
+
+/** One client identity of a server's `auth` section (Cairn). */
+export interface AuthUserConfig {
+  /** The identity's name (also the user name of Basic credentials). */
+  name: string;
+  /** SHA-256 hex of the bearer token (`printf %s TOKEN | sha256sum`). */
+  token_sha256?: string;
+  /** SHA-256 hex of the password of Basic credentials (`grpc://name:password@host`). */
+  password_sha256?: string;
+  /** CN of a client certificate verified against the listener's `client_ca_file`. */
+  mtls_subject?: string;
+  /** Instance name (or `"*"` for every other instance) → permissions. */
+  permissions: Record<string, AuthPermission[]>;
+}
+
+/** Client authentication of one server (Cairn). */
+export interface AuthConfig {
+  /** What clients without credentials may do. Default `"none"` once an `auth` section is written. */
+  anonymous: "full" | "read" | "none";
+  /** Default `[]`. */
+  users: AuthUserConfig[];
+}
+
 /** One server: a listener and the services it hosts. */
 export interface ServerConfig {
   name?: string;
   listener: { http: HttpListenerConfig };
+  /**
+   * Cairn: client authentication. Without it every client has full access (a warning is printed when the
+   * listener is not on loopback).
+   */
+  auth?: AuthConfig;
   /** Default `{}`. */
   services: ServicesConfig;
   experimental_identity_header?: { header_name?: string; required?: boolean };

@@ -22,11 +22,18 @@ import { createExecutionService, type ExecutionInstance } from "./execution_serv
 import type { ServiceExtension, ServiceExtensionResult } from "./mod.ts";
 import { createOperationsService } from "./operations_service.ts";
 import { createWorkerApiService } from "./worker_api_service.ts";
+import { checkWorkerToken, createWorkerAuthenticator, WORKER_TOKEN_ENV } from "../auth/worker_auth.ts";
 
 /** Options of {@linkcode createExecutionExtension}. */
 export interface ExecutionExtensionOptions {
   /** Keep-alive interval announced to workers (default 1 s). */
   readonly workerKeepaliveIntervalS?: number;
+  /**
+   * Worker credentials accepted by every worker API besides its own `worker_token`: the credential this
+   * process hands its own worker processes, and `$CAIRN_WORKER_TOKEN`. A worker API with no credential at
+   * all is refused (FAILED_PRECONDITION): workers must authenticate.
+   */
+  readonly workerTokens?: readonly string[];
 }
 
 /** Builds execution, operations and worker API bindings from a server's `services` config. */
@@ -56,9 +63,22 @@ export function createExecutionExtension(
           `Cannot serve worker_api: scheduler "${workerApi.scheduler}" has no worker side (it must be or wrap a simple scheduler)`,
         );
       }
+      const tokens = [
+        ...(options.workerTokens ?? []),
+        checkWorkerToken(workerApi.worker_token, "services.worker_api.worker_token"),
+      ].filter((t): t is string => t !== undefined);
+      if (tokens.length === 0) {
+        throw new CairnError(
+          Code.FailedPrecondition,
+          `Cannot serve worker_api: workers could not authenticate. Set services.worker_api.worker_token ` +
+            `(e.g. "\${${WORKER_TOKEN_ENV}}") and the same worker_api_endpoint.worker_token on the workers, or ` +
+            `${WORKER_TOKEN_ENV} in the environment of the scheduler and of its workers`,
+        );
+      }
       bindings.push({
         service: WorkerApi,
         impl: createWorkerApiService({
+          authenticate: createWorkerAuthenticator(tokens),
           scheduler: workers,
           ...(options.workerKeepaliveIntervalS
             ? { keepaliveIntervalS: options.workerKeepaliveIntervalS }

@@ -15,8 +15,9 @@
  *   `http-ac/{hash}` in the AC store: Bazel's HTTP cache reads only what HTTP clients wrote. gRPC entries are
  *   keyed by the full action digest and are not visible over HTTP, nor the other way round.
  *
- * Uploads are streamed and hash-checked on the way (`Content-Length` required); a wrong hash is a 400 and
- * nothing is stored.
+ * Uploads are streamed and checked on the way against the hash in the path (`Content-Length` required, size
+ * and SHA-256, also for blobs already stored and for empty bodies); a mismatch is a 400 and nothing is
+ * stored or recorded. `read_only` instances refuse every PUT (403).
  *
  * @example
  * ```ts
@@ -33,14 +34,17 @@ import { getBytes, has, putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import type { HttpRoute } from "../transport/types.ts";
 import { CairnError, Code, quoteClient } from "../util/error.ts";
-import { collectBytes, hashingStream } from "../util/streams.ts";
+import { collectBytes, hashingStream, sizeCheckStream } from "../util/streams.ts";
 import { MAX_ACTION_RESULT_BYTES } from "./action_cache_service.ts";
 
 /** One instance of the HTTP cache. */
 export interface HttpCacheInstance {
   readonly casStore: StoreDriver;
   readonly acStore: StoreDriver;
-  /** The AC is `read_only`: PUT /ac is refused (403). */
+  /**
+   * The AC is `read_only`: every PUT is refused (403) — PUT /cas too, as it records the blob's size in the
+   * AC store.
+   */
   readonly readOnly?: boolean;
 }
 
@@ -163,6 +167,10 @@ export function createHttpCacheRoute(options: HttpCacheRouteOptions): HttpRoute 
   };
 
   const putCas = async (instance: string, inst: HttpCacheInstance, hash: string, request: Request) => {
+    if (inst.readOnly) {
+      await request.body?.cancel();
+      return text(403, "The cache is read-only");
+    }
     const length = request.headers.get("content-length");
     if (length === null || !/^\d+$/.test(length)) {
       await request.body?.cancel();
@@ -173,20 +181,22 @@ export function createHttpCacheRoute(options: HttpCacheRouteOptions): HttpRoute 
       await request.body?.cancel();
       return text(400, `Content-Length ${quoteClient(length)} is too large`);
     }
+    // Every body is checked against the hash in the path (size and SHA-256), even when the blob is stored
+    // already: the size recorded below is what later GETs serve, so it must be the blob's real size.
+    const verified = (request.body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() }))
+      .pipeThrough(sizeCheckStream({ exact: d.size }, `PUT /cas/${hash}`))
+      .pipeThrough(hashingStream((actual) => {
+        if (actual !== hash) {
+          throw new CairnError(
+            Code.InvalidArgument,
+            `Hash mismatch: the body hashes to ${actual}, not ${hash}`,
+          );
+        }
+      }));
     if (d.size > 0 && (await has(inst.casStore, d)) === undefined) {
-      const body = (request.body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() })).pipeThrough(
-        hashingStream((actual) => {
-          if (actual !== hash) {
-            throw new CairnError(
-              Code.InvalidArgument,
-              `Hash mismatch: the body hashes to ${actual}, not ${hash}`,
-            );
-          }
-        }),
-      );
-      await inst.casStore.write(d, body, { exact: d.size }, { signal: request.signal, verified: true });
+      await inst.casStore.write(d, verified, { exact: d.size }, { signal: request.signal, verified: true });
     } else {
-      await request.body?.cancel();
+      for await (const _ of verified) { /* checked on the way */ }
     }
     await putBytes(inst.acStore, httpCasSizeKey(hash), encodeSizeRecord(d));
     remember(`${instance}\u0000${hash}`, d.size);

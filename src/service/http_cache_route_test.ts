@@ -103,3 +103,31 @@ Deno.test("HTTP cache: size records decode in the ActionResult form and the olde
   assert.equal(decodeSizeRecord("0".repeat(64), encodeSizeRecord(d)), undefined);
   assert.equal(decodeSizeRecord(d.hash, new Uint8Array([0xff, 0xff])), undefined);
 });
+
+Deno.test("HTTP cache: an empty or short PUT of a stored blob's hash is 400 and GET still returns the blob", async () => {
+  const { call } = setup();
+  const data = await patternBytes(5000, 7);
+  const d = digestOf(data);
+  assert.equal((await call("PUT", `/cas/${d.hash}`, data)).status, 200);
+  // Empty body (Content-Length: 0) for a non-empty hash.
+  const empty = await call("PUT", `/cas/${d.hash}`, new Uint8Array(0));
+  assert.equal(empty.status, 400);
+  // The right length prefix of the right bytes, and right length with wrong bytes, while the blob is stored.
+  assert.equal((await call("PUT", `/cas/${d.hash}`, data.subarray(0, 100))).status, 400);
+  assert.equal((await call("PUT", `/cas/${d.hash}`, new Uint8Array(5000))).status, 400);
+  const got = await call("GET", `/cas/${d.hash}`);
+  assert.equal(got.status, 200);
+  assert.deepEqual(got.body, data);
+  // The same bytes again are fine.
+  assert.equal((await call("PUT", `/cas/${d.hash}`, data)).status, 200);
+  // The empty blob needs no body.
+  assert.equal((await call("PUT", `/cas/${EMPTY_SHA256}`, new Uint8Array(0))).status, 200);
+});
+
+Deno.test("HTTP cache: a read-only instance refuses PUT /cas and records nothing", async () => {
+  const { call } = setup();
+  const data = new TextEncoder().encode("read only");
+  const d = digestOf(data);
+  assert.equal((await call("PUT", `/team/a/cas/${d.hash}`, data)).status, 403);
+  assert.equal((await call("GET", `/team/a/cas/${d.hash}`)).status, 404);
+});

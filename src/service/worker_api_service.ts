@@ -8,7 +8,12 @@
  * terminal report (a report for a task the worker was not given is logged and ignored); GoingAway → no new
  * work. The scheduler sends StartExecution, KillExecution, KeepAlive and, when it drops the worker,
  * Disconnect before closing the stream. When the stream ends or fails the worker is removed and its tasks
- * requeued. A worker may reconnect, with the same id or none.
+ * requeued. A worker may reconnect (it gets a new id).
+ *
+ * Workers authenticate: with `authenticate` set (the app always sets it, see `src/auth/worker_auth.ts`), a
+ * stream without a valid worker credential ends with UNAUTHENTICATED before any message is read. Worker ids
+ * are assigned here: the id a Hello proposes is only a label (`<label>-<random>`), so no client can take over
+ * (or disconnect) another worker's registration.
  *
  * @example
  * ```ts
@@ -39,6 +44,16 @@ export interface WorkerApiServiceOptions {
   readonly keepaliveIntervalS?: number;
   /** Where protocol problems are reported (default `console.warn`). */
   readonly log?: (message: string) => void;
+  /** Checks the worker's credential in the request headers; throws UNAUTHENTICATED to refuse it. */
+  readonly authenticate?: (headers: Headers) => void;
+}
+
+/** A server-assigned worker id: the Hello's proposed id (sanitized, shortened) as a label plus a random part. */
+export function assignWorkerId(proposed: string): string {
+  // A reconnecting worker proposes the id it had: keep its label, not the old random part.
+  const base = proposed.replace(/-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, "");
+  const label = base.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64) || "worker";
+  return `${label}-${crypto.randomUUID()}`;
 }
 
 /** A small unbounded queue read by one async consumer. */
@@ -143,6 +158,7 @@ export function createWorkerApiService(options: WorkerApiServiceOptions): Servic
 
   return {
     async *connect(requests: AsyncIterable<WorkerMessage>, ctx: HandlerContext) {
+      options.authenticate?.(ctx.requestHeader);
       const input = requests[Symbol.asyncIterator]();
       const first = await input.next();
       if (first.done || first.value.msg.case !== "hello") {
@@ -166,7 +182,7 @@ export function createWorkerApiService(options: WorkerApiServiceOptions): Servic
       let session: WorkerSession;
       try {
         session = scheduler.registerWorker({
-          workerId: hello.workerId,
+          workerId: assignWorkerId(hello.workerId),
           properties: hello.properties.map((p) => ({ name: p.name, value: p.value })),
           maxInflightTasks: hello.maxInflightTasks,
           connection,

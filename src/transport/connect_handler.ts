@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { cors } from "@connectrpc/connect";
+import { cors, createContextValues } from "@connectrpc/connect";
 import {
   compressionGzip,
   connectNodeAdapter,
@@ -21,6 +21,7 @@ import {
 import type { NodeRequest, NodeResponse } from "./http_routes.ts";
 import { toConnectError } from "./grpc_status.ts";
 import type { ServiceBinding } from "./types.ts";
+import { kPeer, peerOf } from "./peer.ts";
 
 /** Options of {@linkcode createConnectHandler}. */
 export interface ConnectHandlerOptions {
@@ -51,6 +52,7 @@ export function createConnectHandler(
     acceptCompression: options.gzip ? [compressionGzip] : [],
     readMaxBytes: options.maxMessageBytes ?? 4 * 1024 * 1024,
     ...(options.shutdownSignal ? { shutdownSignal: options.shutdownSignal } : {}),
+    contextValues: (req) => createContextValues().set(kPeer, peerOf(req.socket)),
   });
   return (req, res) => {
     const origin = req.headers.origin;

@@ -45,6 +45,7 @@ import {
 import { percentEncode, statusTrailers } from "./grpc_status.ts";
 import { type MethodStats, methodStats } from "./grpc_stats.ts";
 import { SendBacklog } from "./send_backlog.ts";
+import { kPeer, peerOf } from "./peer.ts";
 import type { EncodedServerStream, EncodedUnary, ServiceBinding, TransportLog } from "./types.ts";
 
 /** Options of {@linkcode GrpcHandler}. */
@@ -269,7 +270,7 @@ class GrpcCall implements HandlerContext {
   }
 
   get values(): ContextValues {
-    return (this.#values ??= createContextValues());
+    return (this.#values ??= createContextValues().set(kPeer, peerOf(this.#stream.session?.socket)));
   }
 
   get url(): string {

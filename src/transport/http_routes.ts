@@ -16,6 +16,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { CairnError, Code } from "../util/error.ts";
 import type { HttpRoute, TransportLog } from "./types.ts";
+import { peerOf } from "./peer.ts";
 
 /** A Node request from node:http or the node:http2 compat layer. */
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -50,7 +51,7 @@ async function serveRoutes(routes: readonly HttpRoute[], req: NodeRequest, res: 
   });
   const request = toWebRequest(req, abort.signal);
   for (const route of routes) {
-    const response = await route(request);
+    const response = await route(request, peerOf(req.socket as never));
     if (response !== undefined) {
       return await writeWebResponse(response, req.method === "HEAD", res, abort.signal);
     }

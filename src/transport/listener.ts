@@ -20,6 +20,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { CairnError, Code } from "../util/error.ts";
 import { type ListenerTls, verifyClientCertificate } from "./tls.ts";
+import { markVerifiedClient } from "./peer.ts";
 import type { TransportLog } from "./types.ts";
 
 /** The connection preface every HTTP/2 client sends first (RFC 9113 §3.4). */
@@ -155,6 +156,7 @@ export class Listener {
         else socket.destroy();
         return;
       }
+      markVerifiedClient(socket);
     }
     if (socket.alpnProtocol === "h2") this.#options.onHttp2(socket);
     else if (socket.alpnProtocol === "http/1.1") this.#options.onHttp1(socket);

@@ -26,6 +26,7 @@ export {
 export { registerErrorDetailTypes, statusOf, toConnectError } from "./grpc_status.ts";
 export { type BoundAddress, parseSocketAddress } from "./listener.ts";
 export { decodeRequest } from "./grpc_handler.ts";
+export { kPeer, type PeerInfo } from "./peer.ts";
 export type {
   EncodedServerStream,
   EncodedUnary,

@@ -27,6 +27,7 @@ import { GrpcHandler } from "./grpc_handler.ts";
 import { createHttpRoutesHandler, type NodeRequest, type NodeResponse } from "./http_routes.ts";
 import { type BoundAddress, Listener } from "./listener.ts";
 import { loadListenerTls } from "./tls.ts";
+import { linkInnerConnection } from "./peer.ts";
 import { percentEncode } from "./grpc_status.ts";
 import type { HttpListenerConfig, HttpRoute, ServiceBinding, TransportLog } from "./types.ts";
 
@@ -140,6 +141,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
   let h1Port: number | undefined;
   const toH1 = (socket: net.Socket) => {
     const upstream = net.connect({ port: h1Port!, host: "127.0.0.1", noDelay: true });
+    upstream.once("connect", () => linkInnerConnection(upstream, socket));
     socket.setNoDelay?.(true);
     // The client leaving drops the inner connection at once; the inner side closing ends the client's
     // connection gracefully (a TLS close_notify, then FIN) so pooled clients see it closed, not reset.

@@ -15,6 +15,7 @@
  */
 import type { DescService } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { PeerInfo } from "./peer.ts";
 
 /**
  * A unary method working on encoded messages: the request's bytes in, the response's bytes out. The gRPC
@@ -43,9 +44,13 @@ export interface ServiceBinding {
 
 /**
  * A plain HTTP route. Returns `undefined` when the request is not its own so the next route may take it.
- * The request body is a stream; large bodies must be streamed, not buffered.
+ * The request body is a stream; large bodies must be streamed, not buffered. `peer` says who is calling
+ * (a verified client certificate), when the transport knows.
  */
-export type HttpRoute = (request: Request) => Promise<Response | undefined> | Response | undefined;
+export type HttpRoute = (
+  request: Request,
+  peer?: PeerInfo,
+) => Promise<Response | undefined> | Response | undefined;
 
 /** TLS of a listener (NativeLink's `tls`; `ca_file` + `verify_client` is the older spelling of mTLS). */
 export interface ListenerTlsConfig {

@@ -64,6 +64,11 @@ export interface LocalWorkerDeps {
   readonly index?: number;
   /** Software version sent in Hello. */
   readonly version?: string;
+  /**
+   * The worker credential when the config sets no `worker_api_endpoint.worker_token` (`$CAIRN_WORKER_TOKEN`,
+   * else the one a parent Cairn handed this process).
+   */
+  readonly workerToken?: string | undefined;
 }
 
 /** A running local worker. */
@@ -319,7 +324,9 @@ class Worker implements LocalWorker {
     let lastHeard = Date.now();
     let keepAlive: ReturnType<typeof setInterval> | undefined;
     try {
-      for await (const message of client.connect(outbox, { signal: session.signal })) {
+      const token = this.#spec.workerToken ?? this.#deps.workerToken;
+      const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+      for await (const message of client.connect(outbox, { signal: session.signal, headers })) {
         lastHeard = Date.now();
         if (message.msg.case === "welcome") {
           this.#workerId = message.msg.value.workerId || this.#workerId;

@@ -62,6 +62,8 @@ export interface ResolvedWorkerSpec {
   readonly endpoint: string;
   /** Seconds (default 5). */
   readonly endpointTimeoutS: number;
+  /** `worker_api_endpoint.worker_token`, when configured. */
+  readonly workerToken: string | undefined;
   readonly maxActionTimeoutS: number;
   readonly timeoutHandledExternally: boolean;
   readonly maxInflightTasks: number;
@@ -137,6 +139,7 @@ export function resolveLocalWorkerSpec(spec: LocalWorkerSpec, index = 0): Resolv
     name: spec.name ?? String(index),
     endpoint: uri,
     endpointTimeoutS: spec.worker_api_endpoint.timeout ?? 5,
+    workerToken: spec.worker_api_endpoint.worker_token || undefined,
     maxActionTimeoutS: spec.max_action_timeout_s || DEFAULT_MAX_ACTION_TIMEOUT_S,
     timeoutHandledExternally: spec.timeout_handled_externally ?? false,
     maxInflightTasks: spec.max_inflight_tasks || navigator.hardwareConcurrency || 1,

@@ -22,6 +22,7 @@ import { createLocalWorker, type LocalWorker } from "./local_worker.ts";
 import { selectWorkers } from "./permissions.ts";
 import { consoleWorkerLog } from "./worker_log.ts";
 import { workerStoreSpecs } from "./worker_stores.ts";
+import { forgetWorkerTokenEnv, takeInternalWorkerToken, workerTokenFromEnv } from "../auth/worker_auth.ts";
 
 /** Parsed command line. */
 export interface WorkerProcessArgs {
@@ -72,13 +73,21 @@ export function parseWorkerArgs(args: readonly string[]): WorkerProcessArgs {
 
 /** Runs the workers until a signal; resolves when they have all shut down. */
 export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
+  // The credential a parent Cairn handed over leaves the environment before anything else runs.
+  const internalToken = takeInternalWorkerToken();
   const config = await loadConfig(args.config, undefined, args.baseDir ? { baseDir: args.baseDir } : {});
   const specs = selectWorkers(config, args.worker);
   if (specs.length === 0) throw new Error(`The config ${args.config} defines no workers`);
-  const stores = await createStoreManager(workerStoreSpecs(config, specs, args.casEndpoint));
+  const stores = await createStoreManager(workerStoreSpecs(config, specs, args.casEndpoint, internalToken));
+  // A configured token (worker_token, else $CAIRN_WORKER_TOKEN) names the scheduler's credential; the one a
+  // parent Cairn handed over is accepted by the parent's own worker API.
+  const workerToken = workerTokenFromEnv() ?? internalToken;
+  // Nothing an action can name (`additional_environment: from_environment`) may read a worker credential.
+  forgetWorkerTokenEnv();
   const workers: LocalWorker[] = specs.map((spec, i) =>
     createLocalWorker(spec, {
       stores,
+      workerToken,
       index: args.worker ?? i,
       log: consoleWorkerLog(`worker ${spec.name ?? args.worker ?? i}`),
     })

@@ -7,7 +7,9 @@
  * and replaced by a `grpc` store to that endpoint: `store_type: "ac"` for the `ac_store`, `"cas"`
  * otherwise, with the instance name under which the parent's `cas` / `ac` service exposes that store.
  * Stores written inline in the worker's own spec (typically the fast `filesystem` store under its own
- * `content_path`) are built in the worker process.
+ * `content_path`) are built in the worker process. With `internalToken` (the credential the parent handed
+ * this process), those `grpc` stores send it as `authorization: Bearer …`, so they pass the parent's client
+ * authentication when its server has an `auth` section.
  *
  * @example
  * ```ts
@@ -28,6 +30,7 @@ export function workerStoreSpecs(
   config: CairnConfig,
   workers: readonly LocalWorkerSpec[],
   casEndpoint?: string,
+  internalToken?: string,
 ): Record<string, unknown> {
   const byName = new Map<string, Spec>(
     config.stores.map(({ name, ...spec }) => [name, spec as unknown as Spec]),
@@ -52,6 +55,7 @@ export function workerStoreSpecs(
       instance_name: instanceFor(name, type),
       endpoints: [{ address: casEndpoint! }],
       store_type: type,
+      ...(internalToken ? { headers: { authorization: `Bearer ${internalToken}` } } : {}),
     },
   });
   const need = (name: string, type: "cas" | "ac", top: boolean) => {

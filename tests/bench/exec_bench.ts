@@ -225,6 +225,7 @@ try {
       await startSplitWorker({
         casUrl: cairn.url,
         workerApiUrl: cairn.workerApiUrl,
+        workerToken: cairn.workerToken,
         dataDir: `${root}/w${i}`,
       }),
     );
