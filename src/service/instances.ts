@@ -51,7 +51,7 @@ export function createInstances<T>(
       if (found === undefined) {
         throw new CairnError(
           unknownCode,
-          `Unknown instance name ${JSON.stringify(instanceName)} for ${service}: known instances are ${
+          `Unknown instance name ${clipName(instanceName)} for ${service}: known instances are ${
             listInstanceNames(map.keys())
           }`,
         );
@@ -62,4 +62,10 @@ export function createInstances<T>(
     names: () => [...map.keys()],
     entries: () => [...map.entries()],
   };
+}
+
+/** Quotes a client-supplied name for a message, cut to 200 characters. */
+export function clipName(name: string): string {
+  const quoted = JSON.stringify(name.length > 200 ? name.slice(0, 200) : name);
+  return name.length > 200 ? `${quoted}… (${name.length} chars)` : quoted;
 }

@@ -45,6 +45,7 @@ import {
 import { percentEncode, statusTrailers } from "./grpc_status.ts";
 import { type MethodStats, methodStats } from "./grpc_stats.ts";
 import { SendBacklog } from "./send_backlog.ts";
+import { countEvent } from "./guard.ts";
 import type { EncodedServerStream, EncodedUnary, ServiceBinding, TransportLog } from "./types.ts";
 
 /** Options of {@linkcode GrpcHandler}. */
@@ -57,6 +58,16 @@ export interface GrpcHandlerOptions {
   /** Largest accepted message (after decompression). Default 4 MiB. */
   readonly maxMessageBytes?: number | undefined;
   readonly log?: TransportLog | undefined;
+  /**
+   * Admits a client-streaming call (an upload) on `stream`'s connection: returns its release, or undefined
+   * when a limit is reached (the call then ends at once with RESOURCE_EXHAUSTED). Default: all admitted.
+   */
+  readonly admitUpload?: ((stream: ServerHttp2Stream) => (() => void) | undefined) | undefined;
+  /**
+   * A call whose request is still open but sends no byte for this long (while the handler waits for it)
+   * ends with DEADLINE_EXCEEDED. Default 30 s.
+   */
+  readonly requestIdleMs?: number | undefined;
 }
 
 type Impl = (request: unknown, context: HandlerContext) => unknown;
@@ -85,6 +96,8 @@ export class GrpcHandler {
   readonly sendGzip: boolean;
   readonly maxMessageBytes: number;
   readonly log: TransportLog | undefined;
+  readonly requestIdleMs: number;
+  readonly #admitUpload: GrpcHandlerOptions["admitUpload"];
   /** Bounds what server-streaming calls queue per connection (Deno's http2 writes ignore flow control). */
   readonly backlog = new SendBacklog(4 * 1024 * 1024);
 
@@ -115,6 +128,8 @@ export class GrpcHandler {
     this.sendGzip = options.sendCompression === "gzip";
     this.maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
     this.log = options.log;
+    this.requestIdleMs = options.requestIdleMs ?? 30_000;
+    this.#admitUpload = options.admitUpload;
   }
 
   /** Whether `contentType` is a gRPC protobuf request this handler serves. */
@@ -160,7 +175,19 @@ export class GrpcHandler {
     } catch (err) {
       return trailersOnly(stream, Code.InvalidArgument, (err as Error).message);
     }
-    const call = new GrpcCall(this, stream, headers, entry, gzipIn, gzipOut);
+    let release: (() => void) | undefined;
+    if (entry.streamingRequest && this.#admitUpload !== undefined) {
+      release = this.#admitUpload(stream);
+      if (release === undefined) {
+        return trailersOnly(
+          stream,
+          Code.ResourceExhausted,
+          `Too many uploads in flight: ${entry.service.typeName}.${entry.method.name} refused ` +
+            `(limits.max_uploads_per_connection / limits.max_uploads); retry later`,
+        );
+      }
+    }
+    const call = new GrpcCall(this, stream, headers, entry, gzipIn, gzipOut, release);
     this.#active.add(call);
     call.start(timeoutMs);
   }
@@ -213,6 +240,11 @@ class GrpcCall implements HandlerContext {
   #received = 0;
   #trailers: Record<string, string> = OK_TRAILERS;
   readonly #startedAt = performance.now();
+  readonly #release: (() => void) | undefined;
+  /** Request idle watch: whether the handler waits for request bytes, since when, and its timer. */
+  #waiting = false;
+  #lastDataAt = 0;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     owner: GrpcHandler,
@@ -221,7 +253,9 @@ class GrpcCall implements HandlerContext {
     entry: MethodEntry,
     gzipIn: boolean,
     gzipOut: boolean,
+    release: (() => void) | undefined,
   ) {
+    this.#release = release;
     this.#owner = owner;
     this.#stream = stream;
     this.#headers = headers;
@@ -287,12 +321,43 @@ class GrpcCall implements HandlerContext {
       this.#deadline = Date.now() + timeoutMs;
       this.#timer = setTimeout(GrpcCall.#onDeadline, timeoutMs, this);
     }
+    this.#lastDataAt = Date.now();
     if (this.#entry.streamingRequest) {
       this.#call(() => this.#entry.impl!(this.#readMessages(), this), false);
     } else {
+      this.#waiting = true;
+      this.#armIdle();
       stream.on("data", GrpcCall.#onData);
       stream.on("end", GrpcCall.#onEnd);
     }
+  }
+
+  /** Watches for a request that stalls: no byte for `requestIdleMs` while the handler waits for one. */
+  #armIdle(): void {
+    if (this.#idleTimer !== undefined || this.#state >= State.Ending) return;
+    const idle = this.#owner.requestIdleMs;
+    const left = Math.max(1, this.#lastDataAt + idle - Date.now());
+    this.#idleTimer = setTimeout(GrpcCall.#onIdle, left, this);
+  }
+
+  static #onIdle(call: GrpcCall): void {
+    call.#idleTimer = undefined;
+    if (!call.#waiting || call.#state >= State.Ending) return;
+    const idle = call.#owner.requestIdleMs;
+    if (Date.now() - call.#lastDataAt < idle) return call.#armIdle();
+    countEvent("upload_idle_timeout");
+    call.cancel(
+      new ConnectError(
+        `The request sent nothing for ${idle / 1000}s (limits.upload_idle_timeout_s)`,
+        ConnectCode.DeadlineExceeded,
+      ),
+    );
+  }
+
+  #stopIdle(): void {
+    this.#waiting = false;
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
   }
 
   /** Ends the call with `reason` and aborts the handler (client gone, deadline, shutdown). */
@@ -325,6 +390,7 @@ class GrpcCall implements HandlerContext {
 
   #data(chunk: Uint8Array): void {
     if (this.#state >= State.Ending) return;
+    this.#lastDataAt = Date.now();
     this.#received += chunk.byteLength;
     if (this.#received > this.#owner.maxMessageBytes + 5) {
       this.#chunks = [];
@@ -341,6 +407,7 @@ class GrpcCall implements HandlerContext {
   }
 
   #end(): void {
+    this.#stopIdle();
     if (this.#state >= State.Ending) return;
     const chunks = this.#chunks;
     this.#chunks = [];
@@ -431,11 +498,24 @@ class GrpcCall implements HandlerContext {
   async *#readMessages(): AsyncGenerator<unknown> {
     const parser = new FrameParser(this.#owner.maxMessageBytes);
     const stream = this.#stream;
-    for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>) {
-      parser.push(chunk);
-      for (let frame = parser.next(); frame !== undefined; frame = parser.next()) {
-        yield this.#decode(frame);
+    const chunks = (stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>)[
+      Symbol.asyncIterator
+    ]();
+    try {
+      for (;;) {
+        this.#waiting = true;
+        this.#lastDataAt = Date.now();
+        this.#armIdle();
+        const next = await chunks.next();
+        this.#waiting = false;
+        if (next.done) break;
+        parser.push(next.value);
+        for (let frame = parser.next(); frame !== undefined; frame = parser.next()) {
+          yield this.#decode(frame);
+        }
       }
+    } finally {
+      this.#stopIdle();
     }
     if (this.#abortReason !== undefined) throw this.#abortReason;
     parser.finish();
@@ -558,6 +638,8 @@ class GrpcCall implements HandlerContext {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
+    this.#stopIdle();
+    this.#release?.();
     this.#owner.release(this);
     if (this.#abortReason !== undefined) return;
     const code = reason === undefined ? Number(this.#trailers["grpc-status"] ?? 0) : Code.Cancelled;
