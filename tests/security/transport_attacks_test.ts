@@ -1,0 +1,237 @@
+/**
+ * Attacks on the transport, each against the real `main.ts` on loopback, bounded in count and time:
+ * HTTP/2 rapid reset, thousands of stalled ByteStream writes, stalled HTTP/1.1 PUTs, preface-only and silent
+ * connections, CORS from foreign origins, foreign connections to the internal HTTP/1.1 relay port, huge
+ * instance names, and clients hanging up mid-stream. See README_transport.md beside this file.
+ *
+ * @example
+ * ```sh
+ * deno test --allow-all tests/security/transport_attacks_test.ts
+ * ```
+ * @module
+ */
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import net from "node:net";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ReadResponseSchema, WriteRequestSchema, ReadRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import {
+  type CairnProcess,
+  memoryCacheConfig,
+  startCairnProcess,
+} from "../fixtures/cairn_process.ts";
+
+const CAPABILITIES = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities";
+const BS_WRITE = "/google.bytestream.ByteStream/Write";
+const BS_READ = "/google.bytestream.ByteStream/Read";
+const ATTACKER = new URL("./h2_attacker.ts", import.meta.url).pathname;
+
+/** Runs the attacker process; resolves `started` once it printed it (or exited), `done` with all it printed. */
+function runAttacker(args: string[]): { started: Promise<void>; done: Promise<string> } {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", ATTACKER, ...args],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  let markStarted!: () => void;
+  const started = new Promise<void>((r) => markStarted = r);
+  const done = (async () => {
+    let text = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      if (text.includes("started")) markStarted();
+    }
+    markStarted();
+    await child.status;
+    return text;
+  })();
+  return { started, done };
+}
+
+function frame(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + bytes.byteLength);
+  new DataView(out.buffer).setUint32(1, bytes.byteLength);
+  out.set(bytes, 5);
+  return out;
+}
+
+async function sha256(bytes: Uint8Array): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+interface GrpcResult {
+  status: number;
+  message: string;
+  body: Uint8Array;
+}
+
+/** One gRPC call on `session`: sends `messages` (ending the stream unless `hold`), collects the answer. */
+function grpcCall(
+  session: http2.ClientHttp2Session,
+  path: string,
+  messages: Uint8Array[],
+  opts: { hold?: boolean; instance?: string } = {},
+): { result: Promise<GrpcResult>; stream: http2.ClientHttp2Stream } {
+  const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+  const result = new Promise<GrpcResult>((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    let status: number | undefined;
+    let message = "";
+    // The status ends the call (a held request stream would keep 'close' from firing).
+    const take = (h: http2.IncomingHttpHeaders) => {
+      if (h["grpc-status"] === undefined || status !== undefined) return;
+      status = Number(h["grpc-status"]);
+      message = decodeURIComponent(String(h["grpc-message"] ?? ""));
+      resolve({ status, message, body: Buffer.concat(chunks) });
+      if (opts.hold) stream.close();
+    };
+    stream.on("response", take);
+    stream.on("trailers", take);
+    stream.on("data", (c: Uint8Array) => chunks.push(c));
+    stream.on("error", (err) => status === undefined ? reject(err) : undefined);
+    stream.on("close", () => {
+      if (status === undefined) reject(new Error(`stream closed without grpc-status (rst ${stream.rstCode})`));
+    });
+  });
+  for (const m of messages) stream.write(frame(m));
+  if (!opts.hold) stream.end();
+  result.catch(() => {});
+  return { result, stream };
+}
+
+function connect(port: number): Promise<http2.ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const s = http2.connect(`http://127.0.0.1:${port}`);
+    s.once("connect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+function fdCount(pid: number): number {
+  let n = 0;
+  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
+  return n;
+}
+
+/** Uploads `data` with one ByteStream Write; returns its digest's resource name for reads. */
+async function upload(session: http2.ClientHttp2Session, data: Uint8Array): Promise<string> {
+  const hash = await sha256(data);
+  const write = create(WriteRequestSchema, {
+    resourceName: `uploads/${crypto.randomUUID()}/blobs/${hash}/${data.byteLength}`,
+    data,
+    finishWrite: true,
+  });
+  const r = await grpcCall(session, BS_WRITE, [toBinary(WriteRequestSchema, write)]).result;
+  assert.equal(r.status, 0, r.message);
+  return `blobs/${hash}/${data.byteLength}`;
+}
+
+/** The victim: GetCapabilities and a small ByteStream read must each answer within `ms`. */
+async function victim(session: http2.ClientHttp2Session, readName: string, ms: number): Promise<void> {
+  const t0 = performance.now();
+  const caps = await grpcCall(session, CAPABILITIES, [new Uint8Array(0)]).result;
+  const t1 = performance.now();
+  assert.equal(caps.status, 0, caps.message);
+  const read = await grpcCall(session, BS_READ, [
+    toBinary(ReadRequestSchema, create(ReadRequestSchema, { resourceName: readName })),
+  ]).result;
+  const t2 = performance.now();
+  assert.equal(read.status, 0, read.message);
+  const resp = fromBinary(ReadResponseSchema, read.body.subarray(5));
+  assert.ok(resp.data.byteLength > 0);
+  assert.ok(t1 - t0 < ms, `GetCapabilities took ${Math.round(t1 - t0)} ms`);
+  assert.ok(t2 - t1 < ms, `ByteStream Read took ${Math.round(t2 - t1)} ms`);
+}
+
+async function withCairn(
+  listener: Record<string, unknown>,
+  fn: (cairn: CairnProcess) => Promise<void>,
+  config?: Record<string, unknown>,
+): Promise<void> {
+  const cairn = await startCairnProcess({
+    config: config ?? memoryCacheConfig({ listener: { socket_address: "127.0.0.1:0", ...listener } }),
+  });
+  try {
+    await fn(cairn);
+  } finally {
+    await cairn.stop(20_000);
+  }
+}
+
+Deno.test("rapid reset: thousands of HEADERS+RST_STREAM over 4 connections leave the server alive and serving", async () => {
+  await withCairn({}, async (cairn) => {
+    const victimSession = await connect(cairn.port);
+    const readName = await upload(victimSession, new Uint8Array(4096).fill(7));
+    // The attack runs in its own process, so the victim's latency is the server's, not this process's.
+    const attack = runAttacker(["rapid-reset", String(cairn.port), "4", "2500"]);
+    await attack.started;
+    await victim(victimSession, readName, 1000);
+    await victim(victimSession, readName, 1000);
+    const report = await attack.done;
+    const sent = Number(/sent (\d+)/.exec(report)?.[1] ?? 0);
+    await victim(victimSession, readName, 1000);
+    assert.ok(sent >= 1000, `only ${sent} resets sent: ${report}`);
+    // Past max_resets_per_second the server sent GOAWAY (ENHANCE_YOUR_CALM) on the attacking connections.
+    assert.ok(Number(/goaway (\d+)/.exec(report)?.[1] ?? 0) >= 1, `no GOAWAY: ${report}`);
+    assert.ok(cairn.alive(), "the server died");
+    assert.doesNotMatch(cairn.logs(), /Uncaught|session has been destroyed/);
+    victimSession.close();
+  });
+});
+
+Deno.test("stalled ByteStream writes: excess refused at once, victim served, RSS bounded, idle ones time out", async () => {
+  const listener = {
+    limits: { max_uploads_per_connection: 64, max_uploads: 256, upload_idle_timeout_s: 3 },
+  };
+  await withCairn(listener, async (cairn) => {
+    const victimSession = await connect(cairn.port);
+    const readName = await upload(victimSession, new Uint8Array(4096).fill(3));
+    const rssBefore = rssMb(cairn.pid);
+    const size = 10 << 20;
+    const hash = "a".repeat(64);
+    const sessions = await Promise.all(Array.from({ length: 8 }, () => connect(cairn.port)));
+    const started = performance.now();
+    const calls = sessions.flatMap((s) => {
+      s.on("error", () => {});
+      return Array.from({ length: 250 }, () => {
+        const req = create(WriteRequestSchema, {
+          resourceName: `uploads/${crypto.randomUUID()}/blobs/${hash}/${size}`,
+          data: new Uint8Array(1024).fill(1),
+        });
+        const c = grpcCall(s, BS_WRITE, [toBinary(WriteRequestSchema, req)], { hold: true });
+        return c.result.then((r) => ({ ...r, at: performance.now() - started }), (err) => ({
+          status: -1,
+          message: String(err),
+          body: new Uint8Array(0),
+          at: performance.now() - started,
+        }));
+      });
+    });
+    // 2000 calls: at most 256 admitted (64 per connection), every other one refused promptly.
+    const settledSoon: { status: number; at: number }[] = [];
+    for (const c of calls) void c.then((r) => settledSoon.push(r));
+    const deadline = performance.now() + 20_000;
+    while (settledSoon.filter((r) => r.status === 8).length < 2000 - 256 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const refused = settledSoon.filter((r) => r.status === 8);
+    assert.ok(refused.length >= 2000 - 256, `only ${refused.length} refused with RESOURCE_EXHAUSTED`);
+    await victim(victimSession, readName, 1000);
+    const rssDuring = rssMb(cairn.pid);
+    assert.ok(rssDuring - rssBefore < 400, `RSS grew from ${rssBefore} to ${rssDuring} MB`);
+    // The admitted, stalled ones end with DEADLINE_EXCEEDED after the idle timeout.
+    const all = await Promise.all(calls);
+    const timedOut = all.filter((r) => r.status === 4);
+    assert.equal(timedOut.length + refused.length, 2000, JSON.stringify(all.filter((r) => r.status !== 4 && r.status !== 8).slice(0, 3)));
+    assert.ok(timedOut.every((r) => r.at >= 2500), "an upload timed out before upload_idle_timeout_s");
+    await victim(victimSession, readName, 1000);
+    for (const s of sessions) s.destroy();
+    victimSession.close();
+  });
+});
