@@ -178,7 +178,7 @@ Deno.test("rapid reset: thousands of HEADERS+RST_STREAM over 4 connections leave
     await victim(victimSession, readName, 1000);
     assert.ok(sent >= 1000, `only ${sent} resets sent: ${report}`);
     // Past max_resets_per_second the server sent GOAWAY (ENHANCE_YOUR_CALM) on the attacking connections.
-    assert.ok(Number(/goaway (\d+)/.exec(report)?.[1] ?? 0) >= 1, `no GOAWAY: ${report}`);
+    assert.ok(Number(/cut (\d+)/.exec(report)?.[1] ?? 0) >= 1, `no attacking connection was closed: ${report}`);
     assert.ok(cairn.alive(), "the server died");
     assert.doesNotMatch(cairn.logs(), /Uncaught|session has been destroyed/);
     victimSession.close();
