@@ -14,12 +14,12 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import net from "node:net";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ReadResponseSchema, WriteRequestSchema, ReadRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import {
-  type CairnProcess,
-  memoryCacheConfig,
-  startCairnProcess,
-} from "../fixtures/cairn_process.ts";
+  ReadRequestSchema,
+  ReadResponseSchema,
+  WriteRequestSchema,
+} from "../../src/gen/google/bytestream/bytestream_pb.ts";
+import { type CairnProcess, memoryCacheConfig, startCairnProcess } from "../fixtures/cairn_process.ts";
 
 const CAPABILITIES = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities";
 const BS_WRITE = "/google.bytestream.ByteStream/Write";
@@ -73,7 +73,12 @@ function grpcCall(
   messages: Uint8Array[],
   opts: { hold?: boolean; instance?: string } = {},
 ): { result: Promise<GrpcResult>; stream: http2.ClientHttp2Stream } {
-  const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+  const stream = session.request({
+    ":method": "POST",
+    ":path": path,
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
   const result = new Promise<GrpcResult>((resolve, reject) => {
     const chunks: Uint8Array[] = [];
     let status: number | undefined;
@@ -91,7 +96,9 @@ function grpcCall(
     stream.on("data", (c: Uint8Array) => chunks.push(c));
     stream.on("error", (err) => status === undefined ? reject(err) : undefined);
     stream.on("close", () => {
-      if (status === undefined) reject(new Error(`stream closed without grpc-status (rst ${stream.rstCode})`));
+      if (status === undefined) {
+        reject(new Error(`stream closed without grpc-status (rst ${stream.rstCode})`));
+      }
     });
   });
   for (const m of messages) stream.write(frame(m));
@@ -143,7 +150,8 @@ async function victim(session: http2.ClientHttp2Session, readName: string, ms: n
   ]).result;
   const t2 = performance.now();
   assert.equal(read.status, 0, read.message);
-  const resp = fromBinary(ReadResponseSchema, read.body.subarray(5));
+  const first = new DataView(read.body.buffer, read.body.byteOffset).getUint32(1);
+  const resp = fromBinary(ReadResponseSchema, read.body.subarray(5, 5 + first));
   assert.ok(resp.data.byteLength > 0);
   assert.ok(t1 - t0 < ms, `GetCapabilities took ${Math.round(t1 - t0)} ms`);
   assert.ok(t2 - t1 < ms, `ByteStream Read took ${Math.round(t2 - t1)} ms`);
@@ -178,7 +186,10 @@ Deno.test("rapid reset: thousands of HEADERS+RST_STREAM over 4 connections leave
     await victim(victimSession, readName, 1000);
     assert.ok(sent >= 1000, `only ${sent} resets sent: ${report}`);
     // Past max_resets_per_second the server sent GOAWAY (ENHANCE_YOUR_CALM) on the attacking connections.
-    assert.ok(Number(/cut (\d+)/.exec(report)?.[1] ?? 0) >= 1, `no attacking connection was closed: ${report}`);
+    assert.ok(
+      Number(/cut (\d+)/.exec(report)?.[1] ?? 0) >= 1,
+      `no attacking connection was closed: ${report}`,
+    );
     assert.ok(cairn.alive(), "the server died");
     assert.doesNotMatch(cairn.logs(), /Uncaught|session has been destroyed/);
     victimSession.close();
@@ -228,10 +239,200 @@ Deno.test("stalled ByteStream writes: excess refused at once, victim served, RSS
     // The admitted, stalled ones end with DEADLINE_EXCEEDED after the idle timeout.
     const all = await Promise.all(calls);
     const timedOut = all.filter((r) => r.status === 4);
-    assert.equal(timedOut.length + refused.length, 2000, JSON.stringify(all.filter((r) => r.status !== 4 && r.status !== 8).slice(0, 3)));
+    assert.equal(
+      timedOut.length + refused.length,
+      2000,
+      JSON.stringify(all.filter((r) => r.status !== 4 && r.status !== 8).slice(0, 3)),
+    );
     assert.ok(timedOut.every((r) => r.at >= 2500), "an upload timed out before upload_idle_timeout_s");
     await victim(victimSession, readName, 1000);
     for (const s of sessions) s.destroy();
     victimSession.close();
+  });
+});
+
+/** A raw TCP connection to the server; resolves when connected. */
+function dial(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: "127.0.0.1" }, () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+/** Everything `socket` receives until it closes (or `ms` passes: then `timedOut`). */
+function untilClosed(
+  socket: net.Socket,
+  ms: number,
+): Promise<{ text: string; timedOut: boolean; at: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    let text = "";
+    socket.on("data", (c: Buffer) => text += c.toString("latin1"));
+    socket.on("error", () => {});
+    const timer = setTimeout(() => resolve({ text, timedOut: true, at: performance.now() - t0 }), ms);
+    socket.once("close", () => {
+      clearTimeout(timer);
+      resolve({ text, timedOut: false, at: performance.now() - t0 });
+    });
+  });
+}
+
+function filesystemCacheConfig(listener: Record<string, unknown>): Record<string, unknown> {
+  const config = memoryCacheConfig({ listener: { socket_address: "127.0.0.1:0", ...listener } });
+  (config.stores as Record<string, unknown>[])[0] = {
+    name: "CAS_0",
+    filesystem: {
+      content_path: "${CAIRN_DATA_DIR}/cas",
+      temp_path: "${CAIRN_DATA_DIR}/tmp",
+      eviction_policy: { max_bytes: "1gb" },
+    },
+  };
+  return config;
+}
+
+Deno.test("stalled HTTP/1.1 PUT /cas: no file per upload before its bytes, 408 and closed after the idle timeout", async () => {
+  const listener = { limits: { upload_idle_timeout_s: 2 } };
+  await withCairn(listener, async (cairn) => {
+    const before = fdCount(cairn.pid);
+    const n = 40;
+    const sockets = await Promise.all(Array.from({ length: n }, () => dial(cairn.port)));
+    const hash = "b".repeat(64);
+    const results = sockets.map((s) => untilClosed(s, 30_000));
+    for (const s of sockets) {
+      s.write(`PUT /cas/${hash} HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n`);
+    }
+    // Each relayed HTTP/1.1 connection costs 3 sockets (client side, relay, inner); a temp file would be a 4th.
+    const until = performance.now() + 10_000;
+    let peak = 0;
+    while (performance.now() < until && peak < before + 3 * n) {
+      peak = Math.max(peak, fdCount(cairn.pid));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    peak = Math.max(peak, fdCount(cairn.pid));
+    assert.ok(peak >= before + 3 * n - 2, `connections not set up: ${before} → ${peak}`);
+    assert.ok(peak <= before + 3 * n + 8, `more than 3 fds per stalled PUT: ${before} → ${peak}`);
+    for (const r of await Promise.all(results)) {
+      assert.equal(r.timedOut, false, "a stalled PUT was never closed");
+      assert.match(r.text, /^HTTP\/1\.1 408 /);
+      assert.ok(r.at >= 1500, `closed after ${r.at} ms, before upload_idle_timeout_s`);
+    }
+  }, filesystemCacheConfig(listener));
+});
+
+Deno.test("connections that send only the HTTP/2 preface, or nothing, are closed after header_timeout_s", async () => {
+  await withCairn({ limits: { header_timeout_s: 1 } }, async (cairn) => {
+    const preface = await dial(cairn.port);
+    const silent = await dial(cairn.port);
+    const a = untilClosed(preface, 20_000);
+    const b = untilClosed(silent, 20_000);
+    preface.write("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    const [pa, sb] = await Promise.all([a, b]);
+    assert.equal(pa.timedOut, false, "the preface-only connection stayed open");
+    assert.equal(sb.timedOut, false, "the silent connection stayed open");
+    assert.ok(pa.at >= 800 && sb.at >= 800, `closed too early: ${pa.at} / ${sb.at} ms`);
+  });
+});
+
+Deno.test("CORS through main.ts: only listed origins, with the methods of each route", async () => {
+  await withCairn({ cors_allowed_origins: ["http://localhost:3000"] }, async (cairn) => {
+    const preflight = async (origin: string, path: string) => {
+      const r = await fetch(`${cairn.httpUrl}${path}`, {
+        method: "OPTIONS",
+        headers: { origin, "access-control-request-method": "POST" },
+      });
+      await r.body?.cancel();
+      return r.headers;
+    };
+    const ac = "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult";
+    const evil = await preflight("http://evil.example", ac);
+    assert.equal(evil.get("access-control-allow-origin"), null);
+    const good = await preflight("http://localhost:3000", ac);
+    assert.equal(good.get("access-control-allow-origin"), "http://localhost:3000");
+    assert.equal(good.get("access-control-allow-methods"), "POST, GET");
+    assert.equal(good.get("access-control-allow-credentials"), null);
+    const cache = await preflight("http://localhost:3000", `/cas/${"c".repeat(64)}`);
+    assert.equal(cache.get("access-control-allow-methods"), "GET, HEAD, PUT");
+  });
+});
+
+/** TCP ports `pid` listens on (from /proc: its socket inodes matched against /proc/net/tcp LISTEN rows). */
+function listeningPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`));
+      if (m) inodes.add(m[1]!);
+    } catch { /* closed meanwhile */ }
+  }
+  const ports: number[] = [];
+  for (const line of Deno.readTextFileSync(`/proc/${pid}/net/tcp`).split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 9 && f[3] === "0A" && inodes.has(f[9]!)) ports.push(parseInt(f[1]!.split(":")[1]!, 16));
+  }
+  return ports;
+}
+
+Deno.test("the internal HTTP/1.1 relay port refuses a connection Cairn did not dial", async () => {
+  await withCairn({}, async (cairn) => {
+    const internal = listeningPorts(cairn.pid).filter((p) => p !== cairn.port);
+    assert.ok(internal.length >= 1, "no internal port found");
+    for (const port of internal) {
+      const s = await dial(port);
+      const r = untilClosed(s, 10_000);
+      s.write("GET /status HTTP/1.1\r\nhost: x\r\n\r\n");
+      const res = await r;
+      assert.equal(res.timedOut, false, "the foreign connection stayed open");
+      assert.doesNotMatch(res.text, /HTTP\/1\.1 200/);
+    }
+    // The public port still serves HTTP/1.1 with keep-alive.
+    const ok = await fetch(`${cairn.httpUrl}/status`);
+    await ok.body?.cancel();
+    assert.equal(ok.status, 200);
+  });
+});
+
+Deno.test("a 100 KB instance name gets INVALID_ARGUMENT with a clipped message, not a reset stream", async () => {
+  await withCairn({}, async (cairn) => {
+    const session = await connect(cairn.port);
+    const name = "x".repeat(100_000);
+    const read = toBinary(
+      ReadRequestSchema,
+      create(ReadRequestSchema, { resourceName: `${name}/blobs/${"d".repeat(64)}/5` }),
+    );
+    const r = await grpcCall(session, BS_READ, [read]).result;
+    assert.equal(r.status, 3, r.message);
+    assert.ok(r.message.length < 2000, `message of ${r.message.length} chars`);
+    session.close();
+  });
+});
+
+Deno.test("a client hanging up mid-download is no server error", async () => {
+  await withCairn({}, async (cairn) => {
+    const session = await connect(cairn.port);
+    const blob = new Uint8Array(3 << 20).map((_, i) => i & 0xff);
+    const readName = await upload(session, blob);
+    const req = toBinary(ReadRequestSchema, create(ReadRequestSchema, { resourceName: readName }));
+    // gRPC: cancel after the first bytes.
+    const call = grpcCall(session, BS_READ, [req]);
+    await new Promise<void>((resolve) => call.stream.once("data", () => resolve()));
+    call.stream.close(http2.constants.NGHTTP2_CANCEL);
+    // Connect (HTTP/1.1): hang up after the first bytes.
+    const body = JSON.stringify({ resourceName: readName });
+    const s = await dial(cairn.port);
+    const got = new Promise<void>((resolve) => s.once("data", () => resolve()));
+    s.write(
+      `POST /google.bytestream.ByteStream/Read HTTP/1.1\r\nhost: x\r\ncontent-type: application/connect+json\r\n` +
+        `content-length: ${5 + body.length}\r\n\r\n`,
+    );
+    const env = new Uint8Array(5 + body.length);
+    new DataView(env.buffer).setUint32(1, body.length);
+    env.set(new TextEncoder().encode(body), 5);
+    s.write(env);
+    await got;
+    s.destroy();
+    // The server still serves, and logged nothing about the hang-ups.
+    await victim(session, readName, 5000);
+    session.close();
+    assert.doesNotMatch(cairn.logs(), /failed|ECANCELED|Error/);
   });
 });
