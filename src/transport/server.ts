@@ -241,7 +241,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
   h2.on("sessionError", (err) => log.debug(`HTTP/2 session error: ${err.message}`));
 
   // HTTP/1.1: Deno's node:http drops keep-alive after a chunked response on a connection handed over with
-  // emit("connection") (src/transport/deno_compat/h1_emit_keepalive.ts), and Bazel's HTTP cache client then
+  // emit("connection"), and Bazel's HTTP cache client then
   // loses uploads on the closed connection. So each HTTP/1.1 connection is relayed to `h1` listening on a
   // loopback port. That port accepts only the relay's own connections: an accepted connection must come
   // from the local port of a socket this server dialled (any other is dropped at once, its requests refused),
