@@ -255,7 +255,12 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       return;
     }
     h1InFlight++;
-    res.once("close", () => h1InFlight--);
+    const watch = relayWatches.get(outer);
+    watch?.requestStarted();
+    res.once("close", () => {
+      h1InFlight--;
+      watch?.requestDone();
+    });
     serveHttp(req as NodeRequest, res as NodeResponse, outer);
   });
   h1.on("clientError", (_err, socket) => socket.destroy());
@@ -291,8 +296,54 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     countEvent("h1_foreign_connection_refused");
     inner.destroy();
   };
+  /**
+   * Deno's node:http honours neither `headersTimeout` nor `keepAliveTimeout`, so the relay watches each
+   * client connection itself: with no request in flight, its next request's headers must arrive within
+   * `header_timeout_s` of its first byte (or of the connection's start), and a connection with nothing in
+   * flight is closed after `idle_connection_timeout_s`.
+   */
+  const relayWatches = new WeakMap<net.Socket, RelayWatch>();
+  const watchRelay = (socket: net.Socket): RelayWatch => {
+    let inFlight = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let headerPhase = true;
+    const arm = (ms: number, event: string) => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = setTimeout(() => {
+        timer = undefined;
+        if (inFlight > 0) return;
+        countEvent(event);
+        socket.destroy();
+      }, ms);
+    };
+    arm(limits.headerTimeoutMs, "header_timeout");
+    socket.on("data", () => {
+      if (inFlight === 0 && !headerPhase) {
+        headerPhase = true;
+        arm(limits.headerTimeoutMs, "header_timeout");
+      }
+    });
+    socket.once("close", () => {
+      if (timer !== undefined) clearTimeout(timer);
+    });
+    const watch: RelayWatch = {
+      requestStarted() {
+        inFlight++;
+        if (timer !== undefined) clearTimeout(timer);
+        timer = undefined;
+      },
+      requestDone() {
+        if (--inFlight > 0 || socket.destroyed) return;
+        headerPhase = false;
+        arm(limits.idleConnectionMs, "idle_connection_closed");
+      },
+    };
+    relayWatches.set(socket, watch);
+    return watch;
+  };
   let h1Port: number | undefined;
   const toH1 = (socket: net.Socket) => {
+    watchRelay(socket);
     const upstream = net.connect({ port: h1Port!, host: "127.0.0.1", noDelay: true });
     upstream.once("connect", () => {
       const port = upstream.localPort;
@@ -389,6 +440,12 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       return closing;
     },
   };
+}
+
+/** Watches one relayed HTTP/1.1 client connection for its header and idle timeouts. */
+interface RelayWatch {
+  requestStarted(): void;
+  requestDone(): void;
 }
 
 /**

@@ -436,3 +436,23 @@ Deno.test("a client hanging up mid-download is no server error", async () => {
     assert.doesNotMatch(cairn.logs(), /failed|ECANCELED|Error/);
   });
 });
+
+Deno.test("HTTP/1.1 slow headers and idle HTTP/2 connections are closed after their timeouts", async () => {
+  await withCairn({ limits: { header_timeout_s: 1, idle_connection_timeout_s: 1 } }, async (cairn) => {
+    const slow = await dial(cairn.port);
+    const slowClosed = untilClosed(slow, 20_000);
+    slow.write("GET /status HTTP/1.1\r\nhost: x\r\n"); // the headers never end
+    const session = await connect(cairn.port);
+    const sessionClosed = new Promise<number>((resolve) => {
+      const t0 = performance.now();
+      session.on("error", () => {});
+      session.once("close", () => resolve(performance.now() - t0));
+    });
+    const caps = await grpcCall(session, CAPABILITIES, [new Uint8Array(0)]).result;
+    assert.equal(caps.status, 0);
+    const [s, idleMs] = await Promise.all([slowClosed, sessionClosed]);
+    assert.equal(s.timedOut, false, "a connection with unfinished headers stayed open");
+    assert.doesNotMatch(s.text, /HTTP\/1\.1 200/);
+    assert.ok(idleMs >= 800, `the idle HTTP/2 connection was closed after ${idleMs} ms`);
+  });
+});
