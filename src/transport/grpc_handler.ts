@@ -585,7 +585,9 @@ class GrpcCall implements HandlerContext {
 
   #wantTrailers(): void {
     const stream = this.#stream;
-    if (!stream.destroyed && !stream.closed) stream.sendTrailers(this.#trailers);
+    try {
+      if (!stream.destroyed && !stream.closed) stream.sendTrailers(this.#trailers);
+    } catch { /* the client went away meanwhile */ }
     this.#state = State.Done;
   }
 

@@ -263,7 +263,20 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     });
     serveHttp(req as NodeRequest, res as NodeResponse, outer);
   });
-  h1.on("clientError", (_err, socket) => socket.destroy());
+  h1.on("clientError", (err: Error & { code?: string }, socket: net.Socket) => {
+    // A malformed request or oversized header gets its status before the connection goes.
+    const status = err.code === "HPE_HEADER_OVERFLOW"
+      ? "431 Request Header Fields Too Large"
+      : err.code === "ECONNRESET" || err.code === "EPIPE"
+      ? undefined
+      : "400 Bad Request";
+    if (status !== undefined && socket.writable) {
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      setTimeout(() => socket.destroy(), 1000).unref?.();
+    } else {
+      socket.destroy();
+    }
+  });
   h1.keepAliveTimeout = limits.idleConnectionMs;
   h1.headersTimeout = limits.headerTimeoutMs;
   h1.requestTimeout = 0;

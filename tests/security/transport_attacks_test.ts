@@ -456,3 +456,32 @@ Deno.test("HTTP/1.1 slow headers and idle HTTP/2 connections are closed after th
     assert.ok(idleMs >= 800, `the idle HTTP/2 connection was closed after ${idleMs} ms`);
   });
 });
+
+Deno.test("a 100 KB header gets 431 on HTTP/1.1 and a refused stream (not a hang) on HTTP/2", async () => {
+  await withCairn({}, async (cairn) => {
+    const c = await dial(cairn.port);
+    const closed = untilClosed(c, 20_000);
+    c.write(`GET /status HTTP/1.1\r\nhost: x\r\nx-big: ${"y".repeat(100_000)}\r\n\r\n`);
+    const r = await closed;
+    assert.equal(r.timedOut, false);
+    assert.match(r.text, /^HTTP\/1\.1 431 /);
+    const session = await connect(cairn.port);
+    session.on("error", () => {});
+    const outcome = await new Promise<string>((resolve) => {
+      const st = session.request({
+        ":method": "POST",
+        ":path": CAPABILITIES,
+        "content-type": "application/grpc",
+        "x-big": "y".repeat(100_000),
+      });
+      st.on("response", (h) => resolve(`status ${h[":status"]} grpc ${h["grpc-status"]}`));
+      st.on("error", (e) => resolve(`error ${(e as Error).message}`));
+      st.end(frame(new Uint8Array(0)));
+    });
+    assert.match(outcome, /REFUSED_STREAM|status 431|grpc 8/);
+    // The connection still serves normal calls.
+    const ok = await grpcCall(session, CAPABILITIES, [new Uint8Array(0)]).result;
+    assert.equal(ok.status, 0);
+    session.close();
+  });
+});
