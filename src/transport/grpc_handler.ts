@@ -593,16 +593,19 @@ class GrpcCall implements HandlerContext {
 
   #fail(err: unknown): void {
     if (this.#state >= State.Ending) return;
+    const stream = this.#stream;
+    if (stream.destroyed || stream.closed) {
+      // The client went away (its write errors are no server fault): counted as CANCELLED.
+      this.#owner.log?.debug(`gRPC ${this.#headers[":path"]}: the client went away`);
+      this.#state = State.Done;
+      this.#finish(new ConnectError("The client cancelled the call", ConnectCode.Canceled));
+      return;
+    }
     if (!(err instanceof CairnError) && !(err instanceof ConnectError)) {
       this.#owner.log?.warn(`gRPC ${this.#headers[":path"]} failed:`, err);
     }
     let trailers = statusTrailers(err);
     if (this.#responseTrailer) trailers = withTrailers(trailers, this.#responseTrailer);
-    const stream = this.#stream;
-    if (stream.destroyed || stream.closed) {
-      this.#state = State.Done;
-      return;
-    }
     if (this.#state === State.Idle) {
       this.#state = State.Done;
       this.#trailers = trailers;
