@@ -195,11 +195,45 @@ export class GrpcHandler {
   /** Ends every call in flight with `reason` (UNAVAILABLE on shutdown) and aborts its handler's signal. */
   abortAll(reason: ConnectError): void {
     for (const call of [...this.#active]) call.cancel(reason);
+    this.#stopSweep();
   }
 
   /** @internal */
   release(call: GrpcCall): void {
     this.#active.delete(call);
+  }
+
+  /** Calls waiting for request bytes, swept for stalls (one timer for all, none per call). */
+  readonly #waiting = new Set<GrpcCall>();
+  #sweep: ReturnType<typeof setInterval> | undefined;
+
+  /** @internal Watches `call` for a stalled request until {@linkcode GrpcHandler.unwatchIdle}. */
+  watchIdle(call: GrpcCall): void {
+    this.#waiting.add(call);
+    if (this.#sweep !== undefined) return;
+    const every = Math.max(10, Math.min(1000, Math.floor(this.requestIdleMs / 4)));
+    this.#sweep = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.#waiting) {
+        if (now - c.lastDataAt >= this.requestIdleMs) {
+          this.#waiting.delete(c);
+          c.idleTimeout();
+        }
+      }
+      if (this.#waiting.size === 0) this.#stopSweep();
+    }, every);
+    Deno.unrefTimer(this.#sweep);
+  }
+
+  /** @internal */
+  unwatchIdle(call: GrpcCall): void {
+    this.#waiting.delete(call);
+    if (this.#waiting.size === 0 && this.#active.size === 0) this.#stopSweep();
+  }
+
+  #stopSweep(): void {
+    if (this.#sweep !== undefined) clearInterval(this.#sweep);
+    this.#sweep = undefined;
   }
 }
 
@@ -243,8 +277,8 @@ class GrpcCall implements HandlerContext {
   readonly #release: (() => void) | undefined;
   /** Request idle watch: whether the handler waits for request bytes, since when, and its timer. */
   #waiting = false;
-  #lastDataAt = 0;
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** @internal read by the handler's idle sweep */
+  lastDataAt = 0;
 
   constructor(
     owner: GrpcHandler,
@@ -321,7 +355,7 @@ class GrpcCall implements HandlerContext {
       this.#deadline = Date.now() + timeoutMs;
       this.#timer = setTimeout(GrpcCall.#onDeadline, timeoutMs, this);
     }
-    this.#lastDataAt = Date.now();
+    this.lastDataAt = Date.now();
     if (this.#entry.streamingRequest) {
       this.#call(() => this.#entry.impl!(this.#readMessages(), this), false);
     } else {
@@ -334,21 +368,17 @@ class GrpcCall implements HandlerContext {
 
   /** Watches for a request that stalls: no byte for `requestIdleMs` while the handler waits for one. */
   #armIdle(): void {
-    if (this.#idleTimer !== undefined || this.#state >= State.Ending) return;
-    const idle = this.#owner.requestIdleMs;
-    const left = Math.max(1, this.#lastDataAt + idle - Date.now());
-    this.#idleTimer = setTimeout(GrpcCall.#onIdle, left, this);
+    if (this.#state >= State.Ending) return;
+    this.#owner.watchIdle(this);
   }
 
-  static #onIdle(call: GrpcCall): void {
-    call.#idleTimer = undefined;
-    if (!call.#waiting || call.#state >= State.Ending) return;
-    const idle = call.#owner.requestIdleMs;
-    if (Date.now() - call.#lastDataAt < idle) return call.#armIdle();
+  /** @internal Called by the handler's sweep when the request sent nothing for `requestIdleMs`. */
+  idleTimeout(): void {
+    if (!this.#waiting || this.#state >= State.Ending) return;
     countEvent("upload_idle_timeout");
-    call.cancel(
+    this.cancel(
       new ConnectError(
-        `The request sent nothing for ${idle / 1000}s (limits.upload_idle_timeout_s)`,
+        `The request sent nothing for ${this.#owner.requestIdleMs / 1000}s (limits.upload_idle_timeout_s)`,
         ConnectCode.DeadlineExceeded,
       ),
     );
@@ -356,8 +386,7 @@ class GrpcCall implements HandlerContext {
 
   #stopIdle(): void {
     this.#waiting = false;
-    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
-    this.#idleTimer = undefined;
+    this.#owner.unwatchIdle(this);
   }
 
   /** Ends the call with `reason` and aborts the handler (client gone, deadline, shutdown). */
@@ -390,7 +419,7 @@ class GrpcCall implements HandlerContext {
 
   #data(chunk: Uint8Array): void {
     if (this.#state >= State.Ending) return;
-    this.#lastDataAt = Date.now();
+    this.lastDataAt = Date.now();
     this.#received += chunk.byteLength;
     if (this.#received > this.#owner.maxMessageBytes + 5) {
       this.#chunks = [];
@@ -504,7 +533,7 @@ class GrpcCall implements HandlerContext {
     try {
       for (;;) {
         this.#waiting = true;
-        this.#lastDataAt = Date.now();
+        this.lastDataAt = Date.now();
         this.#armIdle();
         const next = await chunks.next();
         this.#waiting = false;
@@ -643,9 +672,9 @@ class GrpcCall implements HandlerContext {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    this.#stopIdle();
     this.#release?.();
     this.#owner.release(this);
+    this.#stopIdle();
     if (this.#abortReason !== undefined) return;
     const code = reason === undefined ? Number(this.#trailers["grpc-status"] ?? 0) : Code.Cancelled;
     this.#entry.stats.record(code, (performance.now() - this.#startedAt) / 1000);

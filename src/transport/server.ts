@@ -145,7 +145,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     resets: number;
   }
   const states = new WeakMap<http2.ServerHttp2Session, SessionState>();
-  const goAway = (session: http2.ServerHttp2Session, code: number, event: string) => {
+  const goAway = (session: http2.ServerHttp2Session, code: number, event: string, graceMs = 1000) => {
     countEvent(event);
     try {
       if (!session.destroyed) session.goaway(code);
@@ -156,7 +156,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     // A peer that does not close after GOAWAY is dropped.
     setTimeout(() => {
       if (!session.destroyed) session.destroy();
-    }, 1000).unref?.();
+    }, graceMs).unref?.();
   };
   const armIdle = (session: http2.ServerHttp2Session, st: SessionState) => {
     if (st.timer !== undefined) clearTimeout(st.timer);
@@ -171,6 +171,22 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
         );
       }
     }, ms);
+  };
+  /** Counts a reset stream of `session`; past `max_resets_per_second` the session gets GOAWAY (true). */
+  const noteReset = (session: http2.ServerHttp2Session): boolean => {
+    const st = states.get(session);
+    if (st === undefined || session.destroyed) return true;
+    const now = Date.now();
+    if (now - st.resetWindowStart >= 1000) {
+      st.resetWindowStart = now;
+      st.resets = 0;
+    }
+    if (++st.resets <= limits.maxResetsPerSecond) return false;
+    if (st.resets === limits.maxResetsPerSecond + 1) {
+      // An abusive peer gets no grace: whatever it still sends is not worth reading.
+      goAway(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, "rapid_reset_goaway", 50);
+    }
+    return true;
   };
   const trackStream = (session: http2.ServerHttp2Session, stream: http2.ServerHttp2Stream) => {
     const st = states.get(session);
@@ -187,14 +203,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
         st.streams--;
         if (session.destroyed) return;
         if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
-          const now = Date.now();
-          if (now - st.resetWindowStart >= 1000) {
-            st.resetWindowStart = now;
-            st.resets = 0;
-          }
-          if (++st.resets > limits.maxResetsPerSecond) {
-            return goAway(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, "rapid_reset_goaway");
-          }
+          if (noteReset(session)) return;
         }
         if (st.streams === 0 && !session.closed) armIdle(session, st);
       }),

