@@ -319,7 +319,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     inner.destroy();
   };
   /**
-   * Deno's node:http honours neither `headersTimeout` nor `keepAliveTimeout`, so the relay watches each
+   * Deno's node:http does not enforce `headersTimeout` (a half-sent header stays open), so the relay watches each
    * client connection itself: with no request in flight, its next request's headers must arrive within
    * `header_timeout_s` of its first byte (or of the connection's start), and a connection with nothing in
    * flight is closed after `idle_connection_timeout_s`.
