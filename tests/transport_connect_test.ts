@@ -7,7 +7,7 @@ import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { PreconditionFailureSchema } from "../src/gen/google/rpc/error_details_pb.ts";
 import { Health, HealthCheckResponse_ServingStatus } from "../src/gen/grpc/health/v1/health_pb.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
-import type { HttpRoute } from "../src/transport/types.ts";
+import type { HttpListenerConfig, HttpRoute } from "../src/transport/types.ts";
 import {
   byteStreamBinding,
   healthBinding,
@@ -23,11 +23,15 @@ const routes: HttpRoute[] = [
       : undefined,
 ];
 
-async function withServer(fn: (port: number, probe: HealthProbe) => Promise<void>): Promise<void> {
+async function withServer(
+  fn: (port: number, probe: HealthProbe) => Promise<void>,
+  listener: Partial<HttpListenerConfig> = {},
+): Promise<void> {
   const probe: HealthProbe = { aborted: [], completed: 0 };
   const { server, port } = await startServer({
     bindings: [healthBinding(probe), byteStreamBinding(new Map([["b", new Uint8Array(200_000).fill(1)]]))],
     routes,
+    listener,
   });
   try {
     await fn(port, probe);
@@ -150,28 +154,57 @@ Deno.test("plain HTTP routes: JSON, a streamed body echoed back, 404 (HTTP/1.1 a
   });
 });
 
-Deno.test("CORS: preflight and exposed headers for browser clients", async () => {
+Deno.test("CORS: a listed origin gets preflight, methods and exposed headers; others get none", async () => {
   await withServer(async (port) => {
-    const pre = await fetch(`http://127.0.0.1:${port}/grpc.health.v1.Health/Check`, {
-      method: "OPTIONS",
-      headers: {
-        origin: "http://example.test",
-        "access-control-request-method": "POST",
-        "access-control-request-headers": "content-type,x-custom",
-      },
-    });
-    await pre.body?.cancel();
+    const preflight = (origin: string, path = "/grpc.health.v1.Health/Check") =>
+      fetch(`http://127.0.0.1:${port}${path}`, {
+        method: "OPTIONS",
+        headers: {
+          origin,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "content-type,x-custom",
+        },
+      }).then(async (r) => {
+        await r.body?.cancel();
+        return r;
+      });
+    const pre = await preflight("http://example.test");
     assert.equal(pre.status, 204);
-    assert.equal(pre.headers.get("access-control-allow-origin"), "*");
+    assert.equal(pre.headers.get("access-control-allow-origin"), "http://example.test");
+    assert.equal(pre.headers.get("access-control-allow-methods"), "POST, GET");
+    assert.equal(pre.headers.get("access-control-allow-credentials"), null);
     assert.match(pre.headers.get("access-control-allow-headers") ?? "", /connect-protocol-version/i);
     assert.match(pre.headers.get("access-control-allow-headers") ?? "", /x-custom/);
+    const cache = await preflight("http://example.test", "/cas/abc");
+    assert.equal(cache.headers.get("access-control-allow-methods"), "GET, HEAD, PUT");
+    const foreign = await preflight("http://evil.test");
+    assert.equal(foreign.headers.get("access-control-allow-origin"), null);
+    assert.equal(foreign.headers.get("access-control-allow-methods"), null);
     const res = await fetch(`http://127.0.0.1:${port}/grpc.health.v1.Health/Check`, {
       method: "POST",
       headers: { "content-type": "application/json", origin: "http://example.test" },
       body: "{}",
     });
     await res.body?.cancel();
-    assert.equal(res.headers.get("access-control-allow-origin"), "*");
+    assert.equal(res.headers.get("access-control-allow-origin"), "http://example.test");
     assert.match(res.headers.get("access-control-expose-headers") ?? "", /grpc-status/i);
+    const other = await fetch(`http://127.0.0.1:${port}/grpc.health.v1.Health/Check`, {
+      method: "POST",
+      headers: { "content-type": "application/json", origin: "http://evil.test" },
+      body: "{}",
+    });
+    await other.body?.cancel();
+    assert.equal(other.headers.get("access-control-allow-origin"), null);
+  }, { cors_allowed_origins: ["http://example.test"] });
+});
+
+Deno.test("CORS: no origin is allowed by default", async () => {
+  await withServer(async (port) => {
+    const pre = await fetch(`http://127.0.0.1:${port}/grpc.health.v1.Health/Check`, {
+      method: "OPTIONS",
+      headers: { origin: "http://localhost:3000", "access-control-request-method": "POST" },
+    });
+    await pre.body?.cancel();
+    assert.equal(pre.headers.get("access-control-allow-origin"), null);
   });
 });

@@ -30,6 +30,10 @@ Deno.test("graceful close lets an in-flight call finish and refuses new connecti
   const { server, port } = await startServer({ bindings: [healthBinding(probe)] });
   const client = new HealthClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   try {
+    // Connected first: under load grpc-js may take longer than the 50 ms below to connect.
+    await new Promise<void>((resolve, reject) =>
+      client.waitForReady(Date.now() + 20_000, (err: Error | undefined) => err ? reject(err) : resolve())
+    );
     const inFlight = new Promise<{ status: number }>((resolve, reject) => {
       client.check(
         { service: "slow:300" },

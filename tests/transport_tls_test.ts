@@ -1,6 +1,7 @@
 // TLS and mTLS on the shared listener: grpcs with a test CA, client certificates checked by hand
 // (missing or foreign certificates refused), HTTP/1.1 over TLS still served.
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import https from "node:https";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import grpc from "@grpc/grpc-js";
@@ -108,6 +109,22 @@ for (
       assert.ok(e2 instanceof ConnectError, "a client with a foreign certificate must be refused");
       assert.equal(e2.code, Code.Unauthenticated);
       assert.match(e2.rawMessage, /not signed by a trusted CA/);
+
+      // Plain HTTP over HTTP/2 without a certificate: HTTP 401, not 200 with a grpc-status.
+      const status = await new Promise<number>((resolve, reject) => {
+        const session = http2.connect(`https://localhost:${port}`, {
+          ca: Deno.readTextFileSync(certs.caCert),
+        });
+        session.on("error", reject);
+        const req = session.request({ ":method": "GET", ":path": "/status" });
+        req.on("response", (h) => {
+          resolve(Number(h[":status"]));
+          session.destroy();
+        });
+        req.on("error", reject);
+        req.end();
+      });
+      assert.equal(status, 401);
 
       // grpc-js with the right certificate
       const ca = Buffer.from(await Deno.readFile(certs.caCert));

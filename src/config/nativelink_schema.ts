@@ -291,6 +291,16 @@ const advancedHttp = s.object({
   experimental_http2_max_header_list_size: s.optional(s.int()),
 });
 
+/** Cairn's per-listener resource limits against abusive clients (see tests/security/README_transport.md). */
+const listenerLimits = s.object({
+  max_uploads_per_connection: s.optional(s.int()),
+  max_uploads: s.optional(s.int()),
+  upload_idle_timeout_s: s.optional(s.duration()),
+  header_timeout_s: s.optional(s.duration()),
+  idle_connection_timeout_s: s.optional(s.duration()),
+  max_resets_per_second: s.optional(s.int()),
+});
+
 /** Listener kinds (NativeLink has one: `http`). */
 export const LISTENER_KINDS: VariantNode = s.variant("listener kind", {
   http: s.object({
@@ -303,6 +313,8 @@ export const LISTENER_KINDS: VariantNode = s.variant("listener kind", {
     advanced_http: s.optional(advancedHttp),
     max_decoding_message_size: s.optional(s.size()),
     tls: s.optional(tls),
+    cors_allowed_origins: s.withDefault(s.array(s.string()), []),
+    limits: s.optional(listenerLimits),
   }),
 });
 

@@ -459,3 +459,30 @@ Deno.test("settings Cairn does not implement are refused at load with their JSON
   // Implemented neighbours still load.
   parseConfig(`{ global: { default_digest_hash_function: "sha256" } }`, "ok", NO_ENV);
 });
+
+Deno.test("listener cors_allowed_origins defaults to none; limits take durations and reject unknown keys", () => {
+  const config = parseConfig(
+    `{ stores: [], servers: [
+      { listener: { http: { socket_address: ":1" } }, services: {} },
+      { listener: { http: { socket_address: ":2", cors_allowed_origins: ["http://localhost:3000"],
+        limits: { max_uploads: 10, upload_idle_timeout_s: "500ms", header_timeout_s: 2 } } }, services: {} },
+    ] }`,
+    "c.json5",
+    NO_ENV,
+  );
+  assert.deepEqual(config.servers[0]!.listener.http.cors_allowed_origins, []);
+  assert.equal(config.servers[0]!.listener.http.limits, undefined);
+  assert.deepEqual(config.servers[1]!.listener.http.cors_allowed_origins, ["http://localhost:3000"]);
+  assert.deepEqual(config.servers[1]!.listener.http.limits, {
+    max_uploads: 10,
+    upload_idle_timeout_s: 0.5,
+    header_timeout_s: 2,
+  });
+  assert.match(
+    errorOf(
+      `{ stores: [], servers: [{ listener: { http: { socket_address: ":1", limits: { max_upload: 1 } } },
+      services: {} }] }`,
+    ),
+    /limits\.max_upload: unknown field/,
+  );
+});

@@ -479,6 +479,26 @@ export interface HttpListenerConfig {
   /** Bytes. */
   max_decoding_message_size?: number;
   tls?: TlsConfig;
+  /** Origins allowed cross-origin (CORS) access, e.g. `"http://localhost:3000"`. Default `[]`: none. */
+  cors_allowed_origins: string[];
+  /** Resource limits against abusive clients (Cairn extension). */
+  limits?: ListenerLimitsConfig;
+}
+
+/** Per-listener resource limits (Cairn extension); 0 or absent → the default. */
+export interface ListenerLimitsConfig {
+  /** Uploads (client-streaming gRPC calls, HTTP request bodies) at once on one connection. Default 64. */
+  max_uploads_per_connection?: number;
+  /** Uploads at once on the whole listener. Default 1024. */
+  max_uploads?: number;
+  /** Seconds an upload may go without sending a byte before it is ended. Default 30. */
+  upload_idle_timeout_s?: number;
+  /** Seconds a new connection has to send its first request's headers (HTTP/2: preface and first stream). Default 10. */
+  header_timeout_s?: number;
+  /** Seconds a connection with no request in flight is kept. Default 120. */
+  idle_connection_timeout_s?: number;
+  /** HTTP/2 streams a client may reset per second on one connection before it gets GOAWAY. Default 200. */
+  max_resets_per_second?: number;
 }
 
 /** A per-instance service entry: its settings plus `instance_name` (default `""`). */

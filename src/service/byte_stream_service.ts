@@ -17,6 +17,7 @@
  * ```
  * @module
  */
+import { recordCasLookups } from "./cache_metrics.ts";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
@@ -171,11 +172,20 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
     }
     const configured = inst.maxBytesPerStream || DEFAULT_MAX_BYTES_PER_STREAM;
     const chunkSize = Math.min(Math.max(configured, 1024), MAX_MESSAGE_BYTES);
-    let stream = isEmpty(d) ? emptyStream() : await inst.casStore.read(d, {
-      offset,
-      ...(limit > 0 ? { length: limit } : {}),
-      signal,
-    });
+    let stream: ReadableStream<Uint8Array>;
+    try {
+      stream = isEmpty(d) ? emptyStream() : await inst.casStore.read(d, {
+        offset,
+        ...(limit > 0 ? { length: limit } : {}),
+        signal,
+      });
+      recordCasLookups(r.instanceName, "Read", 1, 1);
+    } catch (err) {
+      if (err instanceof CairnError && err.code === Code.NotFound) {
+        recordCasLookups(r.instanceName, "Read", 1, 0);
+      }
+      throw err;
+    }
     if (r.compressor === "zstd") stream = stream.pipeThrough(createZstdCompressStream());
     const reader = stream.getReader();
     try {

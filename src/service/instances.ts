@@ -81,3 +81,9 @@ export function createInstances<T>(
     entries: () => [...map.entries()],
   };
 }
+
+/** Quotes a client-supplied name for a message, cut to 200 characters. */
+export function clipName(name: string): string {
+  const quoted = JSON.stringify(name.length > 200 ? name.slice(0, 200) : name);
+  return name.length > 200 ? `${quoted}… (${name.length} chars)` : quoted;
+}

@@ -84,6 +84,9 @@ interface Entry {
 
 const DEFAULT_READ_CHUNK = 1 << 20;
 const WRITE_BUFFER = 1 << 20;
+/** First size of a write buffer (grown to {@linkcode WRITE_BUFFER} as data comes). */
+const INITIAL_WRITE_BUFFER = 64 << 10;
+const EMPTY = new Uint8Array(0);
 /** Default of {@linkcode FilesystemStoreOptions.threadWriteMinBytes}. */
 const THREAD_WRITE_MIN = 4 << 20;
 const MAX_NAME_BYTES = 200;
@@ -226,6 +229,8 @@ export class FilesystemStore implements StoreDriver {
     const limit = exact ?? uploadLimit(size);
     const name = keyToString(key);
     const id = this.#id(key);
+    // No write slot, temp file or buffer before the first bytes: a stalled upload holds no file open.
+    data = await afterFirstChunk(data, options?.signal);
     await this.#acquireWrite();
     const tmp = `${this.tempPath}/${this.#tempPrefix}-${(this.#tempSeq++).toString(36)}`;
     let sink: FileOut | undefined;
@@ -476,14 +481,28 @@ function digestId(d: Digest): string {
  */
 class PipelinedWriter {
   readonly #file: Deno.FsFile;
-  readonly #buffers: [Uint8Array, Uint8Array];
+  /** Allocated on first use and grown up to `#size` as data comes (a stalled upload holds what it sent). */
+  readonly #buffers: [Uint8Array, Uint8Array] = [EMPTY, EMPTY];
+  readonly #size: number;
   #current: 0 | 1 = 0;
   #used = 0;
   #inflight: Promise<void> = Promise.resolve();
 
   constructor(file: Deno.FsFile, size: number) {
     this.#file = file;
-    this.#buffers = [new Uint8Array(size), new Uint8Array(size)];
+    this.#size = size;
+  }
+
+  /** The current buffer, with room for `more` bytes past what it holds when it may still grow. */
+  #buffer(more: number): Uint8Array {
+    const buf = this.#buffers[this.#current];
+    if (this.#used + more <= buf.byteLength || buf.byteLength >= this.#size) return buf;
+    const grown = new Uint8Array(
+      Math.min(this.#size, Math.max(buf.byteLength * 2, this.#used + more, INITIAL_WRITE_BUFFER)),
+    );
+    grown.set(buf.subarray(0, this.#used));
+    this.#buffers[this.#current] = grown;
+    return grown;
   }
 
   /**
@@ -491,18 +510,18 @@ class PipelinedWriter {
    * least a buffer long with nothing buffered before it is written as is, without a copy.
    */
   async push(chunk: Uint8Array): Promise<void> {
-    const buf = this.#buffers[this.#current];
-    if (this.#used === 0 && chunk.byteLength >= buf.byteLength) return await this.#start(chunk);
+    if (this.#used === 0 && chunk.byteLength >= this.#size) return await this.#start(chunk);
+    const buf = this.#buffer(chunk.byteLength);
     if (this.#used + chunk.byteLength <= buf.byteLength) {
       buf.set(chunk, this.#used);
       this.#used += chunk.byteLength;
-      if (this.#used === buf.byteLength) await this.#flush();
+      if (this.#used === this.#size) await this.#flush();
       return;
     }
     await this.#flush();
-    if (chunk.byteLength >= buf.byteLength) await this.#start(chunk);
+    if (chunk.byteLength >= this.#size) await this.#start(chunk);
     else {
-      this.#buffers[this.#current].set(chunk);
+      this.#buffer(chunk.byteLength).set(chunk);
       this.#used = chunk.byteLength;
     }
   }
@@ -541,6 +560,41 @@ interface FileOut {
   finish(mtime: Date): Promise<void>;
   /** Closes the file after a failure (the caller removes it). */
   abort(): Promise<void>;
+}
+
+/**
+ * Waits for `data`'s first chunk (or its end) and returns a stream of all of `data`'s chunks. Cancels
+ * `data` and throws CANCELLED when `signal` aborts meanwhile.
+ */
+async function afterFirstChunk(
+  data: ReadableStream<Uint8Array>,
+  signal: AbortSignal | undefined,
+): Promise<ReadableStream<Uint8Array>> {
+  const reader = data.getReader();
+  const onAbort = () => void reader.cancel(signal?.reason).catch(() => {});
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let first: ReadableStreamReadResult<Uint8Array>;
+  try {
+    if (signal?.aborted) throw cancelled(signal);
+    first = await reader.read();
+    if (signal?.aborted) throw cancelled(signal);
+  } catch (err) {
+    await reader.cancel(err).catch(() => {});
+    reader.releaseLock();
+    throw err instanceof CairnError ? err : CairnError.from(err);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  let pending: ReadableStreamReadResult<Uint8Array> | undefined = first;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const r = pending ?? await reader.read();
+      pending = undefined;
+      if (r.done) controller.close();
+      else controller.enqueue(r.value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
 }
 
 /** A file written on the main thread (small values: a thread hop would cost more than the write). */

@@ -1,7 +1,9 @@
 /**
  * Connect and gRPC-Web (and gRPC with JSON) for the same service bindings, through connect-node. Errors
- * keep their CairnError code and details; browsers get permissive CORS. Requests that are no RPC fall
- * through to `fallback` (the plain HTTP routes).
+ * keep their CairnError code and details. Browsers get CORS only for the origins the listener lists
+ * (`cors_allowed_origins`; none by default), with the methods each route serves. Requests that are no RPC
+ * fall through to `fallback` (the plain HTTP routes). A client hanging up mid-call is no server error: it
+ * is counted (`client_gone`) and logged at debug level.
  *
  * @example
  * ```ts
@@ -12,15 +14,17 @@
  * ```
  * @module
  */
-import { cors, createContextValues } from "@connectrpc/connect";
+import { Code, ConnectError, cors, createConnectRouter, createContextValues } from "@connectrpc/connect";
 import {
   compressionGzip,
-  connectNodeAdapter,
-  type ConnectNodeAdapterOptions,
+  universalRequestFromNodeRequest,
+  universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { NodeRequest, NodeResponse } from "./http_routes.ts";
 import { toConnectError } from "./grpc_status.ts";
-import type { ServiceBinding } from "./types.ts";
+import { countEvent } from "./guard.ts";
+import { methodStats } from "./grpc_stats.ts";
+import type { ServiceBinding, TransportLog } from "./types.ts";
 import { kPeer, peerOf } from "./peer.ts";
 
 /** Options of {@linkcode createConnectHandler}. */
@@ -32,9 +36,14 @@ export interface ConnectHandlerOptions {
   readonly gzip?: boolean | undefined;
   readonly maxMessageBytes?: number | undefined;
   readonly shutdownSignal?: AbortSignal | undefined;
+  /** Origins allowed cross-origin access (exact match on the `origin` header). Default none. */
+  readonly corsAllowedOrigins?: readonly string[] | undefined;
+  readonly log?: TransportLog | undefined;
 }
 
-const ALLOW_METHODS = cors.allowedMethods.join(", ");
+/** Methods of the RPC routes (Connect unary GET included) and of the plain HTTP routes (Bazel's cache). */
+const RPC_METHODS = "POST, GET";
+const HTTP_METHODS = "GET, HEAD, PUT";
 const ALLOW_HEADERS = cors.allowedHeaders.join(", ");
 const EXPOSE_HEADERS = cors.exposedHeaders.join(", ");
 
@@ -42,26 +51,27 @@ const EXPOSE_HEADERS = cors.exposedHeaders.join(", ");
 export function createConnectHandler(
   options: ConnectHandlerOptions,
 ): (req: NodeRequest, res: NodeResponse) => void {
-  const adapter = connectNodeAdapter({
-    routes: (router) => {
-      for (const b of options.bindings) router.service(b.service, wrapImpl(b.service.methods, b.impl));
-    },
-    ...(options.fallback
-      ? { fallback: options.fallback as NonNullable<ConnectNodeAdapterOptions["fallback"]> }
-      : {}),
+  const router = createConnectRouter({
     acceptCompression: options.gzip ? [compressionGzip] : [],
     readMaxBytes: options.maxMessageBytes ?? 4 * 1024 * 1024,
     ...(options.shutdownSignal ? { shutdownSignal: options.shutdownSignal } : {}),
-    contextValues: (req) => createContextValues().set(kPeer, peerOf(req.socket)),
   });
+  for (const b of options.bindings) router.service(b.service, wrapImpl(b.service, b.impl));
+  const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  const fallback = options.fallback ?? notFound;
+  const origins = new Set(options.corsAllowedOrigins ?? []);
+  const log = options.log;
   return (req, res) => {
+    const path = req.url?.split("?", 2)[0] ?? "";
+    const handler = paths.get(path);
     const origin = req.headers.origin;
-    if (origin !== undefined) {
-      res.setHeader("access-control-allow-origin", "*");
+    if (origin !== undefined && origins.has(origin)) {
+      res.setHeader("access-control-allow-origin", origin);
+      res.setHeader("vary", "origin");
       res.setHeader("access-control-expose-headers", EXPOSE_HEADERS);
       if (req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined) {
         const requested = req.headers["access-control-request-headers"];
-        res.setHeader("access-control-allow-methods", ALLOW_METHODS);
+        res.setHeader("access-control-allow-methods", handler ? RPC_METHODS : HTTP_METHODS);
         res.setHeader(
           "access-control-allow-headers",
           requested ? `${ALLOW_HEADERS}, ${requested}` : ALLOW_HEADERS,
@@ -71,35 +81,83 @@ export function createConnectHandler(
         res.end();
         return;
       }
+    } else if (origin !== undefined && req.method === "OPTIONS") {
+      // A preflight from an origin not listed: no CORS headers, so the browser refuses the real request.
+      res.statusCode = 204;
+      res.end();
+      return;
     }
-    adapter(req as Parameters<typeof adapter>[0], res as Parameters<typeof adapter>[1]);
+    if (!handler) return fallback(req, res);
+    // deno-lint-ignore no-explicit-any
+    const uReq = universalRequestFromNodeRequest(
+      req as any,
+      res as any,
+      undefined,
+      createContextValues().set(kPeer, peerOf(req.socket as never)),
+    );
+    handler(uReq)
+      .then((uRes) =>
+        universalResponseToNodeResponse(uRes, res as Parameters<typeof universalResponseToNodeResponse>[1])
+      )
+      .catch((reason: unknown) => {
+        const code = ConnectError.from(reason).code;
+        if (code === Code.Aborted || code === Code.Canceled || res.destroyed || req.destroyed) {
+          countEvent("client_gone");
+          log?.debug(`Connect ${handler.method.name}: the client went away (${(reason as Error)?.message})`);
+          return;
+        }
+        (log ?? console).error(`Connect ${handler.service.typeName}.${handler.method.name} failed:`, reason);
+      });
   };
+}
+
+function notFound(_req: NodeRequest, res: NodeResponse): void {
+  res.statusCode = 404;
+  res.end();
 }
 
 type AnyFn = (request: unknown, context: unknown) => unknown;
 
-/** Wraps every method so a thrown CairnError reaches connect as a ConnectError with the same code. */
+/**
+ * Wraps every method so a thrown CairnError reaches connect as a ConnectError with the same code, and each
+ * call is counted with the gRPC ones (`cairn_grpc_server_*`, `nativelink_request_*`) by method and code.
+ */
 // deno-lint-ignore no-explicit-any
-function wrapImpl(methods: ServiceBinding["service"]["methods"], impl: ServiceBinding["impl"]): any {
+function wrapImpl(service: ServiceBinding["service"], impl: ServiceBinding["impl"]): any {
   const out: Record<string, AnyFn> = {};
-  for (const m of methods) {
+  for (const m of service.methods) {
     const fn = impl[m.localName];
     if (typeof fn !== "function") continue;
     const bound = (fn as AnyFn).bind(impl);
+    const stats = methodStats(`/${service.typeName}/${m.name}`);
+    const finish = (started: number, err: unknown) => {
+      const code = err === undefined ? 0 : ConnectError.from(err).code;
+      stats.record(code, (performance.now() - started) / 1000);
+    };
     if (m.methodKind === "server_streaming" || m.methodKind === "bidi_streaming") {
       out[m.localName] = async function* (request, context) {
+        const started = performance.now();
+        let failure: unknown;
         try {
           yield* bound(request, context) as AsyncIterable<unknown>;
         } catch (err) {
-          throw toConnectError(err);
+          failure = toConnectError(err);
+          throw failure;
+        } finally {
+          finish(started, failure);
         }
       };
     } else {
       out[m.localName] = async (request, context) => {
+        const started = performance.now();
         try {
-          return await bound(request, context);
+          const result = await bound(request, context);
+          finish(started, undefined);
+          return result;
         } catch (err) {
-          throw toConnectError(err);
+          const e = toConnectError(err);
+          finish(started, e);
+          throw e;
         }
       };
     }

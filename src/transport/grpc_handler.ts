@@ -46,6 +46,7 @@ import { percentEncode, statusTrailers } from "./grpc_status.ts";
 import { type MethodStats, methodStats } from "./grpc_stats.ts";
 import { SendBacklog } from "./send_backlog.ts";
 import { kPeer, peerOf } from "./peer.ts";
+import { countEvent } from "./guard.ts";
 import type { EncodedServerStream, EncodedUnary, ServiceBinding, TransportLog } from "./types.ts";
 
 /** Options of {@linkcode GrpcHandler}. */
@@ -58,6 +59,16 @@ export interface GrpcHandlerOptions {
   /** Largest accepted message (after decompression). Default 4 MiB. */
   readonly maxMessageBytes?: number | undefined;
   readonly log?: TransportLog | undefined;
+  /**
+   * Admits a client-streaming call (an upload) on `stream`'s connection: returns its release, or undefined
+   * when a limit is reached (the call then ends at once with RESOURCE_EXHAUSTED). Default: all admitted.
+   */
+  readonly admitUpload?: ((stream: ServerHttp2Stream) => (() => void) | undefined) | undefined;
+  /**
+   * A call whose request is still open but sends no byte for this long (while the handler waits for it)
+   * ends with DEADLINE_EXCEEDED. Default 30 s.
+   */
+  readonly requestIdleMs?: number | undefined;
 }
 
 type Impl = (request: unknown, context: HandlerContext) => unknown;
@@ -86,6 +97,8 @@ export class GrpcHandler {
   readonly sendGzip: boolean;
   readonly maxMessageBytes: number;
   readonly log: TransportLog | undefined;
+  readonly requestIdleMs: number;
+  readonly #admitUpload: GrpcHandlerOptions["admitUpload"];
   /** Bounds what server-streaming calls queue per connection (Deno's http2 writes ignore flow control). */
   readonly backlog = new SendBacklog(4 * 1024 * 1024);
 
@@ -116,6 +129,8 @@ export class GrpcHandler {
     this.sendGzip = options.sendCompression === "gzip";
     this.maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
     this.log = options.log;
+    this.requestIdleMs = options.requestIdleMs ?? 30_000;
+    this.#admitUpload = options.admitUpload;
   }
 
   /** Whether `contentType` is a gRPC protobuf request this handler serves. */
@@ -161,7 +176,19 @@ export class GrpcHandler {
     } catch (err) {
       return trailersOnly(stream, Code.InvalidArgument, (err as Error).message);
     }
-    const call = new GrpcCall(this, stream, headers, entry, gzipIn, gzipOut);
+    let release: (() => void) | undefined;
+    if (entry.streamingRequest && this.#admitUpload !== undefined) {
+      release = this.#admitUpload(stream);
+      if (release === undefined) {
+        return trailersOnly(
+          stream,
+          Code.ResourceExhausted,
+          `Too many uploads in flight: ${entry.service.typeName}.${entry.method.name} refused ` +
+            `(limits.max_uploads_per_connection / limits.max_uploads); retry later`,
+        );
+      }
+    }
+    const call = new GrpcCall(this, stream, headers, entry, gzipIn, gzipOut, release);
     this.#active.add(call);
     call.start(timeoutMs);
   }
@@ -169,11 +196,45 @@ export class GrpcHandler {
   /** Ends every call in flight with `reason` (UNAVAILABLE on shutdown) and aborts its handler's signal. */
   abortAll(reason: ConnectError): void {
     for (const call of [...this.#active]) call.cancel(reason);
+    this.#stopSweep();
   }
 
   /** @internal */
   release(call: GrpcCall): void {
     this.#active.delete(call);
+  }
+
+  /** Calls waiting for request bytes, swept for stalls (one timer for all, none per call). */
+  readonly #waiting = new Set<GrpcCall>();
+  #sweep: ReturnType<typeof setInterval> | undefined;
+
+  /** @internal Watches `call` for a stalled request until {@linkcode GrpcHandler.unwatchIdle}. */
+  watchIdle(call: GrpcCall): void {
+    this.#waiting.add(call);
+    if (this.#sweep !== undefined) return;
+    const every = Math.max(10, Math.min(1000, Math.floor(this.requestIdleMs / 4)));
+    this.#sweep = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.#waiting) {
+        if (now - c.lastDataAt >= this.requestIdleMs) {
+          this.#waiting.delete(c);
+          c.idleTimeout();
+        }
+      }
+      if (this.#waiting.size === 0) this.#stopSweep();
+    }, every);
+    Deno.unrefTimer(this.#sweep);
+  }
+
+  /** @internal */
+  unwatchIdle(call: GrpcCall): void {
+    this.#waiting.delete(call);
+    if (this.#waiting.size === 0 && this.#active.size === 0) this.#stopSweep();
+  }
+
+  #stopSweep(): void {
+    if (this.#sweep !== undefined) clearInterval(this.#sweep);
+    this.#sweep = undefined;
   }
 }
 
@@ -214,6 +275,11 @@ class GrpcCall implements HandlerContext {
   #received = 0;
   #trailers: Record<string, string> = OK_TRAILERS;
   readonly #startedAt = performance.now();
+  readonly #release: (() => void) | undefined;
+  /** Request idle watch: whether the handler waits for request bytes, since when, and its timer. */
+  #waiting = false;
+  /** @internal read by the handler's idle sweep */
+  lastDataAt = 0;
 
   constructor(
     owner: GrpcHandler,
@@ -222,7 +288,9 @@ class GrpcCall implements HandlerContext {
     entry: MethodEntry,
     gzipIn: boolean,
     gzipOut: boolean,
+    release: (() => void) | undefined,
   ) {
+    this.#release = release;
     this.#owner = owner;
     this.#stream = stream;
     this.#headers = headers;
@@ -288,12 +356,38 @@ class GrpcCall implements HandlerContext {
       this.#deadline = Date.now() + timeoutMs;
       this.#timer = setTimeout(GrpcCall.#onDeadline, timeoutMs, this);
     }
+    this.lastDataAt = Date.now();
     if (this.#entry.streamingRequest) {
       this.#call(() => this.#entry.impl!(this.#readMessages(), this), false);
     } else {
+      this.#waiting = true;
+      this.#armIdle();
       stream.on("data", GrpcCall.#onData);
       stream.on("end", GrpcCall.#onEnd);
     }
+  }
+
+  /** Watches for a request that stalls: no byte for `requestIdleMs` while the handler waits for one. */
+  #armIdle(): void {
+    if (this.#state >= State.Ending) return;
+    this.#owner.watchIdle(this);
+  }
+
+  /** @internal Called by the handler's sweep when the request sent nothing for `requestIdleMs`. */
+  idleTimeout(): void {
+    if (!this.#waiting || this.#state >= State.Ending) return;
+    countEvent("upload_idle_timeout");
+    this.cancel(
+      new ConnectError(
+        `The request sent nothing for ${this.#owner.requestIdleMs / 1000}s (limits.upload_idle_timeout_s)`,
+        ConnectCode.DeadlineExceeded,
+      ),
+    );
+  }
+
+  #stopIdle(): void {
+    this.#waiting = false;
+    this.#owner.unwatchIdle(this);
   }
 
   /** Ends the call with `reason` and aborts the handler (client gone, deadline, shutdown). */
@@ -326,6 +420,7 @@ class GrpcCall implements HandlerContext {
 
   #data(chunk: Uint8Array): void {
     if (this.#state >= State.Ending) return;
+    this.lastDataAt = Date.now();
     this.#received += chunk.byteLength;
     if (this.#received > this.#owner.maxMessageBytes + 5) {
       this.#chunks = [];
@@ -342,6 +437,7 @@ class GrpcCall implements HandlerContext {
   }
 
   #end(): void {
+    this.#stopIdle();
     if (this.#state >= State.Ending) return;
     const chunks = this.#chunks;
     this.#chunks = [];
@@ -432,11 +528,24 @@ class GrpcCall implements HandlerContext {
   async *#readMessages(): AsyncGenerator<unknown> {
     const parser = new FrameParser(this.#owner.maxMessageBytes);
     const stream = this.#stream;
-    for await (const chunk of stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>) {
-      parser.push(chunk);
-      for (let frame = parser.next(); frame !== undefined; frame = parser.next()) {
-        yield this.#decode(frame);
+    const chunks = (stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>)[
+      Symbol.asyncIterator
+    ]();
+    try {
+      for (;;) {
+        this.#waiting = true;
+        this.lastDataAt = Date.now();
+        this.#armIdle();
+        const next = await chunks.next();
+        this.#waiting = false;
+        if (next.done) break;
+        parser.push(next.value);
+        for (let frame = parser.next(); frame !== undefined; frame = parser.next()) {
+          yield this.#decode(frame);
+        }
       }
+    } finally {
+      this.#stopIdle();
     }
     if (this.#abortReason !== undefined) throw this.#abortReason;
     parser.finish();
@@ -506,22 +615,27 @@ class GrpcCall implements HandlerContext {
 
   #wantTrailers(): void {
     const stream = this.#stream;
-    if (!stream.destroyed && !stream.closed) stream.sendTrailers(this.#trailers);
+    try {
+      if (!stream.destroyed && !stream.closed) stream.sendTrailers(this.#trailers);
+    } catch { /* the client went away meanwhile */ }
     this.#state = State.Done;
   }
 
   #fail(err: unknown): void {
     if (this.#state >= State.Ending) return;
+    const stream = this.#stream;
+    if (stream.destroyed || stream.closed) {
+      // The client went away (its write errors are no server fault): counted as CANCELLED.
+      this.#owner.log?.debug(`gRPC ${this.#headers[":path"]}: the client went away`);
+      this.#state = State.Done;
+      this.#finish(new ConnectError("The client cancelled the call", ConnectCode.Canceled));
+      return;
+    }
     if (!(err instanceof CairnError) && !(err instanceof ConnectError)) {
       this.#owner.log?.warn(`gRPC ${this.#headers[":path"]} failed:`, err);
     }
     let trailers = statusTrailers(err);
     if (this.#responseTrailer) trailers = withTrailers(trailers, this.#responseTrailer);
-    const stream = this.#stream;
-    if (stream.destroyed || stream.closed) {
-      this.#state = State.Done;
-      return;
-    }
     if (this.#state === State.Idle) {
       this.#state = State.Done;
       this.#trailers = trailers;
@@ -559,7 +673,9 @@ class GrpcCall implements HandlerContext {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
+    this.#release?.();
     this.#owner.release(this);
+    this.#stopIdle();
     if (this.#abortReason !== undefined) return;
     const code = reason === undefined ? Number(this.#trailers["grpc-status"] ?? 0) : Code.Cancelled;
     this.#entry.stats.record(code, (performance.now() - this.#startedAt) / 1000);

@@ -47,13 +47,25 @@ export function statusOf(err: unknown): GrpcStatus {
   if (err instanceof ConnectError) {
     return {
       code: err.code as number as Code,
-      message: err.rawMessage,
+      message: clipMessage(err.rawMessage),
       details: err.details.map(connectDetailToAny),
       metadata: err.metadata,
     };
   }
   const e = CairnError.from(err);
-  return { code: e.code, message: e.message, details: anyDetails(e.details) };
+  return { code: e.code, message: clipMessage(e.message), details: anyDetails(e.details) };
+}
+
+/** Longest status message sent (a client's huge resource or instance name must not blow the trailers up). */
+export const MAX_STATUS_MESSAGE_CHARS = 1024;
+
+/** Cuts a status message to {@linkcode MAX_STATUS_MESSAGE_CHARS}, marking the cut. */
+export function clipMessage(message: string): string {
+  return message.length <= MAX_STATUS_MESSAGE_CHARS
+    ? message
+    : `${message.slice(0, MAX_STATUS_MESSAGE_CHARS)}… (${
+      message.length - MAX_STATUS_MESSAGE_CHARS
+    } more chars)`;
 }
 
 /** The `grpc-status`, `grpc-message` and (with details) `grpc-status-details-bin` trailers for an error. */
@@ -79,7 +91,13 @@ export function statusTrailers(err: unknown): Record<string, string> {
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   const e = CairnError.from(err);
-  const ce = new ConnectError(e.message, e.code as number as ConnectCode, undefined, undefined, err);
+  const ce = new ConnectError(
+    clipMessage(e.message),
+    e.code as number as ConnectCode,
+    undefined,
+    undefined,
+    err,
+  );
   for (const any of anyDetails(e.details)) {
     ce.details.push({ type: any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1), value: any.value });
   }

@@ -15,6 +15,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { CairnError, Code } from "../util/error.ts";
+import { countEvent } from "./guard.ts";
+import { peerSocket } from "./peer.ts";
 import type { HttpRoute, TransportLog } from "./types.ts";
 import { peerOf } from "./peer.ts";
 
@@ -23,13 +25,29 @@ export type NodeRequest = IncomingMessage | Http2ServerRequest;
 /** A Node response from node:http or the node:http2 compat layer. */
 export type NodeResponse = ServerResponse | Http2ServerResponse;
 
+/** Options of {@linkcode createHttpRoutesHandler}. */
+export interface HttpRoutesOptions {
+  /**
+   * A request body that sends no byte for this long while its route waits for one ends the request (408,
+   * connection closed). Default 30 s.
+   */
+  readonly bodyIdleMs?: number | undefined;
+}
+
 /** Returns a Node request listener that serves `routes`. */
 export function createHttpRoutesHandler(
   routes: readonly HttpRoute[],
   log?: TransportLog,
+  options: HttpRoutesOptions = {},
 ): (req: NodeRequest, res: NodeResponse) => void {
+  const bodyIdleMs = options.bodyIdleMs ?? 30_000;
   return (req, res) => {
-    serveRoutes(routes, req, res).catch((err) => {
+    serveRoutes(routes, req, res, bodyIdleMs).catch((err) => {
+      if (res.destroyed || (err as { name?: string })?.name === "AbortError") {
+        countEvent("client_gone");
+        log?.debug(`HTTP ${req.method} ${req.url}: the client went away`);
+        return;
+      }
       log?.warn(`HTTP ${req.method} ${req.url} failed:`, err);
       if (!res.headersSent) {
         const e = CairnError.from(err);
@@ -44,12 +62,17 @@ export function createHttpRoutesHandler(
   };
 }
 
-async function serveRoutes(routes: readonly HttpRoute[], req: NodeRequest, res: NodeResponse): Promise<void> {
+async function serveRoutes(
+  routes: readonly HttpRoute[],
+  req: NodeRequest,
+  res: NodeResponse,
+  bodyIdleMs: number,
+): Promise<void> {
   const abort = new AbortController();
   res.once("close", () => {
     if (!res.writableFinished) abort.abort(new DOMException("The client went away", "AbortError"));
   });
-  const request = toWebRequest(req, abort.signal);
+  const request = toWebRequest(req, res, abort.signal, bodyIdleMs);
   for (const route of routes) {
     const response = await route(request, peerOf(req.socket as never));
     if (response !== undefined) {
@@ -61,7 +84,7 @@ async function serveRoutes(routes: readonly HttpRoute[], req: NodeRequest, res: 
   res.end(`Not found: ${req.method} ${new URL(request.url).pathname}\n`);
 }
 
-function toWebRequest(req: NodeRequest, signal: AbortSignal): Request {
+function toWebRequest(req: NodeRequest, res: NodeResponse, signal: AbortSignal, bodyIdleMs: number): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -71,15 +94,50 @@ function toWebRequest(req: NodeRequest, signal: AbortSignal): Request {
   }
   const authority = req.headers.host ?? (req.headers as Record<string, string | undefined>)[":authority"] ??
     "localhost";
-  const scheme = (req.socket as { encrypted?: boolean } | null)?.encrypted ? "https" : "http";
+  const peer = req.socket ? peerSocket(req.socket) : undefined;
+  const scheme = (peer as { encrypted?: boolean } | undefined)?.encrypted ? "https" : "http";
   const method = req.method ?? "GET";
   const hasBody = method !== "GET" && method !== "HEAD";
   return new Request(`${scheme}://${authority}${req.url}`, {
     method,
     headers,
     signal,
-    ...(hasBody ? { body: ReadableStream.from(req as AsyncIterable<Uint8Array>), duplex: "half" } : {}),
+    ...(hasBody ? { body: ReadableStream.from(watchIdle(req, res, bodyIdleMs)), duplex: "half" } : {}),
   } as RequestInit);
+}
+
+/**
+ * The request body's chunks; when the route waits `idleMs` for a chunk that does not come, the request is
+ * answered 408 (if nothing was sent yet) and its connection closed, so a stalled upload holds nothing long.
+ */
+async function* watchIdle(req: NodeRequest, res: NodeResponse, idleMs: number): AsyncGenerator<Uint8Array> {
+  const chunks = (req as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const onIdle = () => {
+    countEvent("upload_idle_timeout");
+    if (!res.headersSent && !res.destroyed) {
+      try {
+        (res as ServerResponse).writeHead(408, {
+          "content-type": "text/plain; charset=utf-8",
+          connection: "close",
+        });
+        res.end(`The request body sent nothing for ${idleMs / 1000}s (limits.upload_idle_timeout_s)\n`);
+      } catch { /* gone */ }
+    }
+    // Ends the body with an error, so the route's store write is abandoned; the connection goes too.
+    setTimeout(() => req.destroy(new Error("request body idle timeout")), 100).unref?.();
+  };
+  try {
+    for (;;) {
+      timer = setTimeout(onIdle, idleMs);
+      const next = await chunks.next();
+      clearTimeout(timer);
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function writeWebResponse(

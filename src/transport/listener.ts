@@ -25,8 +25,8 @@ import type { TransportLog } from "./types.ts";
 
 /** The connection preface every HTTP/2 client sends first (RFC 9113 §3.4). */
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
-/** A connection that sends nothing for this long is dropped before any protocol is chosen. */
-const SNIFF_TIMEOUT_MS = 30_000;
+/** Default: a connection that sends nothing for this long is dropped before any protocol is chosen. */
+const SNIFF_TIMEOUT_MS = 10_000;
 
 /** Options of {@linkcode Listener}. */
 export interface ListenerOptions {
@@ -36,6 +36,8 @@ export interface ListenerOptions {
   readonly onHttp1: (socket: net.Socket) => void;
   /** Takes a TLS connection whose client certificate failed (default: destroy it). */
   readonly onRefused?: ((socket: tls.TLSSocket, reason: string) => void) | undefined;
+  /** A connection that sends no protocol preface (or first request bytes) within this is dropped. Default 10 s. */
+  readonly sniffTimeoutMs?: number | undefined;
   readonly log?: TransportLog | undefined;
 }
 
@@ -74,6 +76,7 @@ export class Listener {
         cert: t.cert,
         key: t.key,
         ALPNProtocols: ["h2", "http/1.1"],
+        handshakeTimeout: options.sniffTimeoutMs ?? SNIFF_TIMEOUT_MS,
         ...(t.clientCas ? { requestCert: true, rejectUnauthorized: false, ca: t.clientCaPem } : {}),
       });
       this.#server.on("secureConnection", (socket: tls.TLSSocket) => this.#onSecure(socket));
@@ -165,7 +168,7 @@ export class Listener {
 
   #sniff(socket: net.Socket): void {
     let seen: Buffer | undefined;
-    const timer = setTimeout(() => socket.destroy(), SNIFF_TIMEOUT_MS);
+    const timer = setTimeout(() => socket.destroy(), this.#options.sniffTimeoutMs ?? SNIFF_TIMEOUT_MS);
     const onData = (chunk: Buffer) => {
       seen = seen === undefined ? chunk : Buffer.concat([seen, chunk]);
       const n = Math.min(seen.length, PREFACE.length);

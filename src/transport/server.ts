@@ -27,8 +27,16 @@ import { GrpcHandler } from "./grpc_handler.ts";
 import { createHttpRoutesHandler, type NodeRequest, type NodeResponse } from "./http_routes.ts";
 import { type BoundAddress, Listener } from "./listener.ts";
 import { loadListenerTls } from "./tls.ts";
-import { linkInnerConnection } from "./peer.ts";
 import { percentEncode } from "./grpc_status.ts";
+import {
+  countEvent,
+  guarded,
+  installClientErrorGuard,
+  type ResolvedLimits,
+  resolveLimits,
+  UploadAdmission,
+} from "./guard.ts";
+import { bindRelayPeer, isLoopback, relayPeer } from "./peer.ts";
 import type { HttpListenerConfig, HttpRoute, ServiceBinding, TransportLog } from "./types.ts";
 
 /** Options of {@linkcode createCairnServer}. */
@@ -66,6 +74,8 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
   const cfg = options.listener;
   const accepted = cfg.compression?.accepted_compression_algorithms ?? [];
   const maxMessageBytes = cfg.max_decoding_message_size || 8 * 1024 * 1024;
+  const limits = resolveLimits(cfg);
+  const uploads = new UploadAdmission(limits);
   const shutdown = new AbortController();
 
   const grpc = new GrpcHandler({
@@ -74,74 +84,308 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     acceptCompression: accepted,
     maxMessageBytes,
     log,
+    admitUpload: (stream) => stream.session ? uploads.admit(stream.session) : undefined,
+    requestIdleMs: limits.uploadIdleMs,
   });
   const connect = createConnectHandler({
     bindings: options.bindings,
-    fallback: createHttpRoutesHandler(options.routes ?? [], log),
+    fallback: createHttpRoutesHandler(options.routes ?? [], log, { bodyIdleMs: limits.uploadIdleMs }),
     gzip: accepted.includes("gzip"),
     maxMessageBytes,
     shutdownSignal: shutdown.signal,
+    corsAllowedOrigins: cfg.cors_allowed_origins ?? [],
+    log,
   });
+  /** Serves a plain HTTP / Connect / gRPC-Web request; request bodies count as uploads of `connection`. */
+  const serveHttp = (req: NodeRequest, res: NodeResponse, connection: object) => {
+    if (req.method === "PUT" || req.method === "POST") {
+      const release = uploads.admit(connection);
+      if (release === undefined) {
+        res.once("close", () => req.destroy?.());
+        if (res instanceof http.ServerResponse) res.shouldKeepAlive = false;
+        (res as http.ServerResponse).writeHead(503, {
+          "content-type": "text/plain; charset=utf-8",
+          "retry-after": "1",
+        });
+        res.end("Too many uploads in flight (limits.max_uploads_per_connection / limits.max_uploads)\n");
+        return;
+      }
+      res.once("close", release);
+    }
+    connect(req, res);
+  };
 
   const sessions = new Set<http2.ServerHttp2Session>();
-  const h2 = http2.createServer({ settings: http2Settings(cfg), maxSessionMemory: 64 });
+  const h2 = http2.createServer({ settings: http2Settings(cfg, limits), maxSessionMemory: 64 });
   h2.on(
     "stream",
-    (
+    guarded(log, "HTTP/2 stream", (
       stream: http2.ServerHttp2Stream,
       headers: http2.IncomingHttpHeaders,
       _flags: number,
       rawHeaders: string[],
     ) => {
-      if (GrpcHandler.accepts(headers["content-type"])) return grpc.handle(stream, headers);
       stream.on("error", ignore);
+      const session = stream.session as http2.ServerHttp2Session | undefined;
+      if (session === undefined || session.destroyed) return;
+      trackStream(session, stream);
+      if (GrpcHandler.accepts(headers["content-type"])) return grpc.handle(stream, headers);
       const req = new http2.Http2ServerRequest(stream, headers, undefined as never, rawHeaders as never);
       const res = new http2.Http2ServerResponse(stream);
-      connect(req, res);
-    },
+      serveHttp(req, res, session);
+    }),
   );
-  h2.on("session", (session: http2.ServerHttp2Session) => {
-    sessions.add(session);
-    session.on("error", ignore);
-    const connectionWindow = cfg.advanced_http?.experimental_http2_initial_connection_window_size ||
-      DEFAULT_CONNECTION_WINDOW;
-    session.once("connect", () => session.setLocalWindowSize(connectionWindow));
-    // Keep-alive pings every `http2_keep_alive_interval` s; one not answered within
-    // `experimental_http2_keep_alive_timeout_s` (default 20 s) closes the connection. A timeout given alone
-    // turns pings on every 60 s.
-    const keepAliveTimeoutS = cfg.advanced_http?.experimental_http2_keep_alive_timeout_s;
-    const keepAlive = cfg.advanced_http?.http2_keep_alive_interval || (keepAliveTimeoutS ? 60 : 0);
-    const keepAliveTimeoutMs = (keepAliveTimeoutS || 20) * 1000;
-    const pinger = keepAlive
-      ? setInterval(() => {
-        if (session.closed || session.destroyed) return;
-        const deadline = setTimeout(() => session.destroy(), keepAliveTimeoutMs);
-        if (!session.ping(() => clearTimeout(deadline))) clearTimeout(deadline);
-      }, keepAlive * 1000)
-      : undefined;
-    session.once("close", () => {
-      sessions.delete(session);
-      if (pinger !== undefined) clearInterval(pinger);
-    });
-  });
+
+  /** Per-session defences: no stream by the header timeout or none for the idle timeout → GOAWAY; rapid resets. */
+  interface SessionState {
+    streams: number;
+    everStreamed: boolean;
+    timer: ReturnType<typeof setTimeout> | undefined;
+    resetWindowStart: number;
+    resets: number;
+  }
+  const states = new WeakMap<http2.ServerHttp2Session, SessionState>();
+  const goAway = (session: http2.ServerHttp2Session, code: number, event: string, graceMs = 1000) => {
+    countEvent(event);
+    try {
+      if (!session.destroyed) session.goaway(code);
+    } catch { /* gone */ }
+    try {
+      if (!session.destroyed) session.close();
+    } catch { /* gone */ }
+    // A peer that does not close after GOAWAY is dropped.
+    setTimeout(() => {
+      if (!session.destroyed) session.destroy();
+    }, graceMs).unref?.();
+  };
+  const armIdle = (session: http2.ServerHttp2Session, st: SessionState) => {
+    if (st.timer !== undefined) clearTimeout(st.timer);
+    const ms = st.everStreamed ? limits.idleConnectionMs : limits.headerTimeoutMs;
+    st.timer = setTimeout(() => {
+      st.timer = undefined;
+      if (st.streams === 0 && !session.destroyed) {
+        goAway(
+          session,
+          http2.constants.NGHTTP2_NO_ERROR,
+          st.everStreamed ? "idle_connection_closed" : "header_timeout",
+        );
+      }
+    }, ms);
+  };
+  /** Counts a reset stream of `session`; past `max_resets_per_second` the session gets GOAWAY (true). */
+  const noteReset = (session: http2.ServerHttp2Session): boolean => {
+    const st = states.get(session);
+    if (st === undefined || session.destroyed) return true;
+    const now = Date.now();
+    if (now - st.resetWindowStart >= 1000) {
+      st.resetWindowStart = now;
+      st.resets = 0;
+    }
+    if (++st.resets <= limits.maxResetsPerSecond) return false;
+    if (st.resets === limits.maxResetsPerSecond + 1) {
+      // An abusive peer gets no grace: whatever it still sends is not worth reading.
+      goAway(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, "rapid_reset_goaway", 50);
+    }
+    return true;
+  };
+  const trackStream = (session: http2.ServerHttp2Session, stream: http2.ServerHttp2Stream) => {
+    const st = states.get(session);
+    if (st === undefined) return;
+    st.streams++;
+    st.everStreamed = true;
+    if (st.timer !== undefined) {
+      clearTimeout(st.timer);
+      st.timer = undefined;
+    }
+    stream.once(
+      "close",
+      guarded(log, "HTTP/2 stream close", () => {
+        st.streams--;
+        if (session.destroyed) return;
+        if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+          if (noteReset(session)) return;
+        }
+        if (st.streams === 0 && !session.closed) armIdle(session, st);
+      }),
+    );
+  };
+
+  h2.on(
+    "session",
+    guarded(log, "HTTP/2 session", (session: http2.ServerHttp2Session) => {
+      sessions.add(session);
+      session.on("error", ignore);
+      const st: SessionState = {
+        streams: 0,
+        everStreamed: false,
+        timer: undefined,
+        resetWindowStart: 0,
+        resets: 0,
+      };
+      states.set(session, st);
+      armIdle(session, st);
+      const connectionWindow = cfg.advanced_http?.experimental_http2_initial_connection_window_size ||
+        DEFAULT_CONNECTION_WINDOW;
+      session.once(
+        "connect",
+        guarded(log, "HTTP/2 session connect", () => {
+          if (!session.destroyed && !session.closed) session.setLocalWindowSize(connectionWindow);
+        }),
+      );
+      // Keep-alive pings every `http2_keep_alive_interval` s; one not answered within
+      // `experimental_http2_keep_alive_timeout_s` (default 20 s) closes the connection. A timeout given alone
+      // turns pings on every 60 s.
+      const keepAliveTimeoutS = cfg.advanced_http?.experimental_http2_keep_alive_timeout_s;
+      const keepAlive = cfg.advanced_http?.http2_keep_alive_interval || (keepAliveTimeoutS ? 60 : 0);
+      const keepAliveTimeoutMs = (keepAliveTimeoutS || 20) * 1000;
+      const pinger = keepAlive
+        ? setInterval(() => {
+          try {
+            if (session.closed || session.destroyed) return;
+            const deadline = setTimeout(() => {
+              if (!session.destroyed) session.destroy();
+            }, keepAliveTimeoutMs);
+            if (!session.ping(() => clearTimeout(deadline))) clearTimeout(deadline);
+          } catch { /* gone meanwhile */ }
+        }, keepAlive * 1000)
+        : undefined;
+      session.once("close", () => {
+        sessions.delete(session);
+        if (st.timer !== undefined) clearTimeout(st.timer);
+        if (pinger !== undefined) clearInterval(pinger);
+      });
+    }),
+  );
   h2.on("sessionError", (err) => log.debug(`HTTP/2 session error: ${err.message}`));
 
+  // HTTP/1.1: Deno's node:http drops keep-alive after a chunked response on a connection handed over with
+  // emit("connection"), and Bazel's HTTP cache client then
+  // loses uploads on the closed connection. So each HTTP/1.1 connection is relayed to `h1` listening on a
+  // loopback port. That port accepts only the relay's own connections: an accepted connection must come
+  // from the local port of a socket this server dialled (any other is dropped at once, its requests refused),
+  // and handlers see the client's own socket (address, TLS) through `peerSocket`.
   let h1InFlight = 0;
   const h1 = http.createServer((req, res) => {
+    const outer = relayPeer(req.socket);
+    if (outer === undefined) {
+      countEvent("h1_foreign_connection_refused");
+      req.socket.destroy();
+      return;
+    }
     h1InFlight++;
-    res.once("close", () => h1InFlight--);
-    connect(req as NodeRequest, res as NodeResponse);
+    const watch = relayWatches.get(outer);
+    watch?.requestStarted();
+    res.once("close", () => {
+      h1InFlight--;
+      watch?.requestDone();
+    });
+    serveHttp(req as NodeRequest, res as NodeResponse, outer);
   });
-  h1.on("clientError", (_err, socket) => socket.destroy());
-  // Build tools pool HTTP/1.1 connections and reuse them across builds: keep idle ones for two minutes.
-  h1.keepAliveTimeout = 120_000;
-  // Deno's node:http drops keep-alive after a chunked response on a connection handed over with
-  // emit("connection"), and Bazel's HTTP cache client then loses uploads on the closed connection. So HTTP/1.1
-  // connections are piped into `h1` listening on its own loopback port, which keeps them alive.
+  h1.on("clientError", (err: Error & { code?: string }, socket: net.Socket) => {
+    // A malformed request or oversized header gets its status before the connection goes.
+    const status = err.code === "HPE_HEADER_OVERFLOW"
+      ? "431 Request Header Fields Too Large"
+      : err.code === "ECONNRESET" || err.code === "EPIPE"
+      ? undefined
+      : "400 Bad Request";
+    if (status !== undefined && socket.writable) {
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      setTimeout(() => socket.destroy(), 1000).unref?.();
+    } else {
+      socket.destroy();
+    }
+  });
+  h1.keepAliveTimeout = limits.idleConnectionMs;
+  h1.headersTimeout = limits.headerTimeoutMs;
+  h1.requestTimeout = 0;
+  /** Outer sockets by the local port of the relay socket dialled for them (until the inner side is accepted). */
+  const dialled = new Map<number, net.Socket>();
+  /** Inner connections accepted before their relay socket reported its local port. */
+  const unmatched = new Map<number, net.Socket>();
+  const match = (inner: net.Socket, outer: net.Socket) => {
+    bindRelayPeer(inner, outer);
+    dialled.delete(inner.remotePort!);
+    unmatched.delete(inner.remotePort!);
+  };
+  h1.prependListener("connection", (inner: net.Socket) => {
+    const port = inner.remotePort;
+    const outer = port === undefined ? undefined : dialled.get(port);
+    if (outer !== undefined && isLoopback(inner.remoteAddress)) return match(inner, outer);
+    if (port === undefined || !isLoopback(inner.remoteAddress)) return refuseForeign(inner);
+    unmatched.set(port, inner);
+    inner.once("close", () => {
+      if (unmatched.get(port) === inner) unmatched.delete(port);
+    });
+    setTimeout(() => {
+      if (unmatched.get(port) === inner) {
+        unmatched.delete(port);
+        refuseForeign(inner);
+      }
+    }, 2000).unref?.();
+  });
+  const refuseForeign = (inner: net.Socket) => {
+    countEvent("h1_foreign_connection_refused");
+    inner.destroy();
+  };
+  /**
+   * Deno's node:http does not enforce `headersTimeout` (a half-sent header stays open), so the relay watches each
+   * client connection itself: with no request in flight, its next request's headers must arrive within
+   * `header_timeout_s` of its first byte (or of the connection's start), and a connection with nothing in
+   * flight is closed after `idle_connection_timeout_s`.
+   */
+  const relayWatches = new WeakMap<net.Socket, RelayWatch>();
+  const watchRelay = (socket: net.Socket): RelayWatch => {
+    let inFlight = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let headerPhase = true;
+    const arm = (ms: number, event: string) => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = setTimeout(() => {
+        timer = undefined;
+        if (inFlight > 0) return;
+        countEvent(event);
+        socket.destroy();
+      }, ms);
+    };
+    arm(limits.headerTimeoutMs, "header_timeout");
+    socket.on("data", () => {
+      if (inFlight === 0 && !headerPhase) {
+        headerPhase = true;
+        arm(limits.headerTimeoutMs, "header_timeout");
+      }
+    });
+    socket.once("close", () => {
+      if (timer !== undefined) clearTimeout(timer);
+    });
+    const watch: RelayWatch = {
+      requestStarted() {
+        inFlight++;
+        if (timer !== undefined) clearTimeout(timer);
+        timer = undefined;
+      },
+      requestDone() {
+        if (--inFlight > 0 || socket.destroyed) return;
+        headerPhase = false;
+        arm(limits.idleConnectionMs, "idle_connection_closed");
+      },
+    };
+    relayWatches.set(socket, watch);
+    return watch;
+  };
   let h1Port: number | undefined;
   const toH1 = (socket: net.Socket) => {
+    watchRelay(socket);
     const upstream = net.connect({ port: h1Port!, host: "127.0.0.1", noDelay: true });
-    upstream.once("connect", () => linkInnerConnection(upstream, socket));
+    upstream.once("connect", () => {
+      const port = upstream.localPort;
+      if (port === undefined) return upstream.destroy();
+      const early = unmatched.get(port);
+      if (early !== undefined && isLoopback(early.remoteAddress)) match(early, socket);
+      else dialled.set(port, socket);
+      upstream.once("close", () => {
+        if (dialled.get(port) === socket) dialled.delete(port);
+      });
+    });
     socket.setNoDelay?.(true);
     // The client leaving drops the inner connection at once; the inner side closing ends the client's
     // connection gracefully (a TLS close_notify, then FIN) so pooled clients see it closed, not reset.
@@ -167,6 +411,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       if (listener) {
         throw new Error(`Cannot listen on "${cfg.socket_address}": the server is listening already`);
       }
+      installClientErrorGuard(log);
       h1Port = await new Promise<number>((resolve, reject) => {
         h1.once("error", reject);
         h1.listen(0, "127.0.0.1", () => {
@@ -177,9 +422,14 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       listener = new Listener({
         socketAddress: cfg.socket_address,
         tls: cfg.tls ? await loadListenerTls(cfg.tls) : undefined,
-        onHttp2: (socket) => h2.emit("connection", socket),
-        onHttp1: toH1,
-        onRefused: (socket, reason) => refuseClient(socket, reason, refuser),
+        onHttp2: guarded(log, "HTTP/2 connection", (socket: net.Socket) => h2.emit("connection", socket)),
+        onHttp1: guarded(log, "HTTP/1.1 connection", toH1),
+        onRefused: guarded(
+          log,
+          "refused TLS connection",
+          (socket: TLSSocket, reason: string) => refuseClient(socket, reason, refuser),
+        ),
+        sniffTimeoutMs: limits.headerTimeoutMs,
         log,
       });
       try {
@@ -194,7 +444,11 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       closing ??= (async () => {
         if (!listener) return;
         const closed = listener.close();
-        for (const s of sessions) if (!s.closed) s.close();
+        for (const s of sessions) {
+          try {
+            if (!s.closed) s.close();
+          } catch { /* gone meanwhile */ }
+        }
         const deadline = Date.now() + graceMs;
         while (Date.now() < deadline && (grpc.activeCalls > 0 || sessions.size > 0 || h1InFlight > 0)) {
           await delay(10);
@@ -205,7 +459,11 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
           grpc.abortAll(reason);
           await delay(20); // let the UNAVAILABLE trailers go out
         }
-        for (const s of sessions) s.destroy();
+        for (const s of sessions) {
+          try {
+            s.destroy();
+          } catch { /* gone meanwhile */ }
+        }
         listener.destroyConnections();
         h1.closeAllConnections?.();
         await Promise.all([closed, new Promise<void>((r) => h1.close(() => r()))]);
@@ -215,19 +473,36 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
   };
 }
 
-/** Answers every call on a connection whose client certificate failed with UNAUTHENTICATED, then closes. */
+/** Watches one relayed HTTP/1.1 client connection for its header and idle timeouts. */
+interface RelayWatch {
+  requestStarted(): void;
+  requestDone(): void;
+}
+
+/**
+ * Answers every request on an HTTP/2 connection whose client certificate failed, then closes: gRPC calls
+ * get UNAUTHENTICATED, other requests (Connect, gRPC-Web, plain HTTP) HTTP 401.
+ */
 function createRefuser(): http2.Http2Server {
   const refuser = http2.createServer();
-  refuser.on("stream", (stream: http2.ServerHttp2Stream) => {
+  refuser.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
     stream.on("error", ignore);
     const reason = (stream.session && refusals.get(stream.session)) ?? "no valid client certificate";
-    stream.respond({
-      ":status": 200,
-      "content-type": "application/grpc",
-      "grpc-status": "16",
-      "grpc-message": percentEncode(`Client certificate refused: ${reason}`),
-    }, { endStream: true });
-    stream.session?.close();
+    const message = `Client certificate refused: ${reason}`;
+    try {
+      if (GrpcHandler.accepts(headers["content-type"])) {
+        stream.respond({
+          ":status": 200,
+          "content-type": "application/grpc",
+          "grpc-status": "16",
+          "grpc-message": percentEncode(message),
+        }, { endStream: true });
+      } else {
+        stream.respond({ ":status": 401, "content-type": "text/plain; charset=utf-8" });
+        stream.end(`${message}\n`);
+      }
+      stream.session?.close();
+    } catch { /* the client went away */ }
   });
   refuser.on("session", (s: http2.ServerHttp2Session) => {
     s.on("error", ignore);
@@ -259,17 +534,16 @@ function refuseClient(socket: TLSSocket, reason: string, refuser: http2.Http2Ser
 const DEFAULT_STREAM_WINDOW = 2 * 1024 * 1024;
 const DEFAULT_CONNECTION_WINDOW = 16 * 1024 * 1024;
 
-function http2Settings(cfg: HttpListenerConfig): http2.Settings {
+function http2Settings(cfg: HttpListenerConfig, limits: ResolvedLimits): http2.Settings {
   const a = cfg.advanced_http ?? {};
   // HTTP/2's default 64 KiB stream window starves large ByteStream uploads on loopback and LANs (the client
   // waits for WINDOW_UPDATEs); a few MiB keep the pipe full while bounding what one slow stream can buffer.
   const s: http2.Settings = {
     initialWindowSize: a.experimental_http2_initial_stream_window_size || DEFAULT_STREAM_WINDOW,
+    // Bounds what one connection may open at once (and so what it may make the server buffer).
+    maxConcurrentStreams: limits.maxConcurrentStreams,
   };
   if (a.experimental_http2_max_frame_size) s.maxFrameSize = a.experimental_http2_max_frame_size;
-  if (a.experimental_http2_max_concurrent_streams) {
-    s.maxConcurrentStreams = a.experimental_http2_max_concurrent_streams;
-  }
   if (a.experimental_http2_max_header_list_size) {
     s.maxHeaderListSize = a.experimental_http2_max_header_list_size;
   }

@@ -91,6 +91,25 @@ export interface HttpListenerConfig {
   readonly advanced_http?: ListenerAdvancedHttpConfig | undefined;
   /** Largest accepted (decompressed) gRPC message in bytes. Default 8 MiB (a full 4 MiB batch plus its framing fits). */
   readonly max_decoding_message_size?: number | undefined;
+  /** Origins allowed cross-origin access (exact `scheme://host[:port]`). Default none. */
+  readonly cors_allowed_origins?: readonly string[] | undefined;
+  readonly limits?: ListenerLimits | undefined;
+}
+
+/** Resource limits of a listener against abusive clients; absent or 0 → the default. */
+export interface ListenerLimits {
+  /** Uploads (client-streaming gRPC calls, HTTP request bodies) at once per connection. Default 64. */
+  readonly max_uploads_per_connection?: number | undefined;
+  /** Uploads at once on the listener. Default 1024. */
+  readonly max_uploads?: number | undefined;
+  /** Seconds an upload may send nothing before it is ended. Default 30. */
+  readonly upload_idle_timeout_s?: number | undefined;
+  /** Seconds a new connection has to send its first request's headers. Default 10. */
+  readonly header_timeout_s?: number | undefined;
+  /** Seconds a connection without requests in flight is kept open. Default 120. */
+  readonly idle_connection_timeout_s?: number | undefined;
+  /** Streams one HTTP/2 connection may reset per second before it gets GOAWAY. Default 200. */
+  readonly max_resets_per_second?: number | undefined;
 }
 
 /** Where the transport reports what it cannot hand back to a caller. `console` fits. */

@@ -9,7 +9,7 @@ import { parseConfig } from "../../src/config/mod.ts";
 import type { ServerConfig } from "../../src/config/types.ts";
 
 const server = (extra: Partial<ServerConfig> = {}): ServerConfig => ({
-  listener: { http: { socket_address: "0.0.0.0:50051" } },
+  listener: { http: { socket_address: "0.0.0.0:50051", cors_allowed_origins: [] } },
   services: { cas: [{ instance_name: "", cas_store: "CAS" }] },
   ...extra,
 });
