@@ -291,7 +291,7 @@ const advancedHttp = s.object({
   experimental_http2_max_header_list_size: s.optional(s.int()),
 });
 
-/** Cairn's per-listener resource limits against abusive clients (see tests/security/README_transport.md). */
+/** Cairn's per-listener resource limits against abusive clients (see tests/security/README.md). */
 const listenerLimits = s.object({
   max_uploads_per_connection: s.optional(s.int()),
   max_uploads: s.optional(s.int()),

@@ -2,7 +2,7 @@
 // server memory. Each attack asserts its gRPC code and that the server's peak RSS (VmHWM from
 // /proc/<pid>/status) stays far below what the attack declares, while a victim client keeps being answered
 // within 1 s. The stores are those of config/local.json5 (verified filesystem CAS, completeness-checked
-// filesystem AC). See tests/security/README_limits.md for the limits.
+// filesystem AC). See tests/security/README.md for the limits.
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import JSON5 from "json5";

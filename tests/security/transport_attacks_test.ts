@@ -2,7 +2,7 @@
  * Attacks on the transport, each against the real `main.ts` on loopback, bounded in count and time:
  * HTTP/2 rapid reset, thousands of stalled ByteStream writes, stalled HTTP/1.1 PUTs, preface-only and silent
  * connections, CORS from foreign origins, foreign connections to the internal HTTP/1.1 relay port, huge
- * instance names, and clients hanging up mid-stream. See README_transport.md beside this file.
+ * instance names, and clients hanging up mid-stream. See README.md beside this file.
  *
  * @example
  * ```sh
