@@ -11,6 +11,7 @@ import type { HttpRoute } from "../src/transport/types.ts";
 import {
   byteStreamBinding,
   healthBinding,
+  healthProbe,
   type HealthProbe,
   startServer,
 } from "./fixtures/transport_fixtures.ts";
@@ -24,7 +25,7 @@ const routes: HttpRoute[] = [
 ];
 
 async function withServer(fn: (port: number, probe: HealthProbe) => Promise<void>): Promise<void> {
-  const probe: HealthProbe = { aborted: [], completed: 0 };
+  const probe = healthProbe();
   const { server, port } = await startServer({
     bindings: [healthBinding(probe), byteStreamBinding(new Map([["b", new Uint8Array(200_000).fill(1)]]))],
     routes,
