@@ -197,7 +197,10 @@ class BwrapSandbox implements Sandbox {
   run(run: SandboxRun): Promise<SandboxResult> {
     const args = [
       "--die-with-parent",
-      "--new-session",
+      // No --new-session: bwrap already runs in a session of its own without a controlling terminal
+      // (setsid), which is what --new-session guards (TIOCSTI). --new-session would move the sandbox init
+      // out of bwrap's process group, and a cancel landing while bwrap sets up (before the init has armed
+      // --die-with-parent) then left the init and the action running as orphans.
       "--unshare-pid",
       "--unshare-ipc",
       "--unshare-uts",
