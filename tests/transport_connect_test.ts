@@ -11,8 +11,8 @@ import type { HttpRoute } from "../src/transport/types.ts";
 import {
   byteStreamBinding,
   healthBinding,
-  healthProbe,
   type HealthProbe,
+  healthProbe,
   startServer,
 } from "./fixtures/transport_fixtures.ts";
 

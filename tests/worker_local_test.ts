@@ -214,7 +214,7 @@ Deno.test("worker: output paths escaping the input root are INVALID_ARGUMENT and
       const u = await f.scheduler.waitFor(() => f.scheduler.terminal(op));
       assert.equal(u.update.case === "response" && u.update.value.status?.code, Code.InvalidArgument, op);
     }
-    await assert.rejects(Deno.stat(marker));
+    await assert.rejects(Deno.stat(marker), Deno.errors.NotFound);
   } finally {
     await f.cleanup();
   }
@@ -239,7 +239,7 @@ Deno.test("worker: a failing precondition script declines work; query_cmd values
     assert.equal(u.update.case, "internalError");
     assert.equal(u.update.case === "internalError" && u.update.value.code, Code.Unavailable);
     assert.ok(!f.scheduler.updates.some((x) => x.operationId === "op-5" && x.update.case === "started"));
-    await assert.rejects(Deno.stat(marker));
+    await assert.rejects(Deno.stat(marker), Deno.errors.NotFound);
   } finally {
     await f.cleanup();
   }

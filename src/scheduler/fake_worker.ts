@@ -101,7 +101,7 @@ export class FakeWorker implements WorkerConnection {
   }
 
   /** The next task not yet returned by this method (waits for it). */
-  async nextTask(timeoutMs = 2000): Promise<WorkerTask> {
+  async nextTask(timeoutMs = 30_000): Promise<WorkerTask> {
     const deadline = Date.now() + timeoutMs;
     while (this.#taken >= this.tasks.length) {
       const left = deadline - Date.now();
