@@ -4,7 +4,7 @@
  * running actions finish, then it exits) and SIGKILL after a grace period.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const sup = startWorkerProcesses(config, "config/local.json5", { casEndpoint: "grpc://127.0.0.1:50051" });
  * await sup.stop();
  * ```

@@ -3,7 +3,7 @@
  * cycle, and no instance serves CAS and AC from the same store (NativeLink rejects that too).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { checkReferences } from "./check_references.ts";
  * checkReferences(config, refs, "cas.json5"); // throws ConfigError on a dangling name
  * ```

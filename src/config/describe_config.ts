@@ -3,7 +3,7 @@
  * workers and servers (listener + services per instance). Printed by `main.ts --check-config FILE`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { describeConfig } from "./describe_config.ts";
  * console.log(describeConfig(await loadConfig("config/local.json5")));
  * // Stores:

@@ -2,7 +2,7 @@
  * Finds top-level stores and schedulers of a validated config by name.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { findStore } from "./find_spec.ts";
  * const spec = findStore(config, "CAS_MAIN_STORE"); // { filesystem: {...} } without the name
  * ```

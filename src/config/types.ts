@@ -8,7 +8,7 @@
  * present. Field names are NativeLink's (snake_case).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import type { CairnConfig, StoreSpec } from "./types.ts";
  * const config: CairnConfig = await loadConfig("config/local.json5");
  * const spec: StoreSpec = { memory: { eviction_policy: { max_bytes: 1_000_000 } } };

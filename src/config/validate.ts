@@ -4,7 +4,7 @@
  * refers to a store or scheduler is collected for the cross-reference pass.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { validate } from "./validate.ts";
  * import { ROOT } from "./nativelink_schema.ts";
  * const refs: Reference[] = [];

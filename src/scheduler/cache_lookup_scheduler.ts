@@ -7,7 +7,7 @@
  * counts as a miss.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { CacheLookupScheduler } from "./cache_lookup_scheduler.ts";
  * const scheduler = new CacheLookupScheduler(acStore, inner);
  * const handle = await scheduler.addAction(request); // first state: CACHE_CHECK

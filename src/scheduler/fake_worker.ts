@@ -3,7 +3,7 @@
  * tasks it is given, and answers them on demand (or at once with `autoRespond`).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { FakeWorker } from "./fake_worker.ts";
  * const worker = new FakeWorker(scheduler, { properties: [{ name: "cpu_count", value: "2" }] });
  * const task = await worker.nextTask();

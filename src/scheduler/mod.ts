@@ -2,7 +2,7 @@
  * Schedulers: queue actions, match them to workers, report operation states.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createSchedulers } from "./mod.ts";
  * const schedulers = createSchedulers({ MAIN: { simple: {} } }, { stores });
  * ```

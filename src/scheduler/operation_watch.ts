@@ -6,7 +6,7 @@
  * nobody listens any more.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { OperationWatch } from "./operation_watch.ts";
  * const watch = new OperationWatch(initialState);
  * const handle = watch.subscribe();

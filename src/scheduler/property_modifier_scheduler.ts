@@ -4,7 +4,7 @@
  * name, `replace` renames (and optionally re-values) properties, optionally only those with a given value.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { PropertyModifierScheduler } from "./property_modifier_scheduler.ts";
  * const s = new PropertyModifierScheduler([{ add: { name: "os", value: "linux" } }, { remove: "gpu" }], inner);
  * ```

@@ -2,7 +2,7 @@
  * Reads a small protobuf message (Action, Command, Directory, ActionResult) from a store, bounded in size.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { readMessage } from "./read_message.ts";
  * import { ActionSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
  * const action = await readMessage(cas, digest, ActionSchema); // undefined when absent

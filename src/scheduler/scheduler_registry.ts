@@ -4,7 +4,7 @@
  * worker API can attach to any scheduler whose chain ends in `simple`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createSchedulers } from "./scheduler_registry.ts";
  * const schedulers = createSchedulers(config.schedulers, { stores });
  * const main = schedulers.get("MAIN_SCHEDULER")!; // { actions, workers }

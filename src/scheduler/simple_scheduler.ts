@@ -17,7 +17,7 @@
  *   (`StartExecution.upload_to_action_cache`), as NativeLink workers do.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { SimpleScheduler } from "./simple_scheduler.ts";
  * const scheduler = new SimpleScheduler({ supported_platform_properties: { cpu_count: "minimum" } });
  * const session = scheduler.registerWorker({ properties: [{ name: "cpu_count", value: "4" }], maxInflightTasks: 0, connection });

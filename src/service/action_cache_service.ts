@@ -10,7 +10,7 @@
  * the inline budget (the batch limit); blobs that do not fit or are gone are left to the client to fetch.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createActionCacheService } from "./action_cache_service.ts";
  * const impl = createActionCacheService({ instances: new Map([["main", { acStore, casStore }]]) });
  * ```
@@ -128,7 +128,7 @@ export function validateActionResult(result: ActionResult): void {
  * Builds the ActionCache implementation.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const impl = createActionCacheService({
  *   instances: new Map([["", { acStore, casStore, readOnly: false }]]),
  * });

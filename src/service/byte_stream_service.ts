@@ -9,7 +9,7 @@
  * `persistStreamOnDisconnectTimeoutS` so the client may resume at `QueryWriteStatus`'s `committed_size`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createByteStreamService } from "./byte_stream_service.ts";
  * const impl = createByteStreamService({ instances: new Map([["", { casStore }]]) });
  * // … serve impl as ByteStream; at shutdown:
@@ -93,7 +93,7 @@ function uploadKey(r: WriteResourceName): string {
  * Builds the ByteStream implementation.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const impl = createByteStreamService({
  *   instances: new Map([["main", { casStore, maxBytesPerStream: 64 * 1024 }]]),
  * });

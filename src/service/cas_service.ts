@@ -8,7 +8,7 @@
  * directories; its page token is the number of directories already returned.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createCasService } from "./cas_service.ts";
  * import { ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
  * const impl = createCasService({ instances: new Map([["main", { casStore }]]) });
@@ -182,7 +182,7 @@ function decodePageToken(token: string): number {
  * Builds the ContentAddressableStorage implementation.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const impl = createCasService({ instances: new Map([["", { casStore }]]), maxBatchTotalSizeBytes: 4 << 20 });
  * ```
  */

@@ -3,7 +3,7 @@
  * anything else is refused.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { checkDigestFunction } from "./digest_function.ts";
  * const fn = checkDigestFunction(request.digestFunction); // "sha256"
  * ```

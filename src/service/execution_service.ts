@@ -10,7 +10,7 @@
  * `{instance}/operations/{uuid}`; `WaitExecution` re-attaches to one by name.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createExecutionService } from "./execution_service.ts";
  * const impl = createExecutionService({ instances: new Map([["main", { casStore, scheduler }]]) });
  * bindings.push({ service: Execution, impl });

@@ -6,7 +6,7 @@
  * streams the current status and every change until the client cancels.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createHealthService } from "./health_service.ts";
  * const health = createHealthService({ services: ["build.bazel.remote.execution.v2.ContentAddressableStorage"] });
  * health.setStatus("", HealthCheckResponse_ServingStatus.NOT_SERVING); // draining

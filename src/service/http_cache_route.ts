@@ -15,7 +15,7 @@
  * nothing is stored.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createHttpCacheRoute } from "./http_cache_route.ts";
  * const route = createHttpCacheRoute({ instances: new Map([["", { casStore, acStore }]]) });
  * const res = await route(new Request("http://x/cas/<sha256>")); // 200 with the blob, or 404

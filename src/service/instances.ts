@@ -5,7 +5,7 @@
  * an error that lists the known ones, so a client typo is obvious.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createInstances } from "./instances.ts";
  * const instances = createInstances("CAS", new Map([["main", { casStore }]]));
  * const { casStore } = instances.get(request.instanceName);

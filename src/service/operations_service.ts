@@ -8,7 +8,7 @@
  * offset page tokens. An operation's instance is read from its name (`{instance}/operations/{uuid}`).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createOperationsService } from "./operations_service.ts";
  * const impl = createOperationsService({ instances: new Map([["main", { scheduler }]]) });
  * bindings.push({ service: Operations, impl });

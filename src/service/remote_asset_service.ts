@@ -8,7 +8,7 @@
  * `remote-asset/{blob|directory}/{sha256 of uri + sorted qualifiers}` holding `hash-size`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createFetchService, createPushService } from "./remote_asset_service.ts";
  * const push = createPushService({ instances: new Map([["", { store }]]) });
  * const fetch = createFetchService({ instances: new Map([["", { store }]]) });

@@ -2,7 +2,7 @@
  * `google.rpc.Status` values for per-item results (batch blob statuses), built from {@linkcode CairnError}.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { okStatus, statusFromError } from "./rpc_status.ts";
  * responses.push({ digest, status: err ? statusFromError(err) : okStatus() });
  * ```

@@ -4,7 +4,7 @@
  * 200 when every store answered, 503 otherwise.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createStatusRoute } from "./status_route.ts";
  * const route = createStatusRoute({ stores: [["CAS", casStore]], timeoutSeconds: 5 });
  * const res = await route(new Request("http://x/status")); // 200 {"status":"ok",…}

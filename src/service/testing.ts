@@ -4,7 +4,7 @@
  * (CairnError → status code).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { serviceClient } from "./testing.ts";
  * const cas = serviceClient(ContentAddressableStorage, createCasService({ instances }));
  * await cas.findMissingBlobs({ blobDigests: [] });

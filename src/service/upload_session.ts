@@ -7,7 +7,7 @@
  * `write_offset = received`; when it expires it is aborted and the store discards the partial data.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { UploadSession } from "./upload_session.ts";
  * const s = new UploadSession({ store, digest, compressor: "identity", what: "blob" });
  * await s.push(chunk);

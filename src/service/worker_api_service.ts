@@ -11,7 +11,7 @@
  * requeued. A worker may reconnect, with the same id or none.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createWorkerApiService } from "./worker_api_service.ts";
  * const impl = createWorkerApiService({ scheduler: schedulers.get("MAIN").workers! });
  * bindings.push({ service: WorkerApi, impl });

@@ -3,7 +3,7 @@
  * `node:zlib`. Decompression is bounded: output beyond `maxOutputBytes` fails at once (no zip bombs).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createZstdDecompressStream } from "./zstd_stream.ts";
  * const plain = compressed.pipeThrough(createZstdDecompressStream({ maxOutputBytes: digest.size }));
  * ```

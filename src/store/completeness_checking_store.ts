@@ -7,7 +7,7 @@
  * Writes pass through.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createCompletenessCheckingStore } from "./completeness_checking_store.ts";
  * const ac = createCompletenessCheckingStore(acBackend, cas);
  * ```

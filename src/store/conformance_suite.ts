@@ -4,7 +4,7 @@
  * Call it from a `*_test.ts` file; it registers `Deno.test` cases named `<name>: <behaviour>`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * // src/store/memory_store_test.ts
  * import { runStoreConformance } from "./conformance_suite.ts";
  * import { createMemoryStore } from "./memory_store.ts";

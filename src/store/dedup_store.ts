@@ -8,7 +8,7 @@
  * (`max_concurrent_fetch_per_get`) and skip whole chunks before a range's start.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createDedupStore } from "./dedup_store.ts";
  * const cas = createDedupStore(indexStore, contentStore, { minSize: 65536, normalSize: 262144, maxSize: 524288 });
  * ```

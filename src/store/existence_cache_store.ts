@@ -5,7 +5,7 @@
  * that finds the key gone (NOT_FOUND) drops it. String keys are not cached (meant for CAS stores).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createExistenceCacheStore } from "./existence_cache_store.ts";
  * const cas = createExistenceCacheStore(s3, { maxCount: 1_000_000, maxSeconds: 600, maxBytes: 0, evictBytes: 0 });
  * ```

@@ -11,7 +11,7 @@
  *   (`update`), to fills from reads (`get`), or to neither (`read_only`).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createFastSlowStore } from "./fast_slow_store.ts";
  * const cas = createFastSlowStore(memoryStore, filesystemStore, { fastDirection: "both", slowDirection: "both" });
  * ```

@@ -4,7 +4,7 @@
  * stores that wrap another store.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { getBytes, has, putBytes } from "./helpers.ts";
  * await putBytes(store, "scheduler/state", new TextEncoder().encode("{}"));
  * if (await has(store, "scheduler/state") !== undefined) {
@@ -192,7 +192,7 @@ export function emptyStream(): ReadableStream<Uint8Array> {
  * forwarded (a wrapper owns its nested stores). Override what the wrapper changes.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * class LoggingStore extends WrapperStore {
  *   override readonly kind = "logging";
  *   override read(key: StoreKey, options?: ReadOptions) {

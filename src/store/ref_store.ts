@@ -3,7 +3,7 @@
  * `init(lookup)` (so stores may be declared in any order).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * // { ref_store: { name: "CAS_MAIN" } }
  * import { createRefStore } from "./ref_store.ts";
  * const ref = createRefStore("CAS_MAIN");

@@ -4,7 +4,7 @@
  * `ctx.build(spec, field)`; `ref_store` resolves names later, in `init(lookup)`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createStoreRegistry } from "./registry.ts";
  * const registry = createStoreRegistry();
  * registry.register("null", (_fields, ctx) => createNoopStore());

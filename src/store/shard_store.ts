@@ -4,7 +4,7 @@
  * ranges, so it is deterministic across restarts and processes.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createShardStore } from "./shard_store.ts";
  * const cas = createShardStore([{ store: diskA, weight: 2 }, { store: diskB }]);
  * ```

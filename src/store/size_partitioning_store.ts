@@ -3,7 +3,7 @@
  * Only digest keys are accepted (as in NativeLink): a string key has no size to partition on.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createSizePartitioningStore } from "./size_partitioning_store.ts";
  * const cas = createSizePartitioningStore(1 << 20, smallBlobs, bigBlobs);
  * ```

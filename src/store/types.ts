@@ -6,7 +6,7 @@
  * are derived once in `helpers.ts`, never written per store.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import type { StoreDriver } from "./types.ts";
  * const [size] = await store.hasMany([{ hash, size: 42 }]); // 42 or undefined
  * const stream = await store.read({ hash, size: 42 }, { offset: 10, length: 5 });

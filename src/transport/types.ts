@@ -7,7 +7,7 @@
  * cache) are web-standard `Request → Response` handlers.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import type { ServiceBinding } from "./types.ts";
  * const binding: ServiceBinding = bindService(Health, { check: async () => ({ status: 1 }) });
  * ```

@@ -7,7 +7,7 @@
  * hash are out at once, which is the back-pressure.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { IoThread } from "./io_thread.ts";
  * const thread = new IoThread();
  * const sink = await thread.open("/tmp/blob.tmp", 0o644);
@@ -281,7 +281,7 @@ export class ThreadHasher extends Channel {
  * The thread-side counterpart of `hashingStream` in `streams.ts`, for large values.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const checked = body.pipeThrough(threadHashingStream(thread, (hash) => {
  *   if (hash !== expected) throw new Error("hash mismatch");
  * }));

@@ -9,7 +9,7 @@
  * `output_directory_symlinks`). Every path is relative to the working directory.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { collectOutputs, planOutputs, uploadBlobs } from "./collect_outputs.ts";
  * const plan = planOutputs(command);          // throws INVALID_ARGUMENT for `../x` or `/x`
  * await createOutputParents(root, plan);

@@ -22,7 +22,7 @@
  * output so far is kept.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createSandbox } from "./sandbox.ts";
  * const sandbox = await createSandbox({ kind: "bwrap" });
  * const r = await sandbox.run({
