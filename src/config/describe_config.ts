@@ -3,8 +3,9 @@
  * workers and servers (listener + services per instance). Printed by `main.ts --check-config FILE`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { describeConfig } from "./describe_config.ts";
+ * import { loadConfig } from "./load_config.ts";
  * console.log(describeConfig(await loadConfig("config/local.json5")));
  * // Stores:
  * //   CAS_MAIN_STORE: verify (verify_size=true, verify_hash=true)

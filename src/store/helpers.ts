@@ -4,8 +4,10 @@
  * stores that wrap another store.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { getBytes, has, putBytes } from "./helpers.ts";
+ * import { createMemoryStore } from "./memory_store.ts";
+ * const store = createMemoryStore();
  * await putBytes(store, "scheduler/state", new TextEncoder().encode("{}"));
  * if (await has(store, "scheduler/state") !== undefined) {
  *   const bytes = await getBytes(store, "scheduler/state", { maxSize: 1 << 20 });

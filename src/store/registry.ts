@@ -4,10 +4,11 @@
  * `ctx.build(spec, field)`; `ref_store` resolves names later, in `init(lookup)`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createStoreRegistry } from "./registry.ts";
+ * import { createNoopStore } from "./noop_store.ts";
  * const registry = createStoreRegistry();
- * registry.register("null", (_fields, ctx) => createNoopStore());
+ * registry.register("null", (_fields, _ctx) => createNoopStore());
  * const store = registry.build("cas", { memory: { eviction_policy: { max_bytes: 1e9 } } });
  * ```
  * @module

@@ -7,16 +7,18 @@
  * hash are out at once, which is the back-pressure.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { IoThread } from "./io_thread.ts";
+ * const dir = await Deno.makeTempDir();
  * const thread = new IoThread();
- * const sink = await thread.open("/tmp/blob.tmp", 0o644);
+ * const sink = await thread.open(`${dir}/blob.tmp`, 0o644);
  * await sink.push(new Uint8Array(3 << 20));
  * await sink.finish(new Date()); // sets the mtime, closes; ENOSPC becomes RESOURCE_EXHAUSTED
  * const hasher = await thread.hasher();
  * await hasher.push(new Uint8Array(3 << 20));
  * console.log(await hasher.digest()); // SHA-256, hex
  * thread.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  * @module
  */
