@@ -6,8 +6,9 @@
  * streams the current status and every change until the client cancels.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createHealthService } from "./health_service.ts";
+ * import { HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.ts";
  * const health = createHealthService({ services: ["build.bazel.remote.execution.v2.ContentAddressableStorage"] });
  * health.setStatus("", HealthCheckResponse_ServingStatus.NOT_SERVING); // draining
  * ```

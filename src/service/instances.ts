@@ -5,10 +5,13 @@
  * an error that lists the known ones, so a client typo is obvious.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createInstances } from "./instances.ts";
- * const instances = createInstances("CAS", new Map([["main", { casStore }]]));
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const instances = createInstances("CAS", new Map([["main", { casStore: createMemoryStore() }]]));
+ * const request = { instanceName: "main" };
  * const { casStore } = instances.get(request.instanceName);
+ * console.log(casStore.kind); // memory
  * ```
  * @module
  */

@@ -2,9 +2,14 @@
  * `google.rpc.Status` values for per-item results (batch blob statuses), built from {@linkcode CairnError}.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { okStatus, statusFromError } from "./rpc_status.ts";
- * responses.push({ digest, status: err ? statusFromError(err) : okStatus() });
+ * import { CairnError, Code } from "../util/error.ts";
+ * const responses = [];
+ * for (const err of [undefined, new CairnError(Code.NotFound, "Cannot read blob: not found")]) {
+ *   responses.push({ status: err ? statusFromError(err) : okStatus() });
+ * }
+ * console.log(responses.map((r) => r.status.code)); // [0, 5]
  * ```
  * @module
  */

@@ -3,9 +3,13 @@
  * `node:zlib`. Decompression is bounded: output beyond `maxOutputBytes` fails at once (no zip bombs).
  *
  * @example
- * ```ts ignore
- * import { createZstdDecompressStream } from "./zstd_stream.ts";
+ * ```ts
+ * import { createZstdDecompressStream, zstdCompress } from "./zstd_stream.ts";
+ * const bytes = new TextEncoder().encode("hello hello hello");
+ * const digest = { size: bytes.byteLength };
+ * const compressed = ReadableStream.from([zstdCompress(bytes)]);
  * const plain = compressed.pipeThrough(createZstdDecompressStream({ maxOutputBytes: digest.size }));
+ * console.log(await new Response(plain).text()); // hello hello hello
  * ```
  * @module
  */
