@@ -10,8 +10,11 @@
  * the inline budget (the batch limit); blobs that do not fit or are gone are left to the client to fetch.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createActionCacheService } from "./action_cache_service.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const acStore = createMemoryStore();
+ * const casStore = createMemoryStore();
  * const impl = createActionCacheService({ instances: new Map([["main", { acStore, casStore }]]) });
  * ```
  * @module
@@ -128,7 +131,10 @@ export function validateActionResult(result: ActionResult): void {
  * Builds the ActionCache implementation.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const acStore = createMemoryStore();
+ * const casStore = createMemoryStore();
  * const impl = createActionCacheService({
  *   instances: new Map([["", { acStore, casStore, readOnly: false }]]),
  * });

@@ -9,8 +9,10 @@
  * `persistStreamOnDisconnectTimeoutS` so the client may resume at `QueryWriteStatus`'s `committed_size`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createByteStreamService } from "./byte_stream_service.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const impl = createByteStreamService({ instances: new Map([["", { casStore }]]) });
  * // … serve impl as ByteStream; at shutdown:
  * impl.close();
@@ -93,10 +95,13 @@ function uploadKey(r: WriteResourceName): string {
  * Builds the ByteStream implementation.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const impl = createByteStreamService({
  *   instances: new Map([["main", { casStore, maxBytesPerStream: 64 * 1024 }]]),
  * });
+ * impl.close();
  * ```
  */
 export function createByteStreamService(options: ByteStreamServiceOptions): ByteStreamServiceImpl {

@@ -8,9 +8,11 @@
  * directories; its page token is the number of directories already returned.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createCasService } from "./cas_service.ts";
  * import { ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const impl = createCasService({ instances: new Map([["main", { casStore }]]) });
  * const binding = { service: ContentAddressableStorage, impl };
  * ```
@@ -182,7 +184,9 @@ function decodePageToken(token: string): number {
  * Builds the ContentAddressableStorage implementation.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const impl = createCasService({ instances: new Map([["", { casStore }]]), maxBatchTotalSizeBytes: 4 << 20 });
  * ```
  */

@@ -8,8 +8,10 @@
  * `remote-asset/{blob|directory}/{sha256 of uri + sorted qualifiers}` holding `hash-size`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createFetchService, createPushService } from "./remote_asset_service.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const store = createMemoryStore();
  * const push = createPushService({ instances: new Map([["", { store }]]) });
  * const fetch = createFetchService({ instances: new Map([["", { store }]]) });
  * ```
