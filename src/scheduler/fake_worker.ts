@@ -3,11 +3,17 @@
  * tasks it is given, and answers them on demand (or at once with `autoRespond`).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { FakeWorker } from "./fake_worker.ts";
+ * import { SimpleScheduler } from "./simple_scheduler.ts";
+ * import { actionRequest } from "./test_actions.ts";
+ * const scheduler = new SimpleScheduler({ supported_platform_properties: { cpu_count: "minimum" } });
  * const worker = new FakeWorker(scheduler, { properties: [{ name: "cpu_count", value: "2" }] });
+ * const handle = await scheduler.addAction(actionRequest("a"));
  * const task = await worker.nextTask();
  * worker.complete(task.operationId, 0);
+ * handle.close();
+ * await scheduler.close();
  * ```
  * @module
  */

@@ -2,9 +2,12 @@
  * Schedulers: queue actions, match them to workers, report operation states.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createSchedulers } from "./mod.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const stores = { get: (_name: string) => createMemoryStore() };
  * const schedulers = createSchedulers({ MAIN: { simple: {} } }, { stores });
+ * await schedulers.get("MAIN")!.actions.close();
  * ```
  * @module
  */
