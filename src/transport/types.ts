@@ -7,8 +7,10 @@
  * cache) are web-standard `Request → Response` handlers.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import type { ServiceBinding } from "./types.ts";
+ * import { bindService } from "./bind_service.ts";
+ * import { Health } from "../gen/grpc/health/v1/health_pb.ts";
  * const binding: ServiceBinding = bindService(Health, { check: async () => ({ status: 1 }) });
  * ```
  * @module
