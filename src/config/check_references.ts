@@ -3,8 +3,12 @@
  * cycle, and no instance serves CAS and AC from the same store (NativeLink rejects that too).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { checkReferences } from "./check_references.ts";
+ * import { parseConfig } from "./load_config.ts";
+ * import type { Reference } from "./validate.ts";
+ * const config = parseConfig(`{ stores: [{ name: "CAS", memory: {} }], servers: [] }`, "cas.json5", {});
+ * const refs: Reference[] = [{ to: "store", name: "CAS", path: "servers[0].services.cas[0].cas_store" }];
  * checkReferences(config, refs, "cas.json5"); // throws ConfigError on a dangling name
  * ```
  * @module
