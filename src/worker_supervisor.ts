@@ -6,7 +6,7 @@
  * pipe closes and the worker kills its actions and exits (`--exit-with-parent`), so no orphan outlives it.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const sup = startWorkerProcesses(config, "config/local.json5", { casEndpoint: "grpc://127.0.0.1:50051" });
  * await sup.stop();
  * ```

@@ -13,7 +13,7 @@
  * rebuild in a warm server ~3 s, a clean `bazel test //...` ~6 s, a no-op ~1 s (2 loaded cores).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const ws = await prepareWorkspace();
  * try {
  *   const r = await runBazel(ws, ["build", "//..."], {
@@ -164,7 +164,7 @@ let available: Promise<boolean> | undefined;
  * Whether a `bazel` binary is on PATH and runnable (client only, starts no server).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * assert.ok(await bazelAvailable(), "install bazel-bootstrap");
  * ```
  */
@@ -186,7 +186,7 @@ export function bazelAvailable(): Promise<boolean> {
  * Call `cleanup()` when done (it runs `bazel shutdown` and deletes everything).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const ws = await prepareWorkspace({ maxIdleSecs: 30 });
  * try { await runBazel(ws, ["build", "//:words"]); } finally { await ws.cleanup(); }
  * ```
@@ -232,7 +232,7 @@ export async function prepareWorkspace(
  * overrides and {@link COMMON_BUILD_FLAGS}. Never throws on a non-zero exit: check `code`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const r = await runBazel(ws, ["test", "//..."], { flags: ["--remote_cache=http://127.0.0.1:8080"] });
  * assert.equal(r.code, 0, r.stderr);
  * ```
@@ -287,7 +287,7 @@ export async function runBazel(
  * Runs a build-like command and throws (with Bazel's stderr) unless it exits 0.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const r = await runBazelOk(ws, ["build", "//..."]);
  * ```
  */
@@ -310,7 +310,7 @@ export async function runBazelOk(
  * build must execute or fetch every action again.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * await bazelClean(ws);
  * ```
  */
@@ -323,7 +323,7 @@ export async function bazelClean(ws: BazelWorkspace): Promise<void> {
  * Stops the workspace's Bazel server (no-op when none runs), so no process lingers.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * await shutdownBazel(ws);
  * ```
  */
@@ -345,7 +345,7 @@ export async function shutdownBazel(ws: BazelWorkspace): Promise<void> {
  * explicit paths, this throws.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const before = await outputsDigest(ws, MAIN_OUTPUTS);
  * ```
  */
@@ -366,7 +366,7 @@ export async function outputsDigest(
  * Parses the last `INFO: N process(es)[: a kind, b kind].` line of Bazel's stderr.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * parseProcessSummary("INFO: 32 processes: 15 remote cache hit, 17 internal.")?.remoteCacheHit; // 15
  * ```
  */

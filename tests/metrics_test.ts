@@ -3,7 +3,7 @@
  * calls by method and status code.
  */
 import assert from "node:assert/strict";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { parseConfig } from "../src/config/mod.ts";
 import { startCairn } from "../src/app.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
@@ -38,6 +38,7 @@ Deno.test("experimental_prometheus serves per-method gRPC counters and process g
     const ac = createClient(ActionCache, transport);
     await assert.rejects(
       ac.getActionResult({ instanceName: "", actionDigest: { hash: "a".repeat(64), sizeBytes: 1n } }),
+      (e: unknown) => e instanceof ConnectError && e.code === Code.NotFound,
     );
 
     const res = await fetch(`http://127.0.0.1:${port}/metrics`);

@@ -81,10 +81,11 @@ Deno.test("sandbox: no network unless allowed", async () => {
 
 /**
  * Processes tagged `tag` once the kernel had time to reap them: the killed PID namespace's members die
- * asynchronously, so on a loaded machine poll for up to 3 s before counting survivors.
+ * asynchronously, so on a loaded machine poll for up to 30 s before counting survivors.
  */
 async function settledSleepers(tag: string): Promise<number> {
-  for (let i = 0; i < 30 && sleepers(tag) > 0; i++) await new Promise((res) => setTimeout(res, 100));
+  const deadline = Date.now() + 30_000;
+  while (sleepers(tag) > 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
   return sleepers(tag);
 }
 

@@ -263,14 +263,18 @@ Deno.test("WaitExecution re-attaches after the Execute stream went away", async 
     abort.abort();
     await it.return?.().catch(() => {});
     const start = await worker.nextOf("startExecution");
-    const waiting = (async () => {
-      let last: Operation | undefined;
-      for await (const op of execution.waitExecution({ name: first.name })) last = op;
-      return last;
-    })();
-    await new Promise((r) => setTimeout(r, 20));
+    // Re-attach (the first message is the operation's current state), then let the worker finish.
+    const ops = execution.waitExecution({ name: first.name })[Symbol.asyncIterator]();
+    const attached = await ops.next();
+    assert.equal((attached.value as Operation | undefined)?.name, first.name);
+    assert.equal(
+      (attached.value as Operation).done,
+      false,
+      "the operation is still running when re-attached",
+    );
     worker.respond(start.operationId, 4);
-    const last = await waiting;
+    let last = attached.value as Operation | undefined;
+    for (let r = await ops.next(); !r.done; r = await ops.next()) last = r.value;
     assert.equal(last?.name, first.name);
     assert.equal(response(last!).result?.exitCode, 4);
     await rejectsWithCode(

@@ -11,9 +11,11 @@ import {
 import { bindService } from "../src/transport/bind_service.ts";
 import { encodeFrame } from "../src/transport/grpc_frame.ts";
 import { startServer } from "./fixtures/transport_fixtures.ts";
+import { waitForQuiet, waitUntil, withTimeout } from "./fixtures/wait.ts";
 
 const CHUNK = 64 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Nothing signals that something stopped: a counter that has not moved for this long has stalled. */
+const QUIET_MS = 500;
 
 Deno.test("back-pressure: a paused reader stalls a server-streaming impl; a slow impl stalls the writer", async () => {
   let produced = 0;
@@ -50,20 +52,17 @@ Deno.test("back-pressure: a paused reader stalls a server-streaming impl; a slow
     );
     await new Promise((r) => read.once("response", r));
     read.pause();
-    await sleep(300);
-    const stalledAt = produced;
-    await sleep(300);
-    assert.ok(
-      produced - stalledAt <= 1,
-      `the impl kept producing while nobody read (${stalledAt} → ${produced})`,
-    );
-    assert.ok(produced * CHUNK < 16 * 1024 * 1024, `${produced} chunks produced for a paused reader`);
+    const bounded = () => {
+      assert.ok(produced * CHUNK < 16 * 1024 * 1024, `${produced} chunks produced for a paused reader`);
+      return produced;
+    };
+    const stalledAt = await waitForQuiet(bounded, { quietMs: QUIET_MS, what: "the impl to stall" });
     read.resume();
     let got = 0;
     read.on("data", (d: Buffer) => got += d.length);
-    await sleep(200);
-    assert.ok(produced > stalledAt, "producing resumes once the reader reads");
-    assert.ok(got > 0);
+    await waitUntil(() => produced > stalledAt && got > 0, {
+      what: "producing to resume once the reader reads",
+    });
     read.close(http2.constants.NGHTTP2_CANCEL);
 
     // client streaming: the impl does not read yet; the client's writes stop being accepted
@@ -87,21 +86,25 @@ Deno.test("back-pressure: a paused reader stalls a server-streaming impl; a slow
     );
     let accepted = 0;
     const sentBefore = session.socket.bytesWritten;
-    const deadline = Date.now() + 500;
-    while (Date.now() < deadline && accepted < 8 * 1024 * 1024) {
-      if (write.write(frame)) accepted += frame.length;
-      else {
-        accepted += frame.length;
-        const drained = await Promise.race([
-          new Promise((r) => write.once("drain", () => r(true))),
-          sleep(150),
-        ]);
-        if (!drained) break;
-      }
+    const wire = () => session.socket.bytesWritten - sentBefore;
+    while (accepted < 8 * 1024 * 1024) {
+      accepted += frame.length;
+      if (write.write(frame)) continue;
+      // Buffer full: go on if it drains before the bytes on the wire stop moving.
+      const stop = new AbortController();
+      let onDrain!: () => void;
+      const drained = await Promise.race([
+        new Promise<boolean>((r) => write.once("drain", onDrain = () => r(true))),
+        waitForQuiet(wire, { quietMs: QUIET_MS, what: "the client's bytes on the wire", signal: stop.signal })
+          .then(() => false),
+      ]);
+      stop.abort();
+      write.off("drain", onDrain);
+      if (!drained) break;
     }
     // Deno's http2 client queues writes without regard to flow control, so measure what reached the wire
-    await sleep(200);
-    const onWire = session.socket.bytesWritten - sentBefore;
+    // once it stopped moving.
+    const onWire = await waitForQuiet(wire, { quietMs: QUIET_MS, what: "the client's bytes on the wire" });
     // At most about one stream window (the server's default is 2 MiB) may sit unread on the server's side.
     assert.ok(
       onWire < 3 * 1024 * 1024,
@@ -110,7 +113,7 @@ Deno.test("back-pressure: a paused reader stalls a server-streaming impl; a slow
     assert.equal(consumed, 0);
     release();
     write.end();
-    await new Promise((r) => write.once("end", r));
+    await withTimeout(new Promise((r) => write.once("end", r)), "the Write call to end");
     assert.equal(responded?.[":status"], 200);
     assert.equal(trailers?.["grpc-status"], "0");
     assert.ok(consumed > 0 && consumed <= accepted);

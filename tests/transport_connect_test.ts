@@ -12,6 +12,7 @@ import {
   byteStreamBinding,
   healthBinding,
   type HealthProbe,
+  healthProbe,
   startServer,
 } from "./fixtures/transport_fixtures.ts";
 
@@ -27,7 +28,7 @@ async function withServer(
   fn: (port: number, probe: HealthProbe) => Promise<void>,
   listener: Partial<HttpListenerConfig> = {},
 ): Promise<void> {
-  const probe: HealthProbe = { aborted: [], completed: 0 };
+  const probe = healthProbe();
   const { server, port } = await startServer({
     bindings: [healthBinding(probe), byteStreamBinding(new Map([["b", new Uint8Array(200_000).fill(1)]]))],
     routes,

@@ -12,8 +12,10 @@ import {
   grpcJsClient,
   healthBinding,
   type HealthProbe,
+  healthProbe,
   startServer,
 } from "./fixtures/transport_fixtures.ts";
+import { waitUntil } from "./fixtures/wait.ts";
 
 const HealthClient = grpcJsClient(Health);
 const ByteStreamClient = grpcJsClient(ByteStream);
@@ -33,7 +35,7 @@ async function withServer(
   listener: Record<string, unknown> = {},
   clientOptions: Record<string, unknown> = {},
 ): Promise<void> {
-  const probe: HealthProbe = { aborted: [], completed: 0 };
+  const probe = healthProbe();
   const blobs = new Map<string, Uint8Array>();
   const { server, port } = await startServer({
     bindings: [healthBinding(probe), byteStreamBinding(blobs)],
@@ -143,14 +145,21 @@ Deno.test("grpc-js deadline: DEADLINE_EXCEEDED and the impl's signal aborts", as
   await withServer(async ({ port, probe }) => {
     const client = new HealthClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     try {
+      // Connect first, so the deadline is spent in the handler and not on a loaded machine's connect.
+      assert.equal(
+        (await unary(client, "check", { service: "" })).status,
+        HealthCheckResponse_ServingStatus.SERVING,
+      );
       const t0 = Date.now();
-      const err = await unary(client, "check", { service: "slow" }, { deadline: Date.now() + 200 }).then(
+      const err = await unary(client, "check", { service: "slow" }, { deadline: Date.now() + 1000 }).then(
         () => undefined,
         (e) => e,
       );
-      assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
-      assert.ok(Date.now() - t0 < 2000);
-      for (let i = 0; i < 100 && probe.aborted.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(err?.code, grpc.status.DEADLINE_EXCEEDED);
+      // "slow" never answers: the deadline ended it, well before the test's own upper bound.
+      assert.ok(Date.now() - t0 < 15_000, `the call took ${Date.now() - t0} ms`);
+      assert.equal(probe.started, 1, "the call reached the handler");
+      await waitUntil(() => probe.aborted.length > 0, { what: "the impl's signal to abort" });
       assert.equal(probe.aborted.length, 1);
     } finally {
       client.close();
@@ -163,9 +172,9 @@ Deno.test("grpc-js cancel aborts the impl's signal", async () => {
     const client = new HealthClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     try {
       const call = client.check({ service: "slow" }, () => {});
-      await new Promise((r) => setTimeout(r, 100));
+      await waitUntil(() => probe.started === 1, { what: "the call to reach the handler" });
       call.cancel();
-      for (let i = 0; i < 200 && probe.aborted.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      await waitUntil(() => probe.aborted.length > 0, { what: "the impl's signal to abort" });
       assert.equal(probe.aborted.length, 1);
       assert.match(String((probe.aborted[0] as Error).message), /cancel/i);
     } finally {

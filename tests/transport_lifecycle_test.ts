@@ -6,7 +6,8 @@ import { Health } from "../src/gen/grpc/health/v1/health_pb.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
 import { parseSocketAddress } from "../src/transport/listener.ts";
 import grpc from "@grpc/grpc-js";
-import { grpcJsClient, healthBinding, type HealthProbe, startServer } from "./fixtures/transport_fixtures.ts";
+import { grpcJsClient, healthBinding, healthProbe, startServer } from "./fixtures/transport_fixtures.ts";
+import { waitUntil } from "./fixtures/wait.ts";
 
 const HealthClient = grpcJsClient(Health);
 
@@ -26,7 +27,7 @@ Deno.test("several servers on several ports in one process", async () => {
 Deno.test("graceful close lets an in-flight call finish and refuses new connections", async () => {
   // grpc-js here: connect-node's client under Deno reports "Premature close" for a stream that is in
   // flight when a GOAWAY arrives (a client-side quirk; raw node:http2 and grpc-js see the full response).
-  const probe: HealthProbe = { aborted: [], completed: 0 };
+  const probe = healthProbe();
   const { server, port } = await startServer({ bindings: [healthBinding(probe)] });
   const client = new HealthClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   try {
@@ -36,12 +37,20 @@ Deno.test("graceful close lets an in-flight call finish and refuses new connecti
     );
     const inFlight = new Promise<{ status: number }>((resolve, reject) => {
       client.check(
-        { service: "slow:300" },
+        { service: "held" },
         (err: Error | null, res: { status: number }) => err ? reject(err) : resolve(res),
       );
     });
-    await new Promise((r) => setTimeout(r, 50));
-    const closed = server.close(5000);
+    // Close once the call is in the handler (not after a fixed sleep: a loaded machine may not have
+    // connected yet).
+    await waitUntil(() => probe.started === 1, { what: "the call to reach the handler" });
+    const closed = server.close(30_000);
+    // New connections are refused while the call is still in flight.
+    const during = createClient(Health, createGrpcClientTransport(`grpc://127.0.0.1:${port}`));
+    const refused = await during.check({}).then(() => undefined, (e) => ConnectError.from(e));
+    assert.equal(refused?.code, Code.Unavailable);
+    assert.equal(probe.completed, 0);
+    probe.release();
     assert.equal((await inFlight).status, 1);
     assert.equal(probe.completed, 1);
     await closed;
@@ -55,14 +64,15 @@ Deno.test("graceful close lets an in-flight call finish and refuses new connecti
 });
 
 Deno.test("close after the grace period cancels calls still running and aborts their signals", async () => {
-  const probe: HealthProbe = { aborted: [], completed: 0 };
+  const probe = healthProbe();
   const { server, port } = await startServer({ bindings: [healthBinding(probe)] });
   const health = createClient(Health, createGrpcClientTransport(`grpc://127.0.0.1:${port}`));
   const stuck = health.check({ service: "slow" }).then(() => undefined, (e) => ConnectError.from(e));
-  await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => probe.started === 1, { what: "the call to reach the handler" });
   const t0 = Date.now();
   await server.close(200);
-  assert.ok(Date.now() - t0 < 2000);
+  // The "slow" call never ends on its own: close must not wait for it much past the grace period.
+  assert.ok(Date.now() - t0 < 10_000, `close took ${Date.now() - t0} ms`);
   const err = await stuck;
   assert.ok(err instanceof ConnectError);
   assert.equal(err.code, Code.Unavailable);

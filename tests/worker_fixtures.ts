@@ -42,7 +42,7 @@ export class FakeScheduler {
     this.#wake?.();
   }
 
-  async waitFor<T>(pred: () => T | undefined, ms = 20_000): Promise<T> {
+  async waitFor<T>(pred: () => T | undefined, ms = 60_000): Promise<T> {
     const deadline = Date.now() + ms;
     for (;;) {
       const v = pred();

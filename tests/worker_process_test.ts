@@ -56,7 +56,7 @@ Deno.test("worker process: runs with derived permissions, reaches server stores 
     assert.equal(r?.exitCode, 0, u.update.case === "internalError" ? u.update.value.message : "");
     assert.equal(await blob(server, r?.stdoutDigest), "hello");
     // The server's filesystem store directory was never opened by the worker process.
-    await assert.rejects(Deno.stat(`${dir}/server-cas`));
+    await assert.rejects(Deno.stat(`${dir}/server-cas`), Deno.errors.NotFound);
     // The worker's cache is where the parent resolved it.
     assert.ok([...Deno.readDirSync(`${dir}/worker-cas`)].length > 0);
     // The AC write went to the parent over gRPC.

@@ -5,6 +5,10 @@
  * @example
  * ```ts
  * import { checkReferences } from "./check_references.ts";
+ * import { parseConfig } from "./load_config.ts";
+ * import type { Reference } from "./validate.ts";
+ * const config = parseConfig(`{ stores: [{ name: "CAS", memory: {} }], servers: [] }`, "cas.json5", {});
+ * const refs: Reference[] = [{ to: "store", name: "CAS", path: "servers[0].services.cas[0].cas_store" }];
  * checkReferences(config, refs, "cas.json5"); // throws ConfigError on a dangling name
  * ```
  * @module

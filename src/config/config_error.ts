@@ -4,8 +4,9 @@
  * @example
  * ```ts
  * import { ConfigError } from "./config_error.ts";
- * throw new ConfigError("cas.json5", "stores[1].filesystem.content_pth", "unknown field (did you mean content_path?)");
- * // message: "cas.json5: stores[1].filesystem.content_pth: unknown field (did you mean content_path?)"
+ * const err = new ConfigError("cas.json5", "stores[1].filesystem.content_pth", "unknown field (did you mean content_path?)");
+ * console.log(err.message);
+ * // cas.json5: stores[1].filesystem.content_pth: unknown field (did you mean content_path?)
  * ```
  * @module
  */

@@ -5,6 +5,7 @@
  * @example
  * ```ts
  * import { describeConfig } from "./describe_config.ts";
+ * import { loadConfig } from "./load_config.ts";
  * console.log(describeConfig(await loadConfig("config/local.json5")));
  * // Stores:
  * //   CAS_MAIN_STORE: verify (verify_size=true, verify_hash=true)

@@ -4,7 +4,14 @@
  * @example
  * ```ts
  * import { findStore } from "./find_spec.ts";
- * const spec = findStore(config, "CAS_MAIN_STORE"); // { filesystem: {...} } without the name
+ * import { parseConfig } from "./load_config.ts";
+ * const config = parseConfig(
+ *   `{ stores: [{ name: "CAS_MAIN_STORE", memory: { eviction_policy: { max_bytes: "1gb" } } }], servers: [] }`,
+ *   "cas.json5",
+ *   {},
+ * );
+ * const spec = findStore(config, "CAS_MAIN_STORE"); // { memory: {...} } without the name
+ * console.log(spec);
  * ```
  * @module
  */

@@ -10,6 +10,7 @@
  * @example
  * ```ts
  * import type { CairnConfig, StoreSpec } from "./types.ts";
+ * import { loadConfig } from "./load_config.ts";
  * const config: CairnConfig = await loadConfig("config/local.json5");
  * const spec: StoreSpec = { memory: { eviction_policy: { max_bytes: 1_000_000 } } };
  * ```

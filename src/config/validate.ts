@@ -5,8 +5,10 @@
  *
  * @example
  * ```ts
- * import { validate } from "./validate.ts";
+ * import JSON5 from "json5";
+ * import { type Reference, validate } from "./validate.ts";
  * import { ROOT } from "./nativelink_schema.ts";
+ * const text = `{ stores: [{ name: "CAS", memory: {} }], servers: [] }`;
  * const refs: Reference[] = [];
  * const canonical = validate(ROOT, JSON5.parse(text), "", { source: "cas.json5", env: Deno.env.toObject(), refs, warn: console.warn });
  * ```

@@ -11,9 +11,12 @@
  * @example
  * ```ts
  * import { parseReadResourceName, parseWriteResourceName } from "./resource_name.ts";
- * const r = parseReadResourceName("main/blobs/e3b0c442…b855/0");
+ * const r = parseReadResourceName("main/blobs/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/0");
  * // { instanceName: "main", compressor: "identity", digest: { hash: "e3b0…", size: 0 } }
- * const w = parseWriteResourceName("uploads/1f0e…/compressed-blobs/zstd/e3b0…/0");
+ * const w = parseWriteResourceName(
+ *   "uploads/1f0e4c2a-9d3b-4e6f-8a7c-5b2d1e0f9a8b/compressed-blobs/zstd/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/0",
+ * );
+ * console.log(r.instanceName, w.compressor); // main zstd
  * ```
  * @module
  */
@@ -130,7 +133,8 @@ function digestOf(name: string, hash: string, size: string): Digest {
  *
  * @example
  * ```ts
- * parseReadResourceName("a/b/compressed-blobs/zstd/<hash>/12"); // instance "a/b", zstd
+ * const hash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+ * parseReadResourceName(`a/b/compressed-blobs/zstd/${hash}/12`); // instance "a/b", zstd
  * ```
  */
 export function parseReadResourceName(name: string): ReadResourceName {
@@ -173,7 +177,8 @@ export function parseReadResourceName(name: string): ReadResourceName {
  *
  * @example
  * ```ts
- * parseWriteResourceName("main/uploads/<uuid>/blobs/<hash>/12/some/metadata");
+ * const hash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+ * parseWriteResourceName(`main/uploads/${crypto.randomUUID()}/blobs/${hash}/12/some/metadata`);
  * ```
  */
 export function parseWriteResourceName(name: string): WriteResourceName {

@@ -9,8 +9,15 @@
  * @example
  * ```ts
  * import { CacheLookupScheduler } from "./cache_lookup_scheduler.ts";
+ * import { SimpleScheduler } from "./simple_scheduler.ts";
+ * import { actionRequest } from "./test_actions.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const acStore = createMemoryStore();
+ * const inner = new SimpleScheduler({});
  * const scheduler = new CacheLookupScheduler(acStore, inner);
- * const handle = await scheduler.addAction(request); // first state: CACHE_CHECK
+ * const handle = await scheduler.addAction(actionRequest("a")); // first state: CACHE_CHECK
+ * handle.close();
+ * await scheduler.close();
  * ```
  * @module
  */

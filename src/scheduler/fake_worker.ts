@@ -5,9 +5,15 @@
  * @example
  * ```ts
  * import { FakeWorker } from "./fake_worker.ts";
+ * import { SimpleScheduler } from "./simple_scheduler.ts";
+ * import { actionRequest } from "./test_actions.ts";
+ * const scheduler = new SimpleScheduler({ supported_platform_properties: { cpu_count: "minimum" } });
  * const worker = new FakeWorker(scheduler, { properties: [{ name: "cpu_count", value: "2" }] });
+ * const handle = await scheduler.addAction(actionRequest("a"));
  * const task = await worker.nextTask();
  * worker.complete(task.operationId, 0);
+ * handle.close();
+ * await scheduler.close();
  * ```
  * @module
  */
@@ -101,7 +107,7 @@ export class FakeWorker implements WorkerConnection {
   }
 
   /** The next task not yet returned by this method (waits for it). */
-  async nextTask(timeoutMs = 2000): Promise<WorkerTask> {
+  async nextTask(timeoutMs = 30_000): Promise<WorkerTask> {
     const deadline = Date.now() + timeoutMs;
     while (this.#taken >= this.tasks.length) {
       const left = deadline - Date.now();

@@ -6,7 +6,7 @@
  * working directory that escape the input root → INVALID_ARGUMENT.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { loadAction } from "./load_action.ts";
  * const { action, command, platform } = await loadAction(cas, actionDigest);
  * ```

@@ -4,7 +4,10 @@
  * @example
  * ```ts
  * import { createSchedulers } from "./mod.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const stores = { get: (_name: string) => createMemoryStore() };
  * const schedulers = createSchedulers({ MAIN: { simple: {} } }, { stores });
+ * await schedulers.get("MAIN")!.actions.close();
  * ```
  * @module
  */

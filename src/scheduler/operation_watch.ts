@@ -8,6 +8,17 @@
  * @example
  * ```ts
  * import { OperationWatch } from "./operation_watch.ts";
+ * import type { OperationState } from "./types.ts";
+ * import { DigestFunction_Value } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+ * import { EMPTY_DIGEST } from "../digest/digest.ts";
+ * const initialState: OperationState = {
+ *   name: "main/operations/1",
+ *   instanceName: "main",
+ *   digestFunction: DigestFunction_Value.SHA256,
+ *   actionDigest: EMPTY_DIGEST,
+ *   stage: 2,
+ *   done: false,
+ * };
  * const watch = new OperationWatch(initialState);
  * const handle = watch.subscribe();
  * watch.set({ ...initialState, stage: 4, done: true });

@@ -6,7 +6,10 @@
  * @example
  * ```ts
  * import { PropertyModifierScheduler } from "./property_modifier_scheduler.ts";
+ * import { SimpleScheduler } from "./simple_scheduler.ts";
+ * const inner = new SimpleScheduler({ supported_platform_properties: { os: "exact" } });
  * const s = new PropertyModifierScheduler([{ add: { name: "os", value: "linux" } }, { remove: "gpu" }], inner);
+ * await s.close();
  * ```
  * @module
  */

@@ -5,6 +5,10 @@
  * ```ts
  * import { readMessage } from "./read_message.ts";
  * import { ActionSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+ * import { digestOf } from "../digest/digest.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const cas = createMemoryStore();
+ * const digest = digestOf(new TextEncoder().encode("not stored"));
  * const action = await readMessage(cas, digest, ActionSchema); // undefined when absent
  * ```
  * @module

@@ -6,8 +6,12 @@
  * @example
  * ```ts
  * import { createSchedulers } from "./scheduler_registry.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const config = { schedulers: { MAIN_SCHEDULER: { simple: {} } } };
+ * const stores = { get: (_name: string) => createMemoryStore() };
  * const schedulers = createSchedulers(config.schedulers, { stores });
  * const main = schedulers.get("MAIN_SCHEDULER")!; // { actions, workers }
+ * await main.actions.close();
  * ```
  * @module
  */

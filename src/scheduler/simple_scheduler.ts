@@ -19,9 +19,16 @@
  * @example
  * ```ts
  * import { SimpleScheduler } from "./simple_scheduler.ts";
+ * import { FakeWorker } from "./fake_worker.ts";
+ * import { actionRequest } from "./test_actions.ts";
  * const scheduler = new SimpleScheduler({ supported_platform_properties: { cpu_count: "minimum" } });
- * const session = scheduler.registerWorker({ properties: [{ name: "cpu_count", value: "4" }], maxInflightTasks: 0, connection });
+ * // FakeWorker calls scheduler.registerWorker({ properties, maxInflightTasks, connection }) as a real one does.
+ * const worker = new FakeWorker(scheduler, { properties: [{ name: "cpu_count", value: "4" }] });
+ * const request = actionRequest("a", { platform: [{ name: "cpu_count", value: "2" }] });
  * const handle = await scheduler.addAction(request);
+ * worker.complete((await worker.nextTask()).operationId, 0);
+ * for await (const state of handle) console.log(state.stage); // 4 (COMPLETED: it finished before we looked)
+ * await scheduler.close();
  * ```
  * @module
  */

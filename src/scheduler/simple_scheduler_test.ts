@@ -29,7 +29,8 @@ async function final(handle: ActionHandle): Promise<OperationState> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(cond: () => boolean, timeoutMs = 2000): Promise<void> {
+/** Polls `cond`; the timeout is only an upper bound, generous for a loaded machine. */
+async function until(cond: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error("condition not reached in time");
@@ -48,7 +49,7 @@ Deno.test("an action goes queued, executing, completed and carries the worker's 
     const task = await worker.nextTask();
     assert.equal(task.operationId, handle.name);
     assert.ok(task.uploadToActionCache);
-    await sleep(5);
+    await until(() => stages.includes(S.EXECUTING));
     worker.complete(task.operationId, 7);
     await done;
     assert.deepEqual(stages, [S.QUEUED, S.EXECUTING, S.COMPLETED]);
@@ -131,7 +132,7 @@ Deno.test("minimum properties are counted down while actions run and restored af
     );
     const t1 = await worker.nextTask();
     await worker.nextTask();
-    await sleep(20);
+    await sleep(20); // not waiting for an event: time for a wrong dispatch to show
     assert.equal(worker.tasks.length, 2, "a third action needing 2 of 4 CPUs must wait");
     worker.complete(t1.operationId);
     await worker.nextTask();
@@ -191,10 +192,17 @@ Deno.test("with no worker connected an unmatched action waits the grace period, 
 
 Deno.test("an action queued before its worker connects runs when it does", async () => {
   await withScheduler(
-    { supported_platform_properties: { os: "exact" }, no_matching_worker_grace_s: 0.3 },
+    // A long grace (a loaded machine may be slow to connect the worker) and a short retention period, so
+    // the scheduler's sweep runs every 25 ms while the action waits without a worker.
+    {
+      supported_platform_properties: { os: "exact" },
+      no_matching_worker_grace_s: 30,
+      retain_completed_for_s: 0.1,
+    },
     async (s) => {
       const handle = await s.addAction(actionRequest("a", { platform: [{ name: "os", value: "mac" }] }));
-      await sleep(100);
+      await sleep(100); // not waiting for an event: sweeps run while no matching worker is connected
+      assert.equal(handle.current().stage, S.QUEUED);
       const worker = new FakeWorker(s, {
         properties: [{ name: "os", value: "mac" }],
         autoRespond: () => exit0(),
@@ -342,7 +350,10 @@ Deno.test("a result for an operation the worker was not given is rejected and ch
       () => stranger.session.result(handle.name, { response: exit0() }),
       (e: CairnError) => e.code === Code.FailedPrecondition && /not running/.test(e.message),
     );
-    assert.throws(() => owner.session.result("main/operations/nope", { response: exit0() }));
+    assert.throws(
+      () => owner.session.result("main/operations/nope", { response: exit0() }),
+      (e: CairnError) => e instanceof CairnError && e.code === Code.FailedPrecondition,
+    );
     assert.equal((await s.findOperation(handle.name))?.stage, S.EXECUTING);
     owner.complete(handle.name, 0);
     assert.equal((await final(handle)).response?.result?.exitCode, 0);
@@ -382,29 +393,34 @@ Deno.test("an action with no listening client is dropped after client_action_tim
     const handle = await s.addAction(actionRequest("a"));
     await worker.nextTask();
     handle.close();
-    await sleep(300);
-    const st = await s.findOperation(handle.name);
+    await until(() => worker.kills.length > 0);
+    let st = await s.findOperation(handle.name);
+    for (const deadline = Date.now() + 30_000; !st?.done && Date.now() < deadline; await sleep(10)) {
+      st = await s.findOperation(handle.name);
+    }
     assert.equal(st?.response?.status?.code, Code.DeadlineExceeded);
     assert.deepEqual(worker.kills, [handle.name]);
   });
 });
 
 Deno.test("completed operations stay queryable for retain_completed_for_s, then vanish", async () => {
-  await withScheduler({ retain_completed_for_s: 0.1 }, async (s) => {
+  // 1 s: long enough that the checks right after completion see the operation on a loaded machine.
+  await withScheduler({ retain_completed_for_s: 1 }, async (s) => {
     new FakeWorker(s, { autoRespond: exit0 });
     const handle = await s.addAction(actionRequest("a"));
     await final(handle);
     assert.equal((await s.findOperation(handle.name))?.done, true);
     const again = await s.waitOperation(handle.name);
     assert.equal((await final(again!)).name, handle.name);
-    await sleep(300);
+    const deadline = Date.now() + 30_000;
+    while (await s.findOperation(handle.name) !== undefined && Date.now() < deadline) await sleep(10);
     assert.equal(await s.findOperation(handle.name), undefined);
     assert.equal(await s.waitOperation(handle.name), undefined);
   });
 });
 
 Deno.test("an executing action without progress is killed and requeued", async () => {
-  await withScheduler({ max_action_executing_timeout_s: 0.1 }, async (s) => {
+  await withScheduler({ max_action_executing_timeout_s: 0.5 }, async (s) => {
     const stuck = new FakeWorker(s, { workerId: "stuck", ackKills: false });
     const handle = await s.addAction(actionRequest("a"));
     await stuck.nextTask();
@@ -417,12 +433,14 @@ Deno.test("an executing action without progress is killed and requeued", async (
 });
 
 Deno.test("progress reports keep an executing action alive", async () => {
-  await withScheduler({ max_action_executing_timeout_s: 0.1 }, async (s) => {
+  // Progress every 200 ms for 3 s against a 2 s timeout: without the reports the action would be killed,
+  // and a loaded machine has 1.8 s of slack between two reports.
+  await withScheduler({ max_action_executing_timeout_s: 2 }, async (s) => {
     const worker = new FakeWorker(s);
     const handle = await s.addAction(actionRequest("a"));
     const t = await worker.nextTask();
-    for (let i = 0; i < 6; i++) {
-      await sleep(40);
+    for (let i = 0; i < 15; i++) {
+      await sleep(200); // pacing the reports, not waiting for an event
       worker.session.progress(t.operationId);
     }
     assert.deepEqual(worker.kills, []);

@@ -12,6 +12,9 @@
  * @example
  * ```ts
  * import { createActionCacheService } from "./action_cache_service.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const acStore = createMemoryStore();
+ * const casStore = createMemoryStore();
  * const impl = createActionCacheService({ instances: new Map([["main", { acStore, casStore }]]) });
  * ```
  * @module
@@ -140,6 +143,9 @@ async function counted<T>(instance: string, lookup: Promise<T>): Promise<T> {
  *
  * @example
  * ```ts
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const acStore = createMemoryStore();
+ * const casStore = createMemoryStore();
  * const impl = createActionCacheService({
  *   instances: new Map([["", { acStore, casStore, readOnly: false }]]),
  * });

@@ -11,6 +11,8 @@
  * @example
  * ```ts
  * import { createByteStreamService } from "./byte_stream_service.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const impl = createByteStreamService({ instances: new Map([["", { casStore }]]) });
  * // … serve impl as ByteStream; at shutdown:
  * impl.close();
@@ -106,9 +108,12 @@ function uploadKey(r: WriteResourceName): string {
  *
  * @example
  * ```ts
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const impl = createByteStreamService({
  *   instances: new Map([["main", { casStore, maxBytesPerStream: 64 * 1024 }]]),
  * });
+ * impl.close();
  * ```
  */
 export function createByteStreamService(options: ByteStreamServiceOptions): ByteStreamServiceImpl {

@@ -11,6 +11,8 @@
  * ```ts
  * import { createCasService } from "./cas_service.ts";
  * import { ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const impl = createCasService({ instances: new Map([["main", { casStore }]]) });
  * const binding = { service: ContentAddressableStorage, impl };
  * ```
@@ -214,6 +216,8 @@ function decodePageToken(token: string): number {
  *
  * @example
  * ```ts
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const impl = createCasService({ instances: new Map([["", { casStore }]]), maxBatchTotalSizeBytes: 4 << 20 });
  * ```
  */

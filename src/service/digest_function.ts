@@ -5,7 +5,10 @@
  * @example
  * ```ts
  * import { checkDigestFunction } from "./digest_function.ts";
+ * import { DigestFunction_Value } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+ * const request = { digestFunction: DigestFunction_Value.SHA256 };
  * const fn = checkDigestFunction(request.digestFunction); // "sha256"
+ * console.log(fn);
  * ```
  * @module
  */

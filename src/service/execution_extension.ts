@@ -4,7 +4,7 @@
  * backed by the built schedulers.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createSchedulers } from "../scheduler/mod.ts";
  * import { createExecutionExtension } from "./execution_extension.ts";
  * const schedulers = createSchedulers(config.schedulers, { stores });

@@ -12,8 +12,16 @@
  * @example
  * ```ts
  * import { createExecutionService } from "./execution_service.ts";
+ * import { Execution } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+ * import { SimpleScheduler } from "../scheduler/simple_scheduler.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * import type { ServiceBinding } from "../transport/types.ts";
+ * const casStore = createMemoryStore();
+ * const scheduler = new SimpleScheduler({});
+ * const bindings: ServiceBinding[] = [];
  * const impl = createExecutionService({ instances: new Map([["main", { casStore, scheduler }]]) });
  * bindings.push({ service: Execution, impl });
+ * await scheduler.close();
  * ```
  * @module
  */

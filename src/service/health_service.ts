@@ -8,6 +8,7 @@
  * @example
  * ```ts
  * import { createHealthService } from "./health_service.ts";
+ * import { HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.ts";
  * const health = createHealthService({ services: ["build.bazel.remote.execution.v2.ContentAddressableStorage"] });
  * health.setStatus("", HealthCheckResponse_ServingStatus.NOT_SERVING); // draining
  * ```

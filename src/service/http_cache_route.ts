@@ -22,8 +22,13 @@
  * @example
  * ```ts
  * import { createHttpCacheRoute } from "./http_cache_route.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
+ * const acStore = createMemoryStore();
  * const route = createHttpCacheRoute({ instances: new Map([["", { casStore, acStore }]]) });
- * const res = await route(new Request("http://x/cas/<sha256>")); // 200 with the blob, or 404
+ * const sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+ * const res = await route(new Request(`http://x/cas/${sha256}`)); // 200 with the blob, or 404
+ * await res?.body?.cancel();
  * ```
  * @module
  */

@@ -7,8 +7,11 @@
  * @example
  * ```ts
  * import { createInstances } from "./instances.ts";
- * const instances = createInstances("CAS", new Map([["main", { casStore }]]));
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const instances = createInstances("CAS", new Map([["main", { casStore: createMemoryStore() }]]));
+ * const request = { instanceName: "main" };
  * const { casStore } = instances.get(request.instanceName);
+ * console.log(casStore.kind); // memory
  * ```
  * @module
  */

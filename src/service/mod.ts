@@ -8,7 +8,7 @@
  * configured service nobody built is reported in `unhandled`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { buildServiceBindings } from "./mod.ts";
  * const built = buildServiceBindings({ services: server.services, stores, schedulers });
  * const server = createCairnServer({ bindings: built.bindings, routes: built.routes, … });
@@ -123,7 +123,7 @@ const BUILT_HERE = new Set<keyof ServicesConfig>([
  * Builds the bindings and routes of one server from its `services` config.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const { bindings, routes, unhandled } = buildServiceBindings({
  *   services: { cas: [{ instance_name: "main", cas_store: "CAS" }], ac: [{ instance_name: "main", ac_store: "AC" }] },
  *   stores,

@@ -10,8 +10,16 @@
  * @example
  * ```ts
  * import { createOperationsService } from "./operations_service.ts";
+ * import { Operations } from "../gen/google/longrunning/operations_pb.ts";
+ * import { SimpleScheduler } from "../scheduler/simple_scheduler.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * import type { ServiceBinding } from "../transport/types.ts";
+ * const casStore = createMemoryStore();
+ * const scheduler = new SimpleScheduler({});
+ * const bindings: ServiceBinding[] = [];
  * const impl = createOperationsService({ instances: new Map([["main", { scheduler }]]) });
  * bindings.push({ service: Operations, impl });
+ * await scheduler.close();
  * ```
  * @module
  */

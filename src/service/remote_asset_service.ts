@@ -10,6 +10,8 @@
  * @example
  * ```ts
  * import { createFetchService, createPushService } from "./remote_asset_service.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const store = createMemoryStore();
  * const push = createPushService({ instances: new Map([["", { store }]]) });
  * const fetch = createFetchService({ instances: new Map([["", { store }]]) });
  * ```

@@ -4,7 +4,12 @@
  * @example
  * ```ts
  * import { okStatus, statusFromError } from "./rpc_status.ts";
- * responses.push({ digest, status: err ? statusFromError(err) : okStatus() });
+ * import { CairnError, Code } from "../util/error.ts";
+ * const responses = [];
+ * for (const err of [undefined, new CairnError(Code.NotFound, "Cannot read blob: not found")]) {
+ *   responses.push({ status: err ? statusFromError(err) : okStatus() });
+ * }
+ * console.log(responses.map((r) => r.status.code)); // [0, 5]
  * ```
  * @module
  */

@@ -6,6 +6,8 @@
  * @example
  * ```ts
  * import { createStatusRoute } from "./status_route.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const casStore = createMemoryStore();
  * const route = createStatusRoute({ stores: [["CAS", casStore]], timeoutSeconds: 5 });
  * const res = await route(new Request("http://x/status")); // 200 {"status":"ok",…}
  * ```

@@ -6,6 +6,10 @@
  * @example
  * ```ts
  * import { serviceClient } from "./testing.ts";
+ * import { createCasService } from "./cas_service.ts";
+ * import { ContentAddressableStorage } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const instances = new Map([["", { casStore: createMemoryStore() }]]);
  * const cas = serviceClient(ContentAddressableStorage, createCasService({ instances }));
  * await cas.findMissingBlobs({ blobDigests: [] });
  * ```

@@ -9,6 +9,11 @@
  * @example
  * ```ts
  * import { UploadSession } from "./upload_session.ts";
+ * import { digestOf } from "../digest/digest.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * const store = createMemoryStore();
+ * const chunk = new TextEncoder().encode("hello");
+ * const digest = digestOf(chunk);
  * const s = new UploadSession({ store, digest, compressor: "identity", what: "blob" });
  * await s.push(chunk);
  * await s.finish(); // stored

@@ -18,8 +18,15 @@
  * @example
  * ```ts
  * import { createWorkerApiService } from "./worker_api_service.ts";
- * const impl = createWorkerApiService({ scheduler: schedulers.get("MAIN").workers! });
+ * import { WorkerApi } from "../gen/cairn/worker/v1/worker_api_pb.ts";
+ * import { createSchedulers } from "../scheduler/mod.ts";
+ * import { createMemoryStore } from "../store/memory_store.ts";
+ * import type { ServiceBinding } from "../transport/types.ts";
+ * const schedulers = createSchedulers({ MAIN: { simple: {} } }, { stores: { get: () => createMemoryStore() } });
+ * const bindings: ServiceBinding[] = [];
+ * const impl = createWorkerApiService({ scheduler: schedulers.get("MAIN")!.workers! });
  * bindings.push({ service: WorkerApi, impl });
+ * await schedulers.get("MAIN")!.actions.close();
  * ```
  * @module
  */

@@ -5,8 +5,12 @@
  *
  * @example
  * ```ts
- * import { createZstdDecompressStream } from "./zstd_stream.ts";
+ * import { createZstdDecompressStream, zstdCompress } from "./zstd_stream.ts";
+ * const bytes = new TextEncoder().encode("hello hello hello");
+ * const digest = { size: bytes.byteLength };
+ * const compressed = ReadableStream.from([zstdCompress(bytes)]);
  * const plain = compressed.pipeThrough(createZstdDecompressStream({ maxOutputBytes: digest.size }));
+ * console.log(await new Response(plain).text()); // hello hello hello
  * ```
  * @module
  */

@@ -10,7 +10,11 @@
  * @example
  * ```ts
  * import { createCompletenessCheckingStore } from "./completeness_checking_store.ts";
+ * import { createMemoryStore } from "./memory_store.ts";
+ * const acBackend = createMemoryStore();
+ * const cas = createMemoryStore();
  * const ac = createCompletenessCheckingStore(acBackend, cas);
+ * console.log(ac.kind); // completeness_checking
  * ```
  * @module
  */

@@ -6,7 +6,7 @@
  * Call it from a `*_test.ts` file; it registers `Deno.test` cases named `<name>: <behaviour>`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * // src/store/memory_store_test.ts
  * import { runStoreConformance } from "./conformance_suite.ts";
  * import { createMemoryStore } from "./memory_store.ts";
@@ -232,11 +232,13 @@ export function runStoreConformance(
   test("a failing source stream stores nothing", async (store) => {
     const bytes = await patternBytes(500_000, 9);
     const d = digestOf(bytes);
-    await assert.rejects(
+    const err = await assertRejectsWithCode(
       store.write(d, streamOf(bytes.subarray(0, 200_000), 65536, new Error("client went away")), {
         exact: d.size,
       }),
+      Code.Internal,
     );
+    assert.match(err.message, /client went away/);
     assert.equal(await has(store, d), undefined);
   });
 
@@ -282,7 +284,7 @@ export function runStoreConformance(
     await reader.cancel().catch(() => {});
     const stopped = new AbortController();
     stopped.abort();
-    await assert.rejects(store.read(d, { signal: stopped.signal }));
+    await assertRejectsWithCode(store.read(d, { signal: stopped.signal }), Code.Cancelled);
     // The blob is intact afterwards.
     await expectStored(store, d, bytes);
   });
@@ -318,7 +320,10 @@ export function runStoreConformance(
     assert.ok(cancelledSource, "the source stream was not cancelled");
     assert.equal(await has(store, d), undefined);
     // An already-aborted signal refuses the write up front.
-    await assert.rejects(store.write(d, streamOf(bytes), { exact: d.size }, { signal: ac.signal }));
+    await assertRejectsWithCode(
+      store.write(d, streamOf(bytes), { exact: d.size }, { signal: ac.signal }),
+      Code.Cancelled,
+    );
     assert.equal(await has(store, d), undefined);
   });
 

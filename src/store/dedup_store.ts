@@ -10,7 +10,16 @@
  * @example
  * ```ts
  * import { createDedupStore } from "./dedup_store.ts";
+ * import { createMemoryStore } from "./memory_store.ts";
+ * import { digestOf } from "../digest/digest.ts";
+ * import { getBytes, putBytes } from "./helpers.ts";
+ * const indexStore = createMemoryStore();
+ * const contentStore = createMemoryStore();
  * const cas = createDedupStore(indexStore, contentStore, { minSize: 65536, normalSize: 262144, maxSize: 524288 });
+ * const bytes = new TextEncoder().encode("hello");
+ * const digest = digestOf(bytes);
+ * await putBytes(cas, digest, bytes);
+ * console.log(new TextDecoder().decode(await getBytes(cas, digest, { maxSize: 1024 }))); // hello
  * ```
  * @module
  */

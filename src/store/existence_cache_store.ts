@@ -8,7 +8,15 @@
  * @example
  * ```ts
  * import { createExistenceCacheStore } from "./existence_cache_store.ts";
- * const cas = createExistenceCacheStore(s3, { maxCount: 1_000_000, maxSeconds: 600, maxBytes: 0, evictBytes: 0 });
+ * import { createMemoryStore } from "./memory_store.ts";
+ * import { digestOf } from "../digest/digest.ts";
+ * import { getBytes, putBytes } from "./helpers.ts";
+ * const remote = createMemoryStore(); // e.g. a grpc store
+ * const cas = createExistenceCacheStore(remote, { maxCount: 1_000_000, maxSeconds: 600, maxBytes: 0, evictBytes: 0 });
+ * const bytes = new TextEncoder().encode("hello");
+ * const digest = digestOf(bytes);
+ * await putBytes(cas, digest, bytes);
+ * console.log(new TextDecoder().decode(await getBytes(cas, digest, { maxSize: 1024 }))); // hello
  * ```
  * @module
  */

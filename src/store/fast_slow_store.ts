@@ -13,7 +13,16 @@
  * @example
  * ```ts
  * import { createFastSlowStore } from "./fast_slow_store.ts";
- * const cas = createFastSlowStore(memoryStore, filesystemStore, { fastDirection: "both", slowDirection: "both" });
+ * import { createMemoryStore } from "./memory_store.ts";
+ * import { digestOf } from "../digest/digest.ts";
+ * import { getBytes, putBytes } from "./helpers.ts";
+ * const memoryStore = createMemoryStore();
+ * const slowStore = createMemoryStore(); // e.g. a filesystem or grpc store
+ * const cas = createFastSlowStore(memoryStore, slowStore, { fastDirection: "both", slowDirection: "both" });
+ * const bytes = new TextEncoder().encode("hello");
+ * const digest = digestOf(bytes);
+ * await putBytes(cas, digest, bytes);
+ * console.log(new TextDecoder().decode(await getBytes(cas, digest, { maxSize: 1024 }))); // hello
  * ```
  * @module
  */

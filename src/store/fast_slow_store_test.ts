@@ -61,7 +61,7 @@ Deno.test("fast_slow fills the fast store on a slow hit and serves the range", a
 });
 
 Deno.test("fast_slow concurrent misses share one slow read", async () => {
-  const fast = createMemoryStore();
+  const fast = new CountingStore(createMemoryStore());
   const slow = new CountingStore(createMemoryStore());
   const store = createFastSlowStore(fast, slow);
   const { bytes, d } = await blob(700_000, 2);
@@ -69,7 +69,11 @@ Deno.test("fast_slow concurrent misses share one slow read", async () => {
   let open!: () => void;
   slow.gate = new Promise((r) => (open = r));
   const reads = Array.from({ length: 5 }, () => getBytes(store, d, { maxSize: 1 << 20 }));
-  await new Promise((r) => setTimeout(r, 20));
+  // Open the gate once all five readers missed the fast store (and so joined the one slow read).
+  for (const deadline = Date.now() + 30_000; fast.reads < 5 && Date.now() < deadline;) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.equal(fast.reads, 5);
   open();
   for (const got of await Promise.all(reads)) assert.ok(Buffer.compare(got, bytes) === 0);
   assert.equal(slow.reads, 1);
@@ -106,7 +110,11 @@ Deno.test("fast_slow keeps filling when the client cancels, and commits no parti
   })(slow);
   const fast2 = createMemoryStore();
   const store2 = createFastSlowStore(fast2, broken);
-  await assert.rejects(collectBytes(await store2.read(d), 1 << 22));
+  await assert.rejects(
+    collectBytes(await store2.read(d), 1 << 22),
+    (e: { code?: unknown; message?: string }) =>
+      e.code === Code.Internal && /connection reset/.test(e.message ?? ""),
+  );
   await store2.settled();
   assert.equal(await has(fast2, d), undefined);
 });

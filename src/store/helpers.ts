@@ -6,6 +6,8 @@
  * @example
  * ```ts
  * import { getBytes, has, putBytes } from "./helpers.ts";
+ * import { createMemoryStore } from "./memory_store.ts";
+ * const store = createMemoryStore();
  * await putBytes(store, "scheduler/state", new TextEncoder().encode("{}"));
  * if (await has(store, "scheduler/state") !== undefined) {
  *   const bytes = await getBytes(store, "scheduler/state", { maxSize: 1 << 20 });
@@ -229,7 +231,7 @@ export function emptyStream(): ReadableStream<Uint8Array> {
  * forwarded (a wrapper owns its nested stores). Override what the wrapper changes.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * class LoggingStore extends WrapperStore {
  *   override readonly kind = "logging";
  *   override read(key: StoreKey, options?: ReadOptions) {

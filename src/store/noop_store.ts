@@ -3,9 +3,11 @@
  *
  * @example
  * ```ts
+ * import { digestOf } from "../digest/digest.ts";
  * import { createNoopStore } from "./noop_store.ts";
  * const sink = createNoopStore();
- * await sink.hasMany([digest]); // [undefined]
+ * const digest = digestOf(new TextEncoder().encode("hi"));
+ * console.log(await sink.hasMany([digest])); // [undefined]
  * ```
  * @module
  */

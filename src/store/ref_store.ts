@@ -6,8 +6,17 @@
  * ```ts
  * // { ref_store: { name: "CAS_MAIN" } }
  * import { createRefStore } from "./ref_store.ts";
+ * import { createMemoryStore } from "./memory_store.ts";
+ * import { digestOf } from "../digest/digest.ts";
+ * import { getBytes, putBytes } from "./helpers.ts";
+ * const stores = new Map([["CAS_MAIN", createMemoryStore()]]);
+ * const manager = { get: (name: string) => stores.get(name)! }; // a StoreLookup
  * const ref = createRefStore("CAS_MAIN");
- * await ref.init(manager); // manager implements StoreLookup
+ * await ref.init(manager);
+ * const bytes = new TextEncoder().encode("hello");
+ * const digest = digestOf(bytes);
+ * await putBytes(ref, digest, bytes);
+ * console.log(new TextDecoder().decode(await getBytes(ref, digest, { maxSize: 1024 }))); // hello
  * ```
  * @module
  */

@@ -6,8 +6,9 @@
  * @example
  * ```ts
  * import { createStoreRegistry } from "./registry.ts";
+ * import { createNoopStore } from "./noop_store.ts";
  * const registry = createStoreRegistry();
- * registry.register("null", (_fields, ctx) => createNoopStore());
+ * registry.register("null", (_fields, _ctx) => createNoopStore());
  * const store = registry.build("cas", { memory: { eviction_policy: { max_bytes: 1e9 } } });
  * ```
  * @module

@@ -6,7 +6,16 @@
  * @example
  * ```ts
  * import { createShardStore } from "./shard_store.ts";
+ * import { createMemoryStore } from "./memory_store.ts";
+ * import { digestOf } from "../digest/digest.ts";
+ * import { getBytes, putBytes } from "./helpers.ts";
+ * const diskA = createMemoryStore();
+ * const diskB = createMemoryStore();
  * const cas = createShardStore([{ store: diskA, weight: 2 }, { store: diskB }]);
+ * const bytes = new TextEncoder().encode("hello");
+ * const digest = digestOf(bytes);
+ * await putBytes(cas, digest, bytes);
+ * console.log(new TextDecoder().decode(await getBytes(cas, digest, { maxSize: 1024 }))); // hello
  * ```
  * @module
  */

@@ -7,7 +7,16 @@
  * @example
  * ```ts
  * import { createSizePartitioningStore } from "./size_partitioning_store.ts";
+ * import { createMemoryStore } from "./memory_store.ts";
+ * import { digestOf } from "../digest/digest.ts";
+ * import { getBytes, putBytes } from "./helpers.ts";
+ * const smallBlobs = createMemoryStore();
+ * const bigBlobs = createMemoryStore();
  * const cas = createSizePartitioningStore(1 << 20, smallBlobs, bigBlobs);
+ * const bytes = new TextEncoder().encode("hello");
+ * const digest = digestOf(bytes);
+ * await putBytes(cas, digest, bytes);
+ * console.log(new TextDecoder().decode(await getBytes(cas, digest, { maxSize: 1024 }))); // hello
  * ```
  * @module
  */

@@ -11,10 +11,15 @@
  * @example
  * ```ts
  * import type { StoreDriver } from "./types.ts";
- * import { acKey } from "./helpers.ts";
- * const [size] = await store.hasMany([{ hash, size: 42 }]); // 42 or undefined
- * const stream = await store.read({ hash, size: 42 }, { offset: 10, length: 5 });
- * const [resultSize] = await acStore.hasMany([acKey({ hash, size: 42 })]); // the ActionResult's length
+ * import { createMemoryStore } from "./memory_store.ts";
+ * import { acKey, putBytes } from "./helpers.ts";
+ * const store: StoreDriver = createMemoryStore();
+ * const hash = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"; // sha256("hello\n")
+ * await putBytes(store, { hash, size: 6 }, new TextEncoder().encode("hello\n"));
+ * const [size] = await store.hasMany([{ hash, size: 6 }]); // 6 (undefined when absent)
+ * const stream = await store.read({ hash, size: 6 }, { offset: 1, length: 3 }); // "ell"
+ * console.log(size, await new Response(stream).text());
+ * const [resultSize] = await store.hasMany([acKey({ hash, size: 42 })]); // an ActionResult's length, if any
  * ```
  * @module
  */

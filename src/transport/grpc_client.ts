@@ -4,7 +4,7 @@
  * `createClient(Service, transport)`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createClient } from "@connectrpc/connect";
  * import { createGrpcClientTransport } from "./grpc_client.ts";
  * import { Health } from "../gen/grpc/health/v1/health_pb.ts";

@@ -5,7 +5,7 @@
  * object is also the impl's `HandlerContext` (headers, signal and context values are made lazily).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import http2 from "node:http2";
  * import { GrpcHandler } from "./grpc_handler.ts";
  * import { Health } from "../gen/grpc/health/v1/health_pb.ts";
@@ -688,7 +688,7 @@ class GrpcCall implements HandlerContext {
  * Decodes a request message; INVALID_ARGUMENT naming the type when the bytes are not one.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const req = decodeRequest(GetActionResultRequestSchema, bytes);
  * ```
  */

@@ -6,13 +6,21 @@
  *
  * @example
  * ```ts
+ * import http from "node:http";
+ * import http2 from "node:http2";
  * import { Listener } from "./listener.ts";
+ * const h2server = http2.createServer((_req, res) => res.end("h2"));
+ * const h1server = http.createServer((_req, res) => res.end("h1"));
  * const listener = new Listener({
  *   socketAddress: "127.0.0.1:0",
  *   onHttp2: (socket) => h2server.emit("connection", socket),
  *   onHttp1: (socket) => h1server.emit("connection", socket),
  * });
  * const { port } = await listener.listen();
+ * const res = await fetch(`http://127.0.0.1:${port}/`);
+ * console.log(await res.text()); // h1
+ * listener.destroyConnections();
+ * await listener.close();
  * ```
  * @module
  */

@@ -3,17 +3,34 @@ import http from "node:http";
 import net from "node:net";
 import { Listener } from "./listener.ts";
 
+/** Sends `pieces` a little apart (so they arrive as separate reads) and returns all the server sent
+ * until it closed the connection (every case below ends with the server closing it). */
 async function exchange(port: number, pieces: string[]): Promise<Buffer> {
   const socket = net.connect(port, "127.0.0.1");
   await new Promise((r) => socket.once("connect", r));
   const got: Buffer[] = [];
   socket.on("data", (d: Buffer) => got.push(d));
-  for (const p of pieces) {
-    socket.write(p);
-    await new Promise((r) => setTimeout(r, 20));
+  const ended = new Promise((r) => socket.once("close", r));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    for (const p of pieces) {
+      await new Promise((r) => socket.write(p, r));
+      // Pacing, not waiting for an event: the next piece goes out separately.
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await Promise.race([
+      ended,
+      new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("the server did not close the connection in 30 s")),
+          30_000,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    socket.destroy();
   }
-  await new Promise((r) => setTimeout(r, 100));
-  socket.destroy();
   return Buffer.concat(got);
 }
 

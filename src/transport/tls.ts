@@ -4,7 +4,7 @@
  * so the handshake requests a certificate without rejecting and this module decides.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { loadListenerTls, verifyClientCertificate } from "./tls.ts";
  * const tls = await loadListenerTls({ cert_file: "server.pem", key_file: "server.key", client_ca_file: "ca.pem" });
  * // on "secureConnection": const problem = verifyClientCertificate(socket, tls.clientCas!);

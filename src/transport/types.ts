@@ -9,6 +9,8 @@
  * @example
  * ```ts
  * import type { ServiceBinding } from "./types.ts";
+ * import { bindService } from "./bind_service.ts";
+ * import { Health } from "../gen/grpc/health/v1/health_pb.ts";
  * const binding: ServiceBinding = bindService(Health, { check: async () => ({ status: 1 }) });
  * ```
  * @module

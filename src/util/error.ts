@@ -7,7 +7,9 @@
  * @example
  * ```ts
  * import { CairnError, Code } from "./error.ts";
- * throw new CairnError(Code.NotFound, `Cannot read blob ${key}: not found in store "cas"`);
+ * const key = "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4-2";
+ * const err = new CairnError(Code.NotFound, `Cannot read blob ${key}: not found in store "cas"`);
+ * console.log(err.code === Code.NotFound); // true
  * ```
  * @module
  */

@@ -9,9 +9,12 @@
  * @example
  * ```ts
  * import { FastCdc } from "./fastcdc.ts";
- * const cdc = new FastCdc({ minSize: 64 * 1024, normalSize: 256 * 1024, maxSize: 512 * 1024 });
- * for (const chunk of cdc.push(bytes)) store(chunk);
- * for (const chunk of cdc.finish()) store(chunk);
+ * const bytes = crypto.getRandomValues(new Uint8Array(60_000));
+ * const chunks: Uint8Array[] = [];
+ * const cdc = new FastCdc({ minSize: 4096, normalSize: 16384, maxSize: 65536 });
+ * for (const chunk of cdc.push(bytes)) chunks.push(chunk);
+ * for (const chunk of cdc.finish()) chunks.push(chunk);
+ * console.log(chunks.reduce((n, c) => n + c.byteLength, 0)); // 60000
  * ```
  * @module
  */
@@ -149,7 +152,10 @@ export class FastCdc {
  *
  * @example
  * ```ts
+ * import { fastCdcStream } from "./fastcdc.ts";
+ * const body = ReadableStream.from([new Uint8Array(100_000)]);
  * const chunks = body.pipeThrough(fastCdcStream({ minSize: 4096, normalSize: 16384, maxSize: 65536 }));
+ * for await (const chunk of chunks) console.log(chunk.byteLength);
  * ```
  */
 export function fastCdcStream(options: FastCdcOptions): TransformStream<Uint8Array, Uint8Array> {

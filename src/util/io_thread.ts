@@ -9,14 +9,16 @@
  * @example
  * ```ts
  * import { IoThread } from "./io_thread.ts";
+ * const dir = await Deno.makeTempDir();
  * const thread = new IoThread();
- * const sink = await thread.open("/tmp/blob.tmp", 0o644);
+ * const sink = await thread.open(`${dir}/blob.tmp`, 0o644);
  * await sink.push(new Uint8Array(3 << 20));
  * await sink.finish(new Date()); // sets the mtime, closes; ENOSPC becomes RESOURCE_EXHAUSTED
  * const hasher = await thread.hasher();
  * await hasher.push(new Uint8Array(3 << 20));
  * console.log(await hasher.digest()); // SHA-256, hex
  * thread.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  * @module
  */
@@ -281,7 +283,7 @@ export class ThreadHasher extends Channel {
  * The thread-side counterpart of `hashingStream` in `streams.ts`, for large values.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const checked = body.pipeThrough(threadHashingStream(thread, (hash) => {
  *   if (hash !== expected) throw new Error("hash mismatch");
  * }));

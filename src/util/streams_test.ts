@@ -18,6 +18,7 @@ const data = Uint8Array.from({ length: 1000 }, (_, i) => i % 251);
 
 Deno.test("streams: slice picks the byte range across chunks and cancels the rest", async () => {
   let cancelled = false;
+  const { promise: cancelCalled, resolve: onCancel } = Promise.withResolvers<void>();
   const out = await collectBytes(bytesStream(data, 64).pipeThrough(sliceStream(100, 300)), 10_000);
   assert.deepEqual(out, data.subarray(100, 400));
   assert.deepEqual(
@@ -27,10 +28,16 @@ Deno.test("streams: slice picks the byte range across chunks and cancels the res
   assert.equal((await collectBytes(bytesStream(data).pipeThrough(sliceStream(5, 0)), 100)).byteLength, 0);
   const source = new ReadableStream<Uint8Array>({
     pull: (c) => c.enqueue(new Uint8Array(10)),
-    cancel: () => void (cancelled = true),
+    cancel: () => {
+      cancelled = true;
+      onCancel();
+    },
   });
   assert.equal((await collectBytes(source.pipeThrough(sliceStream(0, 25)), 100)).byteLength, 25);
-  await new Promise((r) => setTimeout(r, 0));
+  // The cancel reaches the source asynchronously: wait for it, bounded.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([cancelCalled, new Promise((r) => timer = setTimeout(r, 30_000))]);
+  clearTimeout(timer);
   assert.ok(cancelled, "an endless source is cancelled once the slice is complete");
 });
 

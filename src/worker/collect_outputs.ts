@@ -14,7 +14,7 @@
  * size of the outputs is checked against `limits.max_output_bytes` before a byte is read.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { collectOutputs, planOutputs, uploadBlobs } from "./collect_outputs.ts";
  * const plan = planOutputs(command);          // throws INVALID_ARGUMENT for `../x` or `/x`
  * await createOutputParents(root, plan);

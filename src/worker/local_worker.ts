@@ -14,7 +14,7 @@
  *   actions and reports them, then closes the stream.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createLocalWorker } from "./local_worker.ts";
  * const worker = createLocalWorker(config.workers[0].local, { stores });
  * await worker.start();

@@ -4,7 +4,7 @@
  * (see {@linkcode WorkerCas.linkInto}), symlinks created as given.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { materializeInputs } from "./materialize_inputs.ts";
  * const stats = await materializeInputs(cas, action.inputRootDigest, "/work/actions/1/root");
  * console.log(stats.files, stats.bytes);

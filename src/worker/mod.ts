@@ -10,7 +10,7 @@
  *   process builds (server-owned stores reached over `--cas-endpoint`).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { workerProcessCommand } from "./mod.ts";
  * const [program, ...args] = workerProcessCommand(config, "cairn.json5", { casEndpoint: "grpc://127.0.0.1:50051" });
  * const child = new Deno.Command(program, { args }).spawn();

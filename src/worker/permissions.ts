@@ -7,7 +7,7 @@
  * `uid` (to know whether it must drop root in the sandbox).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { workerDenoPermissions, workerProcessCommand } from "./permissions.ts";
  * const flags = workerDenoPermissions(config, "/etc/cairn.json5", { casEndpoint: "grpc://127.0.0.1:50051" });
  * const argv = workerProcessCommand(config, "/etc/cairn.json5", { casEndpoint: "grpc://127.0.0.1:50051" });

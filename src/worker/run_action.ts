@@ -9,7 +9,7 @@
  * `logs/<id>.stdout|.stderr` (outside the sandbox), `exec/` (executable input variants).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { runAction } from "./run_action.ts";
  * const outcome = await runAction(ctx, startExecution, abortSignal);
  * if ("response" in outcome) console.log(outcome.response.result?.exitCode);

@@ -27,7 +27,7 @@
  * output so far is kept. Together they may hold at most `maxLogBytes`; past that the action is killed.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createSandbox } from "./sandbox.ts";
  * const sandbox = await createSandbox({ kind: "bwrap" });
  * const r = await sandbox.run({

@@ -10,7 +10,7 @@
  * Across filesystems (EXDEV) files are copied instead.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { WorkerCas } from "./worker_cas.ts";
  * const cas = WorkerCas.from(stores.get("WORKER_CAS"), "/var/cairn/work/exec");
  * await cas.ensureLocal([digest]);

@@ -12,7 +12,7 @@
  * authentication when its server has an `auth` section.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { workerStoreSpecs } from "./worker_stores.ts";
  * const specs = workerStoreSpecs(config, [config.workers[0].local], "grpc://127.0.0.1:50051");
  * // { WORKER_FAST_SLOW: { fast_slow: { fast: {filesystem…}, slow: { grpc: … } } }, AC_MAIN: { grpc: … } }
