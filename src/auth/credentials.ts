@@ -9,6 +9,7 @@
  * @example
  * ```ts
  * import { parseAuthorization, sha256Hex, sameSecret } from "./credentials.ts";
+ * const configuredSha256 = sha256Hex("s3cret"); // what a config's token_sha256 holds
  * const cred = parseAuthorization("Bearer s3cret");
  * if (cred?.kind === "bearer") sameSecret(sha256Hex(cred.token), configuredSha256);
  * ```

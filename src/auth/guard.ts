@@ -17,7 +17,7 @@
  * (encoded fast paths stay undecoded).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { guardBindings, guardRoutes } from "./guard.ts";
  * const server = createCairnServer({ listener, bindings: guardBindings(bindings, policy), routes: guardRoutes(routes, policy) });
  * ```

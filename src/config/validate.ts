@@ -10,7 +10,14 @@
  * import { ROOT } from "./nativelink_schema.ts";
  * const text = `{ stores: [{ name: "CAS", memory: {} }], servers: [] }`;
  * const refs: Reference[] = [];
- * const canonical = validate(ROOT, JSON5.parse(text), "", { source: "cas.json5", env: Deno.env.toObject(), refs, warn: console.warn });
+ * const canonical = validate(ROOT, JSON5.parse(text), "", {
+ *   source: "cas.json5",
+ *   env: Deno.env.toObject(),
+ *   refs,
+ *   warn: console.warn,
+ *   baseDir: Deno.cwd(),
+ *   paths: [],
+ * });
  * ```
  * @module
  */

@@ -9,7 +9,8 @@
  * import { resolveLimits, UploadAdmission } from "./guard.ts";
  * const limits = resolveLimits({ socket_address: ":0", limits: { max_uploads: 10 } });
  * const admission = new UploadAdmission(limits);
- * const release = admission.admit(connectionKey); // undefined past a limit
+ * const connection = {}; // any object standing for one connection (an HTTP/2 session)
+ * const release = admission.admit(connection); // undefined past a limit
  * release?.();
  * ```
  * @module

@@ -7,8 +7,9 @@
  * @example
  * ```ts
  * import { checkMessageSize, sliceByBytes } from "./limits.ts";
- * checkMessageSize("Tree", digest); // RESOURCE_EXHAUSTED when digest.size > 16 MiB
- * for (const slice of sliceByBytes(level, 64)) await Promise.all(slice.map(read));
+ * checkMessageSize("Tree", { hash: "ab".repeat(32), size: 1024 }); // RESOURCE_EXHAUSTED past 16 MiB
+ * const level = [{ size: 40 }, { size: 30 }, { size: 50 }];
+ * for (const slice of sliceByBytes(level, 2, 64)) console.log(slice.length); // 1, 1, 1 (64 bytes a slice)
  * ```
  * @module
  */

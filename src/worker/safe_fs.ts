@@ -19,7 +19,7 @@
  * mounts even of one filesystem), and the action's unprivileged user meets `fs.protected_hardlinks` too.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { lstatBeneath, openVerified } from "./safe_fs.ts";
  * const found = await lstatBeneath("/work/actions/1/root", "out/a.txt");
  * if (found.kind === "file") {
