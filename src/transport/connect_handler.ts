@@ -88,9 +88,10 @@ export function createConnectHandler(
       return;
     }
     if (!handler) return fallback(req, res);
-    // deno-lint-ignore no-explicit-any
     const uReq = universalRequestFromNodeRequest(
+      // deno-lint-ignore no-explicit-any
       req as any,
+      // deno-lint-ignore no-explicit-any
       res as any,
       undefined,
       createContextValues().set(kPeer, peerOf(req.socket as never)),
