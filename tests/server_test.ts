@@ -557,7 +557,8 @@ Deno.test("main.ts over TLS (grpcs) and mTLS", async (t) => {
         const untrusting = connectClients(cairn.url);
         const e1 = await connectError(untrusting.health.check({}));
         assert.equal(e1.code, Code.Internal, e1.message);
-        assert.match(e1.rawMessage, /certificate/);
+        // Under load the client's first write can race the server dropping the failed handshake (EPIPE).
+        assert.match(e1.rawMessage, /certificate|EPIPE|ECONNRESET/);
         const plain = connectClients(`grpc://127.0.0.1:${cairn.port}`);
         const e2 = await connectError(plain.health.check({}, { timeoutMs: 30_000 }));
         assert.ok([Code.Canceled, Code.Unavailable].includes(e2.code), `${Code[e2.code]}: ${e2.message}`);

@@ -13,8 +13,12 @@
  * @example
  * ```ts
  * import { AuthPolicy } from "./policy.ts";
- * const policy = new AuthPolicy({ anonymous: "read", users: [{ name: "ci", token_sha256: "…", permissions: { "*": ["read", "write_cas", "write_ac"] } }] });
- * const who = policy.identify(new Headers({ authorization: "Bearer …" }));
+ * import { sha256Hex } from "./credentials.ts";
+ * const policy = new AuthPolicy({
+ *   anonymous: "read",
+ *   users: [{ name: "ci", token_sha256: sha256Hex("s3cret"), permissions: { "*": ["read", "write_cas", "write_ac"] } }],
+ * });
+ * const who = policy.identify(new Headers({ authorization: "Bearer s3cret" }));
  * policy.authorize(who, "main", "write_ac"); // throws UNAUTHENTICATED / PERMISSION_DENIED
  * ```
  * @module
