@@ -3,7 +3,7 @@
  *
  * Deno reads `OTEL_DENO=true` once, at process start. When `OTEL_EXPORTER_OTLP_ENDPOINT`,
  * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_SERVICE_NAME` is set and `OTEL_DENO` is not,
- * {@linkcode relaunchWithTelemetry} starts this very command again (read from `/proc/self/cmdline`, so every
+ * {@linkcode relaunchWithTelemetry} starts this very command again (read from `/proc/<pid>/cmdline`, so every
  * permission flag is kept) with `OTEL_DENO=true`, forwards SIGINT/SIGTERM/SIGHUP to it and returns its exit
  * code. The child inherits stdout and stderr; its stdin is a pipe the launcher holds, whose end tells the child
  * that the launcher died ({@linkcode watchLauncher}), so no server outlives a SIGKILLed launcher.
@@ -39,16 +39,30 @@ export function wantsRelaunch(get: (name: string) => string | undefined = env): 
   return REQUESTING.some((n) => (get(n) ?? "") !== "");
 }
 
-/** This process's command line, or undefined when it cannot be read. */
+/**
+ * This process's command line from `/proc/<pid>/cmdline`, or undefined when it cannot be read. Deno allows
+ * reading `/proc/self` only with `--allow-all`; with `--allow-run` (which the relaunch needs anyway) `cat`
+ * reads it.
+ */
 async function ownCommandLine(): Promise<string[] | undefined> {
+  let raw: string | undefined;
   try {
-    const raw = await Deno.readTextFile("/proc/self/cmdline");
-    const argv = raw.split("\0");
-    if (argv.at(-1) === "") argv.pop();
-    return argv.length > 0 ? argv : undefined;
+    raw = await Deno.readTextFile("/proc/self/cmdline");
   } catch {
-    return undefined;
+    try {
+      const out = await new Deno.Command("cat", {
+        args: [`/proc/${Deno.pid}/cmdline`],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      if (out.success) raw = new TextDecoder().decode(out.stdout);
+    } catch { /* no permission or no cat */ }
   }
+  if (raw === undefined) return undefined;
+  const argv = raw.split("\0");
+  if (argv.at(-1) === "") argv.pop();
+  return argv.length > 1 ? argv : undefined;
 }
 
 /**
