@@ -289,3 +289,40 @@ Deno.test("OTEL_EXPORTER_OTLP_PROTOCOL=grpc with zstd: spans arrive over OTLP/gR
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Pids of the processes whose parent is `pid` (`ps`: reading /proc needs more than the test's permissions). */
+async function childrenOf(pid: number): Promise<number[]> {
+  const out = await new Deno.Command("ps", { args: ["-eo", "pid=,ppid="], stdout: "piped", stderr: "null" })
+    .output();
+  return new TextDecoder().decode(out.stdout).split("\n").map((l) => l.trim().split(/\s+/).map(Number))
+    .filter(([, ppid]) => ppid === pid).map(([p]) => p!);
+}
+
+/** Whether process `pid` still runs (signal 0 is not offered by Deno; `ps -p` tells). */
+async function alive(pid: number): Promise<boolean> {
+  const out = await new Deno.Command("ps", { args: ["-p", String(pid)], stdout: "null", stderr: "null" })
+    .output();
+  return out.success;
+}
+
+Deno.test("OTEL_* relaunch: the relaunched server stops when its launcher is SIGKILLed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cairn_otel_kill_" });
+  const receiver = new OtlpJsonReceiver();
+  let cairn: AllInOne | undefined;
+  try {
+    cairn = await startAllInOne({ dataDir: `${dir}/data`, env: seedEnv(receiver.endpoint, "http/json") });
+    const [server] = await childrenOf(cairn.process.pid);
+    assert.ok(server !== undefined, "the launcher has no child: no relaunch happened");
+    await cairn.process.kill(); // SIGKILL: the launcher forwards nothing, its lifeline pipe closes
+    const deadline = Date.now() + 30_000;
+    while (await alive(server)) {
+      assert.ok(Date.now() < deadline, `relaunched server ${server} outlived its launcher by 30 s`);
+      await new Promise<void>((r) => setTimeout(r, 100));
+    }
+    cairn = undefined;
+  } finally {
+    await cairn?.process.kill();
+    await receiver.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

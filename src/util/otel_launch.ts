@@ -86,6 +86,9 @@ export async function relaunchWithTelemetry(
     child = new Deno.Command(Deno.execPath(), {
       args: argv.slice(1),
       env: { OTEL_DENO: "true", [RELAUNCHED_ENV]: "1" },
+      // Its own process group: a terminal's Ctrl-C (sent to the whole foreground group) reaches the child
+      // once, forwarded, not twice (a second SIGINT means "exit now").
+      detached: true,
       stdin: "piped",
       stdout: "inherit",
       stderr: "inherit",
