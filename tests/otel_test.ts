@@ -161,7 +161,7 @@ Deno.test("OTEL_* variables: one trace spans the Execute RPC, the scheduler and 
     });
     await client.upload(action.blobs);
     const run: ExecutionRun = await client.execute(action.actionDigest);
-    assert.equal(run.response.status?.code ?? 0, 0, run.response.status?.message);
+    assert.equal(run.response.status?.code ?? 0, 0, run.response.status?.message ?? "");
     assert.equal(run.response.result?.exitCode, 0);
     const digest = `${action.actionDigest.hash}/${action.actionDigest.sizeBytes}`;
 
@@ -239,7 +239,7 @@ Deno.test("OTEL_EXPORTER_OTLP_PROTOCOL=grpc with zstd: spans arrive over OTLP/gR
   let arrived: () => void = () => {};
   const traceExport = new Promise<void>((r) => arrived = r);
   const server = http2.createServer();
-  server.on("stream", (stream, headers) => {
+  server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
     stream.on("data", () => {});
     stream.on("end", () => {
       const path = String(headers[":path"]);
