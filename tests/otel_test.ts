@@ -13,6 +13,9 @@
  */
 import assert from "node:assert/strict";
 import http2 from "node:http2";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { Capabilities } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import {
   type AllInOne,
   ExecClient,
@@ -223,6 +226,20 @@ Deno.test("OTEL_* variables: one trace spans the Execute RPC, the scheduler and 
     assert.equal(typeof write.attributes["cairn.store_kind"], "string");
     const upload = receiver.spans.find((s) => s.spanId === write.parentSpanId);
     assert.equal(upload?.name, "build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs");
+
+    // The Connect path (HTTP/1.1 Connect protocol) has its RPC spans too.
+    const connect = createClient(
+      Capabilities,
+      createConnectTransport({ baseUrl: cairn.url.replace("grpc://", "http://"), httpVersion: "1.1" }),
+    );
+    await connect.getCapabilities({ instanceName: "" });
+    const capabilities = await receiver.waitFor(
+      (spans) => spans.find((s) => s.name === "build.bazel.remote.execution.v2.Capabilities/GetCapabilities"),
+      30_000,
+    );
+    assert.equal(capabilities.attributes["rpc.method"], "GetCapabilities");
+    assert.equal(capabilities.attributes["cairn.instance_name"], "");
+    assert.equal(capabilities.attributes["rpc.grpc.status_code"], 0);
 
     await cairn.stop(); // SIGTERM reaches the relaunched process through the launcher; exit code 0
     cairn = undefined;
