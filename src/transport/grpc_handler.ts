@@ -47,7 +47,14 @@ import { type MethodStats, methodStats } from "./grpc_stats.ts";
 import { SendBacklog } from "./send_backlog.ts";
 import { kPeer, peerOf } from "./peer.ts";
 import { countEvent } from "./guard.ts";
-import { endRpcSpan, setRequestAttributes, startRpcSpan, TRACING, withSpan } from "./rpc_tracing.ts";
+import {
+  endRpcSpan,
+  grpcMessage,
+  setRequestAttributes,
+  startRpcSpan,
+  TRACING,
+  withSpan,
+} from "./rpc_tracing.ts";
 import type { TraceSpan } from "../util/tracing.ts";
 import type { EncodedServerStream, EncodedUnary, ServiceBinding, TransportLog } from "./types.ts";
 
@@ -715,7 +722,7 @@ class GrpcCall implements HandlerContext {
     if (this.#abortReason !== undefined) return;
     const code = reason === undefined ? Number(this.#trailers["grpc-status"] ?? 0) : Code.Cancelled;
     this.#entry.stats.record(code, (performance.now() - this.#startedAt) / 1000);
-    if (this.#span !== undefined) endRpcSpan(this.#span, code, this.#trailers["grpc-message"]);
+    if (this.#span !== undefined) endRpcSpan(this.#span, code, grpcMessage(this.#trailers["grpc-message"]));
     this.#abortReason = reason ?? CALL_COMPLETE;
     this.#abortController?.abort(this.#abortReason);
   }

@@ -76,6 +76,16 @@ export function setRequestAttributes(span: TraceSpan, request: unknown): void {
   if (digest !== undefined) span.setAttribute("cairn.digest", digest);
 }
 
+/** A `grpc-message` trailer value decoded (it is percent-encoded on the wire). */
+export function grpcMessage(encoded: string | undefined): string | undefined {
+  if (encoded === undefined) return undefined;
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    return encoded;
+  }
+}
+
 /** Ends an RPC span with its gRPC status code (0: OK). */
 export function endRpcSpan(span: TraceSpan, code: number, message?: string): void {
   if (span === NOOP_SPAN) return;

@@ -47,9 +47,12 @@ export function wantsRelaunch(get: (name: string) => string | undefined = env): 
 async function ownCommandLine(): Promise<string[] | undefined> {
   let raw: string | undefined;
   try {
+    if (!granted({ name: "read", path: "/proc/self/cmdline" })) throw new Error("no read permission");
     raw = await Deno.readTextFile("/proc/self/cmdline");
   } catch {
     try {
+      // Queried first: a missing permission must not turn into an interactive prompt.
+      if (!granted({ name: "run", command: "cat" })) return undefined;
       const out = await new Deno.Command("cat", {
         args: [`/proc/${Deno.pid}/cmdline`],
         stdin: "null",
@@ -65,6 +68,14 @@ async function ownCommandLine(): Promise<string[] | undefined> {
   return argv.length > 1 ? argv : undefined;
 }
 
+function granted(descriptor: Deno.PermissionDescriptor): boolean {
+  try {
+    return Deno.permissions.querySync(descriptor).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Runs this command again with `OTEL_DENO=true` when {@linkcode wantsRelaunch}; resolves with the child's exit
  * code (128 + signal number when a signal ended it), or undefined when this process should go on itself.
@@ -77,6 +88,13 @@ export async function relaunchWithTelemetry(
   if (argv === undefined) {
     log(
       "cairn: OTEL_* is set but the command line cannot be read to restart with OTEL_DENO=true; " +
+        "start cairn with OTEL_DENO=true to export traces",
+    );
+    return undefined;
+  }
+  if (!granted({ name: "run", command: Deno.execPath() })) {
+    log(
+      "cairn: OTEL_* is set but --allow-run does not cover deno itself; " +
         "start cairn with OTEL_DENO=true to export traces",
     );
     return undefined;
