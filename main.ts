@@ -12,6 +12,7 @@ import { resolve } from "node:path";
 import { checkConfigPaths, describeConfig, loadConfig } from "./src/config/mod.ts";
 import { startCairn } from "./src/app.ts";
 import { VERSION } from "./src/version.ts";
+import { relaunchWithTelemetry, watchLauncher } from "./src/util/otel_launch.ts";
 
 const HELP = `Cairn ${VERSION}: a remote build cache and remote execution service (REAPI v2).
 
@@ -67,6 +68,11 @@ async function main(args: readonly string[]): Promise<number> {
     console.log(`cairn ${VERSION}`);
     return 0;
   }
+  if (cli.mode === "run") {
+    // OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_SERVICE_NAME without OTEL_DENO: run again with Deno's telemetry on.
+    const relaunched = await relaunchWithTelemetry();
+    if (relaunched !== undefined) return relaunched;
+  }
   const config = await loadConfig(cli.file!);
   if (cli.mode === "check") {
     console.log(describeConfig(config));
@@ -92,6 +98,8 @@ async function main(args: readonly string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  // Restarted with OTEL_DENO=true by a launcher (OTEL_* set): stop when the launcher dies.
+  watchLauncher(() => stop("launcher gone"));
   await app.finished;
   return 0;
 }

@@ -42,6 +42,7 @@ import { CairnError, Code } from "../util/error.ts";
 import { errorResponse } from "./error_response.ts";
 import { newOperationName } from "./operation_name.ts";
 import { OperationWatch } from "./operation_watch.ts";
+import { ActionTrace } from "./action_trace.ts";
 import { type Offer, PropertyMatcher, type Requirement } from "./property_matcher.ts";
 import type { SimpleSpec } from "./scheduler_spec.ts";
 import type {
@@ -91,6 +92,8 @@ interface AwaitedAction {
   unmatchedSince: number | undefined;
   metadata: ExecutedActionMetadata | undefined;
   readonly clients: Set<ClientOp>;
+  /** Its spans when tracing is on (action_trace.ts). */
+  readonly trace: ActionTrace | undefined;
 }
 
 interface RunningTask {
@@ -260,6 +263,7 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
         unmatchedSince: offers.length === 0 ? now : undefined,
         metadata: undefined,
         clients: new Set(),
+        trace: ActionTrace.start(request.actionDigest, request.instanceName),
       };
       if (key !== undefined) this.#inflight.set(key, action);
       this.#active.add(action);
@@ -545,6 +549,7 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
       queuedAt: action.queuedAt,
       platform: r.platform,
       uploadToActionCache: !r.doNotCache,
+      traceparent: action.trace?.assigned(worker.id),
     };
     try {
       worker.connection.startExecution(task);
@@ -601,6 +606,7 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
   }
 
   #completeAction(action: AwaitedAction, response: ExecuteResponse): void {
+    action.trace?.finished(response.status?.code ?? 0, response.status?.message);
     this.#finish(action);
     const clients = [...action.clients];
     action.clients.clear();
@@ -624,6 +630,7 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
       return;
     }
     action.stage = ExecutionStage_Value.QUEUED;
+    action.trace?.requeued(err);
     this.#enqueue(action);
     this.#publish(action);
     this.#scheduleMatch();
@@ -635,6 +642,7 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
     if (action.stage === ExecutionStage_Value.QUEUED) this.#dequeue(action);
     const worker = action.worker;
     if (worker !== undefined) this.#kill(worker, action, reason);
+    action.trace?.finished(response?.status?.code || Code.Cancelled, response?.status?.message || reason);
     this.#finish(action);
     const clients = [...action.clients];
     action.clients.clear();

@@ -105,6 +105,8 @@ export interface WorkerTask {
   readonly platform: readonly PlatformProperty[];
   /** Whether the worker should upload the result to the action cache. */
   readonly uploadToActionCache: boolean;
+  /** W3C trace context of the scheduler's span for this attempt, when tracing is on. */
+  readonly traceparent?: string | undefined;
 }
 
 /** How the scheduler talks to a connected worker. Methods may throw when the stream is gone. */

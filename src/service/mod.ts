@@ -35,6 +35,7 @@ import { type CasInstance, createCasService, DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES 
 import { createHealthService, type HealthServiceImpl } from "./health_service.ts";
 import { createHttpCacheRoute, type HttpCacheInstance } from "./http_cache_route.ts";
 import { createStatusRoute } from "./status_route.ts";
+import { tracedStore } from "./store_tracing.ts";
 import { createFetchService, createPushService } from "./remote_asset_service.ts";
 
 export { type AcInstance, createActionCacheService, readActionResult } from "./action_cache_service.ts";
@@ -140,7 +141,7 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
   const store = (name: string) => {
     const s = stores.get(name);
     used.set(name, s);
-    return s;
+    return tracedStore(name, s);
   };
 
   // zstd is on for an instance unless its capabilities entry says `remote_cache_compression: false`; the

@@ -114,6 +114,7 @@ function startMessage(task: WorkerTask): SchedulerMessage {
         queuedTimestamp: timestampFromMs(task.queuedAt),
         platformProperties: task.platform.map((p) => ({ name: p.name, value: p.value })),
         uploadToActionCache: task.uploadToActionCache,
+        traceparent: task.traceparent ?? "",
       },
     },
   });

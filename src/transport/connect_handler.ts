@@ -26,6 +26,8 @@ import { countEvent } from "./guard.ts";
 import { methodStats } from "./grpc_stats.ts";
 import type { ServiceBinding, TransportLog } from "./types.ts";
 import { kPeer, peerOf } from "./peer.ts";
+import { endRpcSpan, setRequestAttributes, startRpcSpan, TRACING, withSpan } from "./rpc_tracing.ts";
+import type { TraceSpan } from "../util/tracing.ts";
 
 /** Options of {@linkcode createConnectHandler}. */
 export interface ConnectHandlerOptions {
@@ -119,6 +121,24 @@ function notFound(_req: NodeRequest, res: NodeResponse): void {
 
 type AnyFn = (request: unknown, context: unknown) => unknown;
 
+/** Iterates `messages` with `span` active while each is produced (a generator runs in its caller's context). */
+async function* inSpanEach(span: TraceSpan, messages: AsyncIterable<unknown>): AsyncGenerator<unknown> {
+  const it = withSpan(span, () => messages[Symbol.asyncIterator]());
+  let done = false;
+  try {
+    for (;;) {
+      const r = await withSpan(span, () => it.next());
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    if (!done) await it.return?.();
+  }
+}
+
 /**
  * Wraps every method so a thrown CairnError reaches connect as a ConnectError with the same code, and each
  * call is counted with the gRPC ones (`cairn_grpc_server_*`, `nativelink_request_*`) by method and code.
@@ -131,33 +151,53 @@ function wrapImpl(service: ServiceBinding["service"], impl: ServiceBinding["impl
     if (typeof fn !== "function") continue;
     const bound = (fn as AnyFn).bind(impl);
     const stats = methodStats(`/${service.typeName}/${m.name}`);
-    const finish = (started: number, err: unknown) => {
+    const finish = (started: number, err: unknown, span?: TraceSpan) => {
       const code = err === undefined ? 0 : ConnectError.from(err).code;
       stats.record(code, (performance.now() - started) / 1000);
+      if (span !== undefined) {
+        endRpcSpan(span, code, err === undefined ? undefined : ConnectError.from(err).rawMessage);
+      }
+    };
+    // With tracing on, each call runs inside its RPC span (rpc_tracing.ts).
+    const traced = (request: unknown, context: unknown): TraceSpan | undefined => {
+      if (!TRACING) return undefined;
+      const span = startRpcSpan(
+        service.typeName,
+        m.name,
+        (context as { requestHeader?: Headers }).requestHeader?.get("traceparent") ?? undefined,
+      );
+      setRequestAttributes(span, request);
+      return span;
     };
     if (m.methodKind === "server_streaming" || m.methodKind === "bidi_streaming") {
       out[m.localName] = async function* (request, context) {
         const started = performance.now();
+        const span = traced(request, context);
         let failure: unknown;
         try {
-          yield* bound(request, context) as AsyncIterable<unknown>;
+          if (span === undefined) yield* bound(request, context) as AsyncIterable<unknown>;
+          else yield* inSpanEach(span, bound(request, context) as AsyncIterable<unknown>);
         } catch (err) {
           failure = toConnectError(err);
           throw failure;
         } finally {
-          finish(started, failure);
+          finish(started, failure, span);
         }
       };
     } else {
       out[m.localName] = async (request, context) => {
         const started = performance.now();
+        const span = traced(request, context);
         try {
-          const result = await bound(request, context);
-          finish(started, undefined);
+          const result = await (span === undefined
+            ? bound(request, context)
+            : withSpan(span, () =>
+              bound(request, context)));
+          finish(started, undefined, span);
           return result;
         } catch (err) {
           const e = toConnectError(err);
-          finish(started, e);
+          finish(started, e, span);
           throw e;
         }
       };

@@ -47,6 +47,15 @@ import { type MethodStats, methodStats } from "./grpc_stats.ts";
 import { SendBacklog } from "./send_backlog.ts";
 import { kPeer, peerOf } from "./peer.ts";
 import { countEvent } from "./guard.ts";
+import {
+  endRpcSpan,
+  grpcMessage,
+  setRequestAttributes,
+  startRpcSpan,
+  TRACING,
+  withSpan,
+} from "./rpc_tracing.ts";
+import type { TraceSpan } from "../util/tracing.ts";
 import type { EncodedServerStream, EncodedUnary, ServiceBinding, TransportLog } from "./types.ts";
 
 /** Options of {@linkcode GrpcHandler}. */
@@ -276,6 +285,9 @@ class GrpcCall implements HandlerContext {
   #trailers: Record<string, string> = OK_TRAILERS;
   readonly #startedAt = performance.now();
   readonly #release: (() => void) | undefined;
+  /** The call's span when tracing is on (see rpc_tracing.ts); `#spanTagged` once it has the request's attributes. */
+  #span: TraceSpan | undefined;
+  #spanTagged = false;
   /** Request idle watch: whether the handler waits for request bytes, since when, and its timer. */
   #waiting = false;
   /** @internal read by the handler's idle sweep */
@@ -445,6 +457,7 @@ class GrpcCall implements HandlerContext {
     const encoded = this.#entry.encoded;
     this.#call(() => {
       const frame = parseSingleFrame(body, this.#owner.maxMessageBytes);
+      if (this.#span !== undefined) return this.#invokeTraced(frame, this.#span);
       return encoded !== undefined
         ? encoded(this.#payload(frame), this)
         : this.#entry.impl!(this.#decode(frame), this);
@@ -456,6 +469,31 @@ class GrpcCall implements HandlerContext {
    * responses, an iterable of messages (or of encoded byte pieces) for streamed ones.
    */
   #call(invoke: () => unknown, encoded: boolean): void {
+    if (!TRACING) return this.#run(invoke, encoded);
+    const span = this.#span = startRpcSpan(
+      this.service.typeName,
+      this.method.name,
+      this.#headers.traceparent,
+    );
+    withSpan(span, () => this.#run(invoke, encoded));
+  }
+
+  /** {@linkcode #call}'s unary-request invocation when tracing: the span gets the request's attributes. */
+  #invokeTraced(frame: Frame, span: TraceSpan): unknown {
+    const payload = this.#payload(frame);
+    const encoded = this.#entry.encoded;
+    let request: unknown;
+    try {
+      request = decodeRequest(this.#entry.input, payload);
+    } catch (err) {
+      if (encoded === undefined) throw err;
+    }
+    setRequestAttributes(span, request);
+    this.#spanTagged = true;
+    return encoded !== undefined ? encoded(payload, this) : this.#entry.impl!(request, this);
+  }
+
+  #run(invoke: () => unknown, encoded: boolean): void {
     let result: unknown;
     try {
       result = invoke();
@@ -541,7 +579,12 @@ class GrpcCall implements HandlerContext {
         if (next.done) break;
         parser.push(next.value);
         for (let frame = parser.next(); frame !== undefined; frame = parser.next()) {
-          yield this.#decode(frame);
+          const message = this.#decode(frame);
+          if (this.#span !== undefined && !this.#spanTagged) {
+            this.#spanTagged = true;
+            setRequestAttributes(this.#span, message);
+          }
+          yield message;
         }
       }
     } finally {
@@ -679,6 +722,7 @@ class GrpcCall implements HandlerContext {
     if (this.#abortReason !== undefined) return;
     const code = reason === undefined ? Number(this.#trailers["grpc-status"] ?? 0) : Code.Cancelled;
     this.#entry.stats.record(code, (performance.now() - this.#startedAt) / 1000);
+    if (this.#span !== undefined) endRpcSpan(this.#span, code, grpcMessage(this.#trailers["grpc-message"]));
     this.#abortReason = reason ?? CALL_COMPLETE;
     this.#abortController?.abort(this.#abortReason);
   }

@@ -51,6 +51,7 @@ import {
   resolveLocalWorkerSpec,
 } from "./local_worker_spec.ts";
 import { type ActionContext, removeTree, runAction } from "./run_action.ts";
+import { traceAction } from "./worker_tracing.ts";
 import { createSandbox, type Sandbox } from "./sandbox.ts";
 import { WorkerCas } from "./worker_cas.ts";
 import { consoleWorkerLog, type WorkerLog } from "./worker_log.ts";
@@ -423,7 +424,11 @@ class Worker implements LocalWorker {
           }),
           false,
         );
-        const outcome = await runAction(this.#ctx!, task, abort.signal, (c) => cleanup = c);
+        const outcome = await traceAction(
+          task,
+          this.#workerId,
+          () => runAction(this.#ctx!, task, abort.signal, (c) => cleanup = c),
+        );
         this.#deliver(create(ExecutionUpdateSchema, {
           operationId: task.operationId,
           instanceName: task.instanceName,
