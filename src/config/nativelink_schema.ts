@@ -138,14 +138,14 @@ export const STORE_KINDS: VariantNode = s.variant("store kind", {
     max_chunk_uploads_per_update: s.optional(s.int()),
     max_client_permits: s.optional(s.int()),
     retry: s.optional(retry),
-    experimental_pub_sub_channel: s.optional(s.unsupported("not supported by Cairn yet")),
+    experimental_pub_sub_channel: s.optional(s.unsupported()),
     broadcast_channel_capacity: s.optional(s.unsupported("deprecated in NativeLink; leave it out")),
-    health_check_timeout_ms: s.optional(s.unsupported("not supported by Cairn yet")),
-    scan_count: s.optional(s.unsupported("not supported by Cairn yet")),
-    max_count_per_cursor: s.optional(s.unsupported("not supported by Cairn yet")),
-    enable_keyspace_notifications: s.optional(s.unsupported("not supported by Cairn yet")),
-    keyspace_notifications_db: s.optional(s.unsupported("not supported by Cairn yet")),
-    key_ttl_s: s.optional(s.unsupported("not supported by Cairn yet")),
+    health_check_timeout_ms: s.optional(s.unsupported()),
+    scan_count: s.optional(s.unsupported()),
+    max_count_per_cursor: s.optional(s.unsupported()),
+    enable_keyspace_notifications: s.optional(s.unsupported()),
+    keyspace_notifications_db: s.optional(s.unsupported()),
+    key_ttl_s: s.optional(s.unsupported()),
   }, (v) => {
     if (v.mode !== undefined && v.mode !== "standard") {
       return `redis_store mode "${String(v.mode)}" is not supported by Cairn yet; use "standard"`;
@@ -160,10 +160,10 @@ export const STORE_KINDS: VariantNode = s.variant("store kind", {
     endpoint: s.optional(s.string()),
     retry: s.optional(retry),
     multipart_max_concurrent_uploads: s.optional(s.int()),
-    max_retry_buffer_per_request: s.optional(s.unsupported("not supported by Cairn yet")),
-    consider_expired_after_s: s.optional(s.unsupported("not supported by Cairn yet")),
-    insecure_allow_http: s.optional(s.unsupported("not supported by Cairn yet")),
-    disable_http2: s.optional(s.unsupported("not supported by Cairn yet")),
+    max_retry_buffer_per_request: s.optional(s.unsupported()),
+    consider_expired_after_s: s.optional(s.unsupported()),
+    insecure_allow_http: s.optional(s.unsupported()),
+    disable_http2: s.optional(s.unsupported()),
   }, (v) => {
     if (v.provider !== "aws") {
       return `provider "${String(v.provider)}" is not supported by Cairn yet; use "aws"`;
