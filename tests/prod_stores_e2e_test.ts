@@ -167,3 +167,56 @@ Deno.test("config/seed_001_redis_s3.json5: blobs and action results round-trip t
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("config/seed_001_redis_s3.json5: starts with Redis and S3 down, answers UNAVAILABLE naming the store, recovers", async () => {
+  const { freeLoopbackPort } = await import("./fixtures/backends.ts");
+  const redisPort = freeLoopbackPort();
+  const s3Port = freeLoopbackPort();
+  const env = {
+    REDIS_STORE_URL: `redis://127.0.0.1:${redisPort}`,
+    SHARED_REDIS_URL: `redis://127.0.0.1:${redisPort}/1`,
+    BEP_REDIS_STORE_URL: `redis://127.0.0.1:${redisPort}/2`,
+    SHARED_cas_BUCKET: "cas-bucket",
+    AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${s3Port}`,
+    AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
+    CAIRN_LISTEN: "127.0.0.1:0",
+    CAIRN_METRICS_LISTEN: "127.0.0.1:0",
+  };
+  const cairn = await startCairnProcess({ config: CONFIG, env });
+  let redis: Awaited<ReturnType<typeof startRedis>> | undefined;
+  let s3: Awaited<ReturnType<typeof startS3rver>> | undefined;
+  try {
+    const cas = createClient(ContentAddressableStorage, createGrpcClientTransport(cairn.url));
+    const blob = await patternBytes(100_000, 5); // Redis tier
+    const d = toProto(digestOf(blob));
+    await assert.rejects(cas.findMissingBlobs({ instanceName: "main", blobDigests: [d] }), (err: unknown) => {
+      assert.ok(err instanceof ConnectError);
+      assert.equal(err.code, 14, `UNAVAILABLE, got ${err.code}: ${err.rawMessage}`);
+      assert.match(err.rawMessage, /redis_store of store "cas_FAST_SLOW_STORE"/);
+      return true;
+    });
+    redis = await startRedis({ port: redisPort });
+    s3 = await startS3rver({ buckets: ["cas-bucket"], port: s3Port });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        const up = await cas.batchUpdateBlobs({
+          instanceName: "main",
+          requests: [{ digest: d, data: blob }],
+        });
+        if ((up.responses[0]?.status?.code ?? 0) === 0) break;
+        if (Date.now() > deadline) assert.fail(`still failing: ${up.responses[0]?.status?.message}`);
+      } catch (err) {
+        if (!(err instanceof ConnectError && err.code === 14) || Date.now() > deadline) throw err;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const missing = await cas.findMissingBlobs({ instanceName: "main", blobDigests: [d] });
+    assert.deepEqual(missing.missingBlobDigests, []);
+  } finally {
+    await cairn.stop();
+    await s3?.stop();
+    await redis?.stop();
+  }
+});
