@@ -234,6 +234,11 @@ interface Scripted {
 
 type Client = Redis & Scripted;
 
+interface Inflight {
+  readonly start: number;
+  readonly reject: (err: Error) => void;
+}
+
 interface Manifest {
   readonly size: number;
   readonly chunks: number;
@@ -257,6 +262,9 @@ export class RedisStore implements StoreDriver {
   #permits: number;
   readonly #waiting: (() => void)[] = [];
   #closed = false;
+  readonly #commandTimeoutMs: number;
+  readonly #inflight = new Set<Inflight>();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: RedisStoreOptions) {
     const address = options.addresses[0];
@@ -267,6 +275,7 @@ export class RedisStore implements StoreDriver {
     this.#chunkPrefix = `${this.#prefix}chunk/`;
     this.#tmpPrefix = `${this.#prefix}tmp/`;
     this.#chunkSize = options.readChunkSize ?? DEFAULT_CHUNK;
+    this.#commandTimeoutMs = options.commandTimeoutMs ?? 10_000;
     this.#maxUploads = Math.max(1, options.maxChunkUploadsPerUpdate ?? 10);
     this.#permits = Math.max(1, options.maxClientPermits ?? 500);
     this.#retrier = new Retrier(options.retry ?? NO_RETRY);
@@ -279,7 +288,6 @@ export class RedisStore implements StoreDriver {
         lazyConnect: true,
         // Queued while (re)connecting; flushed with an error after one failed reconnect attempt.
         maxRetriesPerRequest: 1,
-        commandTimeout: options.commandTimeoutMs ?? 10_000,
         connectTimeout: options.connectionTimeoutMs ?? 3_000,
         retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
         enableReadyCheck: true,
@@ -301,35 +309,62 @@ export class RedisStore implements StoreDriver {
 
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
     await Promise.all(this.#clients.map((c) => c.quit().catch(() => c.disconnect())));
   }
 
   /** Runs one command on the next connection, with permits, retries and error mapping. */
-  async #run<T>(what: string, fn: (c: Client) => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return await this.#retrier.run(async () => {
-      if (this.#closed) throw new CairnError(Code.Unavailable, `${what}: the ${this.#where} is closed`);
-      const client = this.#clients[this.#next++ % this.#clients.length]!;
-      if (client.status === "wait") client.connect().catch(() => {});
-      if (client.status === "reconnecting" || client.status === "end" || client.status === "close") {
-        throw new CairnError(Code.Unavailable, `${what}: ${this.#where} is unreachable (${client.status})`);
-      }
-      await this.#acquire();
-      try {
-        return await fn(client);
-      } catch (err) {
-        throw this.#map(err, what);
-      } finally {
-        this.#release();
-      }
-    }, signal);
+  #run<T>(what: string, fn: (c: Client) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.#retrier.retries
+      ? this.#retrier.run(() => this.#once(what, fn), signal)
+      : this.#once(what, fn);
   }
 
-  #acquire(): Promise<void> {
-    if (this.#permits > 0) {
-      this.#permits--;
-      return Promise.resolve();
+  async #once<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new CairnError(Code.Unavailable, `${what}: the ${this.#where} is closed`);
+    const client = this.#clients[this.#next++ % this.#clients.length]!;
+    const status = client.status;
+    if (status === "wait") client.connect().catch(() => {});
+    if (status === "reconnecting" || status === "end" || status === "close") {
+      throw new CairnError(Code.Unavailable, `${what}: ${this.#where} is unreachable (${status})`);
     }
-    return new Promise((resolve) => this.#waiting.push(resolve));
+    if (this.#permits > 0) this.#permits--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await this.#deadline(fn(client));
+    } catch (err) {
+      throw this.#map(err, what);
+    } finally {
+      this.#release();
+    }
+  }
+
+  /**
+   * Rejects `promise` once it has run longer than `command_timeout_ms`. One sweeping interval serves every
+   * command (ioredis's own per-command timer costs more than a small GET on loopback).
+   */
+  #deadline<T>(promise: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const entry: Inflight = { start: performance.now(), reject };
+      this.#inflight.add(entry);
+      if (this.#sweeper === undefined) this.#startSweeper();
+      promise.then(resolve, reject).finally(() => this.#inflight.delete(entry));
+    });
+  }
+
+  #startSweeper(): void {
+    const every = Math.max(10, Math.min(1000, this.#commandTimeoutMs / 4));
+    const id = setInterval(() => {
+      const now = performance.now();
+      for (const entry of this.#inflight) {
+        if (now - entry.start < this.#commandTimeoutMs) continue;
+        this.#inflight.delete(entry);
+        entry.reject(new Error(`Command timed out after ${this.#commandTimeoutMs} ms`));
+      }
+    }, every);
+    this.#sweeper = id;
+    Deno.unrefTimer(id);
   }
 
   #release(): void {
@@ -373,11 +408,19 @@ export class RedisStore implements StoreDriver {
   async #open(key: StoreKey, signal?: AbortSignal): Promise<Manifest> {
     const what = `Cannot read ${keyToString(key)}`;
     if (signal?.aborted) throw new CairnError(Code.Cancelled, `${what}: cancelled`);
-    const reply = await this.#run(
+    const manifestKey = this.#manifestKey(key);
+    // One HMGET answers an inline value (the common small case); a chunked one is checked by the script.
+    const fields = await this.#run(
       what,
-      (c) => c.cairnOpenBuffer(this.#manifestKey(key), this.#chunkPrefix),
+      (c) => c.hmgetBuffer(manifestKey, "size", "chunks", "id", "csize", "data"),
       signal,
     );
+    if (!fields[0]) throw notFoundError(this.kind, key);
+    const inline = fields[1]?.toString() === "0" && fields[4] &&
+      fields[4].byteLength === Number(fields[0].toString());
+    const reply = inline
+      ? fields
+      : await this.#run(what, (c) => c.cairnOpenBuffer(manifestKey, this.#chunkPrefix), signal);
     if (!reply) throw notFoundError(this.kind, key);
     const [size, chunks, id, csize, data] = reply;
     const m: Manifest = {

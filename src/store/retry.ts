@@ -96,6 +96,11 @@ export class Retrier {
     });
   }
 
+  /** Retries allowed after the first attempt (0: `run` is a plain call). */
+  get retries(): number {
+    return this.#policy.maxRetries;
+  }
+
   /** The milliseconds to wait before retry number `attempt + 1`. */
   backoffMs(attempt: number): number {
     const base = 2 ** attempt * this.#policy.delay * 1000;

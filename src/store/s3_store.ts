@@ -284,25 +284,61 @@ export class S3Store implements StoreDriver {
       destroyBody(res.Body);
       throw notFoundError(this.kind, key);
     }
-    const body = (res.Body as { transformToWebStream(): ReadableStream<Uint8Array> }).transformToWebStream();
+    // The SDK's body is a Node stream: pulled straight from its async iterator (fewer layers than toWeb).
+    const it = (res.Body as unknown as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
     let got = 0;
     const where = this.#where;
-    return body.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, c) {
-          got += chunk.byteLength;
-          c.enqueue(chunk);
-        },
-        flush() {
+    return new ReadableStream<Uint8Array>({
+      async pull(c) {
+        const { done, value } = await it.next();
+        if (done) {
           if (got !== wanted) {
             throw new CairnError(
               Code.Unavailable,
               `Cannot read ${label}: ${where} sent ${got} of ${wanted} bytes`,
             );
           }
-        },
-      }),
-    );
+          c.close();
+          return;
+        }
+        got += value.byteLength;
+        if (got > wanted) {
+          throw new CairnError(
+            Code.Unavailable,
+            `Cannot read ${label}: ${where} sent more than ${wanted} bytes`,
+          );
+        }
+        c.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+      },
+      async cancel() {
+        await it.return?.();
+        destroyBody(res.Body);
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    const stream = await this.read(key, options);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of stream) {
+      total += chunk.byteLength;
+      if (total > options.maxSize) {
+        throw new CairnError(
+          Code.ResourceExhausted,
+          `Cannot read ${keyToString(key)} into memory: more than the limit of ${options.maxSize} bytes`,
+        );
+      }
+      chunks.push(chunk);
+    }
+    if (chunks.length === 1) return chunks[0]!;
+    const out = new Uint8Array(total);
+    let pos = 0;
+    for (const c of chunks) {
+      out.set(c, pos);
+      pos += c.byteLength;
+    }
+    return out;
   }
 
   async write(
