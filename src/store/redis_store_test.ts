@@ -10,12 +10,12 @@ import { getBytes, has, putBytes } from "./helpers.ts";
 import { createRedisStore, type RedisStore } from "./redis_store.ts";
 import { createStoreRegistry } from "./registry.ts";
 
-async function redisUnderTest(extraArgs: string[] = [], chunk = 64 * 1024) {
+async function redisUnderTest(extraArgs: string[] = [], chunk?: number) {
   const server = await startRedis({ extraArgs });
   const store = createRedisStore({
     addresses: [server.url],
     keyPrefix: "t/",
-    readChunkSize: chunk,
+    ...(chunk ? { readChunkSize: chunk, storedChunkSize: chunk } : {}),
     storeName: "REDIS",
   });
   await store.init();
@@ -258,7 +258,7 @@ Deno.test("redis_store: built from config fields; unsupported modes are refused"
     const bytes = await patternBytes(20_000, 1);
     await putBytes(store, digestOf(bytes), bytes);
     const r = await raw(server.url + "/3");
-    assert.equal((await r.keys("p/chunk/*")).length, 5, "4 KiB chunks in db 3");
+    assert.deepEqual(await r.keys("p/*"), [`p/${digestOf(bytes).hash}-20000`], "one inline value in db 3");
     r.disconnect();
     await store.write("s", bytesStream(new Uint8Array(3)), { exact: 3 });
     await store.close?.();
