@@ -271,7 +271,10 @@ export class S3Store implements StoreDriver {
         new GetObjectCommand({
           Bucket: this.#bucket,
           Key: this.#objectKey(key),
-          Range: `bytes=${range.start}-${range.end - 1}`,
+          // The whole object: no Range (servers answer a plain GET faster).
+          ...(range.start === 0 && range.end === size
+            ? {}
+            : { Range: `bytes=${range.start}-${range.end - 1}` }),
         }),
         s ? { abortSignal: s } : {},
       ), signal).catch((err) => {
