@@ -319,7 +319,10 @@ export class RedisStore implements StoreDriver {
     this.#closed = true;
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
     this.#sweeper = undefined;
-    await Promise.all(this.#clients.map((c) => c.quit().catch(() => c.disconnect())));
+    // QUIT only on a live connection: one that is down would queue it until a reconnect attempt fails.
+    await Promise.all(
+      this.#clients.map((c) => c.status === "ready" ? c.quit().catch(() => c.disconnect()) : c.disconnect()),
+    );
   }
 
   /** Runs one command on the next connection, with permits, retries and error mapping. */
