@@ -125,9 +125,51 @@ export const STORE_KINDS: VariantNode = s.variant("store kind", {
   existence_cache: s.object({ backend: storeSpec, eviction_policy: s.optional(evictionPolicy) }),
   completeness_checking: s.object({ backend: storeSpec, cas_store: storeSpec }),
   cache_metrics: s.unsupported(),
-  // Kinds Cairn does not implement yet: refused at load.
-  redis_store: s.unsupported(),
-  experimental_cloud_object_store: s.unsupported(),
+  redis_store: s.object({
+    addresses: s.array(s.string()),
+    key_prefix: s.optional(s.string()),
+    mode: s.optional(s.enum("standard", "cluster", "sentinel")),
+    response_timeout_s: s.optional(s.duration()),
+    connection_timeout_s: s.optional(s.duration()),
+    command_timeout_ms: s.optional(s.durationMs()),
+    connection_timeout_ms: s.optional(s.durationMs()),
+    read_chunk_size: s.optional(s.size()),
+    connection_pool_size: s.optional(s.int()),
+    max_chunk_uploads_per_update: s.optional(s.int()),
+    max_client_permits: s.optional(s.int()),
+    retry: s.optional(retry),
+    experimental_pub_sub_channel: s.optional(s.unsupported()),
+    broadcast_channel_capacity: s.optional(s.unsupported("deprecated in NativeLink; leave it out")),
+    health_check_timeout_ms: s.optional(s.unsupported()),
+    scan_count: s.optional(s.unsupported()),
+    max_count_per_cursor: s.optional(s.unsupported()),
+    enable_keyspace_notifications: s.optional(s.unsupported()),
+    keyspace_notifications_db: s.optional(s.unsupported()),
+    key_ttl_s: s.optional(s.unsupported()),
+  }, (v) => {
+    if (v.mode !== undefined && v.mode !== "standard") {
+      return `redis_store mode "${String(v.mode)}" is not supported by Cairn yet; use "standard"`;
+    }
+    return v;
+  }),
+  experimental_cloud_object_store: s.object({
+    provider: s.enum("aws", "gcs", "azure", "ontap", "r2", "oci"),
+    region: s.optional(s.string()),
+    bucket: s.string(),
+    key_prefix: s.optional(s.string()),
+    endpoint: s.optional(s.string()),
+    retry: s.optional(retry),
+    multipart_max_concurrent_uploads: s.optional(s.int()),
+    max_retry_buffer_per_request: s.optional(s.unsupported()),
+    consider_expired_after_s: s.optional(s.unsupported()),
+    insecure_allow_http: s.optional(s.unsupported()),
+    disable_http2: s.optional(s.unsupported()),
+  }, (v) => {
+    if (v.provider !== "aws") {
+      return `provider "${String(v.provider)}" is not supported by Cairn yet; use "aws"`;
+    }
+    return v;
+  }),
   ontap_s3_existence_cache: s.unsupported(),
   grpc: s.object({
     instance_name: s.withDefault(s.string(), ""),

@@ -225,10 +225,17 @@ Deno.test("malformed JSON5 gives one line with file, line and column", () => {
   assert.equal(message, "config/bad.json5:3:17: invalid JSON5: invalid character 'm'");
 });
 
-Deno.test("legacy spellings normalize: hash_verification_function, aliases; experimental_s3_store is refused by its old name", () => {
-  assert.equal(
-    errorOf(`{ stores: [{ name: "S3", experimental_s3_store: { region: "us-east-1", bucket: "b" } }] }`),
-    "cas.json5: stores[0].experimental_s3_store: not supported by Cairn yet",
+Deno.test("legacy spellings normalize: hash_verification_function, aliases; experimental_s3_store becomes the aws cloud object store", () => {
+  assert.deepEqual(
+    findStore(
+      parseConfig(
+        `{ stores: [{ name: "S3", experimental_s3_store: { region: "us-east-1", bucket: "b" } }] }`,
+        "s",
+        NO_ENV,
+      ),
+      "S3",
+    ),
+    { experimental_cloud_object_store: { provider: "aws", region: "us-east-1", bucket: "b" } },
   );
   const config = parseConfig(
     `{ stores: [
@@ -412,10 +419,13 @@ Deno.test("settings Cairn does not implement are refused at load with their JSON
       `{ stores: [{ name: "G", grpc: { endpoints: [{ address: "grpc://h:1", connect_timeout_s: 3 }], store_type: "cas" } }] }`,
       "stores[0].grpc.endpoints[0].connect_timeout_s",
     ],
-    [`{ stores: [{ name: "R", redis_store: { addresses: ["\${UNSET}"] } }] }`, "stores[0].redis_store"],
     [
-      `{ stores: { S3: { experimental_cloud_object_store: { provider: "aws" } } } }`,
-      "stores.S3.experimental_cloud_object_store",
+      `{ stores: [{ name: "R", redis_store: { addresses: ["redis://h:1"], experimental_pub_sub_channel: "c" } }] }`,
+      "stores[0].redis_store.experimental_pub_sub_channel",
+    ],
+    [
+      `{ stores: { S3: { experimental_cloud_object_store: { provider: "aws", bucket: "b", max_retry_buffer_per_request: 5 } } } }`,
+      "stores.S3.experimental_cloud_object_store.max_retry_buffer_per_request",
     ],
     [`{ schedulers: [{ name: "S", grpc: { endpoint: { address: "grpc://h:1" } } }] }`, "schedulers[0].grpc"],
     [
@@ -455,6 +465,14 @@ Deno.test("settings Cairn does not implement are refused at load with their JSON
   assert.equal(
     errorOf(`{ global: { default_digest_hash_function: "blake3" } }`),
     "cas.json5: global: default_digest_hash_function: blake3 is not supported by Cairn yet",
+  );
+  assert.equal(
+    errorOf(`{ stores: { S3: { experimental_cloud_object_store: { provider: "gcs", bucket: "b" } } } }`),
+    'cas.json5: stores.S3.experimental_cloud_object_store: provider "gcs" is not supported by Cairn yet; use "aws"',
+  );
+  assert.equal(
+    errorOf(`{ stores: { R: { redis_store: { addresses: ["redis://h:1"], mode: "cluster" } } } }`),
+    'cas.json5: stores.R.redis_store: redis_store mode "cluster" is not supported by Cairn yet; use "standard"',
   );
   // Implemented neighbours still load.
   parseConfig(`{ global: { default_digest_hash_function: "sha256" } }`, "ok", NO_ENV);

@@ -301,3 +301,13 @@ export function transformedWriteOptions(options: WriteOptions | undefined): Writ
   const { verified: _, ...rest } = options;
   return rest;
 }
+
+/**
+ * The name of a key inside an external backend (a Redis key, an S3 object key), after the store's
+ * `key_prefix`: `hash-size` for a CAS digest (NativeLink's form), `ac/hash-size` for an action-cache key,
+ * `str/<text>` for a string key. A digest name has no `/`, so the three kinds never collide.
+ */
+export function backendKeyName(key: StoreKey): string {
+  if (typeof key === "string") return `str/${key}`;
+  return "ac" in key ? `ac/${formatDigest(key.ac)}` : formatDigest(key);
+}

@@ -28,6 +28,8 @@ import { existenceCacheStoreFactory } from "./existence_cache_store.ts";
 import { dedupStoreFactory } from "./dedup_store.ts";
 import { completenessCheckingStoreFactory } from "./completeness_checking_store.ts";
 import { grpcStoreFactory } from "./grpc_store.ts";
+import { redisStoreFactory } from "./redis_store.ts";
+import { s3StoreFactory } from "./s3_store.ts";
 
 /** A store spec as the config module hands it over: `{ <kind>: { ...snake_case fields } }`. */
 export type StoreSpec = { readonly [kind: string]: unknown };
@@ -114,6 +116,9 @@ const defaultFactories = new Map<string, StoreFactory>([
   ["dedup", dedupStoreFactory],
   ["completeness_checking", completenessCheckingStoreFactory],
   ["grpc", grpcStoreFactory],
+  ["redis_store", redisStoreFactory],
+  ["experimental_cloud_object_store", s3StoreFactory],
+  ["experimental_s3_store", s3StoreFactory],
 ]);
 
 /**

@@ -1,0 +1,677 @@
+/**
+ * `redis_store`: values kept in a Redis server (on `ioredis`), streamed in chunks, never held whole.
+ *
+ * Layout under `key_prefix`: a value's **manifest** is a hash at `{prefix}{name}` (name from
+ * `backendKeyName`: `hash-size`, `ac/hash-size`, `str/text`) with `size`, `chunks`, `id` and `csize` (the
+ * chunk size it was written with). Chunks are 1 MiB (or `read_chunk_size` if larger); a value of at most one chunk is stored inline in the manifest's `data`
+ * field (one round trip to read or write). A larger value is written chunk by chunk under temporary keys
+ * `{prefix}tmp/{id}/{n}` (with a one-hour TTL, so a crashed upload cleans itself up), at most
+ * `max_chunk_uploads_per_update` in flight; once the whole stream is in and its size checked, one Lua script
+ * checks the temporary chunks add up to the size, renames them to `{prefix}chunk/{id}/{n}`, drops the TTL,
+ * deletes the chunks of the value it replaces and writes the manifest — atomically, so a crash or an abort
+ * mid-write never exposes a partial value.
+ *
+ * Redis may evict any key under `maxmemory-policy allkeys-lru`. Every open and every `hasMany` checks, in
+ * one script, that the chunks the manifest lists all exist and add up to its size; a value missing a chunk
+ * is deleted and reported absent (NOT_FOUND), and a chunk that disappears while it is being streamed errors
+ * the stream instead of serving short data. Ranged reads fetch only the chunks they need (GETRANGE).
+ *
+ * Redis down at start: the store is built anyway and connects in the background; requests fail fast with
+ * UNAVAILABLE naming the store and its address until Redis answers again, then work by themselves.
+ *
+ * @example
+ * ```ts
+ * import { createRedisStore } from "./redis_store.ts";
+ * const store = createRedisStore({ addresses: ["redis://127.0.0.1:6379/0"], keyPrefix: "cas/" });
+ * await store.init?.({ get: () => store });
+ * await putBytes(store, digest, bytes);
+ * await store.close?.();
+ * ```
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { Redis } from "ioredis";
+import { CairnError, Code } from "../util/error.ts";
+import {
+  backendKeyName,
+  checkFields,
+  emptyStream,
+  expectedUploadSize,
+  isDigestKey,
+  keyToString,
+  notFoundError,
+  resolveRange,
+  uploadLimit,
+} from "./helpers.ts";
+import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import { NO_RETRY, Retrier, type RetryPolicy, retryPolicyFrom } from "./retry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+
+/** Options of {@linkcode createRedisStore} (the parsed `redis_store` fields). */
+export interface RedisStoreOptions {
+  /** `redis://[user:pass@]host:port[/db]` (standard mode takes exactly one). */
+  readonly addresses: readonly string[];
+  /** Prepended to every key. Default "". */
+  readonly keyPrefix?: string;
+  /** Per-command timeout in ms (`command_timeout_ms`, or `response_timeout_s` × 1000). Default 10000. */
+  readonly commandTimeoutMs?: number;
+  /** Connect timeout in ms (`connection_timeout_ms`, or `connection_timeout_s` × 1000). Default 3000. */
+  readonly connectionTimeoutMs?: number;
+  /** Bytes fetched per GETRANGE when streaming a read. Default 64 KiB. */
+  readonly readChunkSize?: number;
+  /**
+   * Chunk size of newly stored values (values up to it are stored inline). Default the larger of 1 MiB and
+   * `readChunkSize`: fewer, larger SETs write several times faster than 64 KiB ones.
+   */
+  readonly storedChunkSize?: number;
+  /** Connections kept open, used round-robin. Default 3. */
+  readonly connectionPoolSize?: number;
+  /** Chunk writes in flight per upload. Default 10. */
+  readonly maxChunkUploadsPerUpdate?: number;
+  /** Most commands or scripts in flight at once over all connections (`max_client_permits`). Default 500. */
+  readonly maxClientPermits?: number;
+  /** Retries of failed commands. Default none. */
+  readonly retry?: RetryPolicy;
+  /** The top-level store name, for messages. */
+  readonly storeName?: string;
+}
+
+const DEFAULT_CHUNK = 64 * 1024;
+const STORED_CHUNK = 1024 * 1024;
+const TMP_TTL_MS = 60 * 60 * 1000;
+/** Chunks fetched ahead of the consumer while streaming a read. */
+const READ_AHEAD = 4;
+
+const SPEC_FIELDS = [
+  "addresses",
+  "key_prefix",
+  "mode",
+  "response_timeout_s",
+  "connection_timeout_s",
+  "command_timeout_ms",
+  "connection_timeout_ms",
+  "read_chunk_size",
+  "connection_pool_size",
+  "max_chunk_uploads_per_update",
+  "max_client_permits",
+  "retry",
+];
+
+/** The registry factory of the `redis_store` kind. */
+export function redisStoreFactory(fields: SpecFields, ctx: StoreBuildContext): StoreDriver {
+  checkFields(fields, ctx, SPEC_FIELDS);
+  const addresses = fields["addresses"];
+  if (!Array.isArray(addresses) || addresses.length === 0 || addresses.some((a) => typeof a !== "string")) {
+    throw ctx.error("addresses must list at least one redis:// URL");
+  }
+  const mode = ctx.string(fields, "mode", "standard");
+  if (mode !== "standard") {
+    throw ctx.error(`mode "${mode}" is not supported by Cairn yet; use "standard"`);
+  }
+  if (addresses.length !== 1) {
+    throw ctx.error(`standard mode takes exactly one address, got ${addresses.length}`);
+  }
+  for (const a of addresses as string[]) {
+    if (!/^rediss?:\/\//.test(a)) throw ctx.error(`address ${JSON.stringify(a)} must be a redis:// URL`);
+  }
+  const positive = (f: string, fallback: number) => {
+    const v = ctx.number(fields, f, fallback);
+    if (v === 0) return fallback; // NativeLink: 0 means "use the default"
+    return v;
+  };
+  const commandTimeoutMs = fields["command_timeout_ms"] !== undefined
+    ? positive("command_timeout_ms", 10_000)
+    : positive("response_timeout_s", 10) * 1000;
+  const connectionTimeoutMs = fields["connection_timeout_ms"] !== undefined
+    ? positive("connection_timeout_ms", 3_000)
+    : fields["connection_timeout_s"] !== undefined
+    ? positive("connection_timeout_s", 3) * 1000
+    : 3_000;
+  return createRedisStore({
+    addresses: addresses as string[],
+    keyPrefix: ctx.string(fields, "key_prefix", ""),
+    commandTimeoutMs,
+    connectionTimeoutMs,
+    readChunkSize: positive("read_chunk_size", DEFAULT_CHUNK),
+    connectionPoolSize: positive("connection_pool_size", 3),
+    maxChunkUploadsPerUpdate: positive("max_chunk_uploads_per_update", 10),
+    maxClientPermits: positive("max_client_permits", 500),
+    retry: retryPolicyFrom(fields, ctx),
+    storeName: ctx.storeName,
+  });
+}
+
+/** Builds a `redis_store`. It connects in the background; a down server is no error here. */
+export function createRedisStore(options: RedisStoreOptions): RedisStore {
+  return new RedisStore(options);
+}
+
+// Scripts. KEYS[1] is a manifest; ARGV[1] the chunk key prefix `{prefix}chunk/`.
+// Sum of STRLEN over a manifest's chunks (a missing chunk counts 0).
+const LUA_CHUNKS_TOTAL = `
+local function chunks_total(cp, id, n)
+  local total = 0
+  for i = 0, n - 1 do total = total + redis.call('STRLEN', cp .. id .. '/' .. i) end
+  return total
+end
+local function drop(key, cp, id, n)
+  for i = 0, n - 1 do redis.call('DEL', cp .. id .. '/' .. i) end
+  redis.call('DEL', key)
+end
+`;
+
+/** Returns {size, chunks, id, csize, data?} or nil; deletes a manifest whose chunks are gone. */
+const LUA_OPEN = LUA_CHUNKS_TOTAL + `
+local m = redis.call('HMGET', KEYS[1], 'size', 'chunks', 'id', 'csize', 'data')
+if not m[1] then return false end
+local n = tonumber(m[2])
+if n == 0 then
+  if not m[5] or string.len(m[5]) ~= tonumber(m[1]) then redis.call('DEL', KEYS[1]); return false end
+  return {m[1], '0', '', m[4], m[5]}
+end
+if chunks_total(ARGV[1], m[3], n) ~= tonumber(m[1]) then drop(KEYS[1], ARGV[1], m[3], n); return false end
+return {m[1], m[2], m[3], m[4]}
+`;
+
+/** Sizes of many manifests (-1: absent or incomplete; incomplete ones are deleted). */
+const LUA_HAS = LUA_CHUNKS_TOTAL + `
+local out = {}
+for k = 1, #KEYS do
+  local m = redis.call('HMGET', KEYS[k], 'size', 'chunks', 'id')
+  if not m[1] then
+    out[k] = -1
+  else
+    local n = tonumber(m[2])
+    if n == 0 or chunks_total(ARGV[1], m[3], n) == tonumber(m[1]) then
+      out[k] = tonumber(m[1])
+    else
+      drop(KEYS[k], ARGV[1], m[3], n)
+      out[k] = -1
+    end
+  end
+end
+return out
+`;
+
+// Publishing: ARGV = chunkPrefix, tmpPrefix, id, n, size, csize, keepExisting('1' for CAS), data (inline).
+const LUA_PUBLISH = LUA_CHUNKS_TOTAL + `
+local cp, tp, id, n, size = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local old = redis.call('HMGET', KEYS[1], 'size', 'chunks', 'id')
+if n > 0 and old[3] == id then return 1 end
+if n > 0 and chunks_total(tp, id, n) ~= size then
+  for i = 0, n - 1 do redis.call('DEL', tp .. id .. '/' .. i) end
+  return 0
+end
+if old[1] then
+  local on = tonumber(old[2])
+  if ARGV[7] == '1' and (on == 0 or chunks_total(cp, old[3], on) == tonumber(old[1])) then
+    -- A CAS value is immutable: keep the complete copy already there (readers may be streaming it).
+    for i = 0, n - 1 do redis.call('DEL', tp .. id .. '/' .. i) end
+    return 1
+  end
+  drop(KEYS[1], cp, old[3], on)
+end
+for i = 0, n - 1 do
+  local k = cp .. id .. '/' .. i
+  redis.call('RENAME', tp .. id .. '/' .. i, k)
+  redis.call('PERSIST', k)
+end
+if n == 0 then
+  redis.call('HSET', KEYS[1], 'size', ARGV[5], 'chunks', 0, 'id', '', 'csize', ARGV[6], 'data', ARGV[8])
+else
+  redis.call('HSET', KEYS[1], 'size', ARGV[5], 'chunks', n, 'id', id, 'csize', ARGV[6])
+end
+return 1
+`;
+
+const LUA_DELETE = LUA_CHUNKS_TOTAL + `
+local m = redis.call('HMGET', KEYS[1], 'size', 'chunks', 'id')
+if not m[1] then return 0 end
+drop(KEYS[1], ARGV[1], m[3], tonumber(m[2]))
+return 1
+`;
+
+interface Scripted {
+  cairnOpenBuffer(key: string, chunkPrefix: string): Promise<Buffer[] | null>;
+  cairnHas(...args: string[]): Promise<number[]>;
+  cairnPublish(key: string, ...argv: (string | Buffer)[]): Promise<number>;
+  cairnDelete(key: string, chunkPrefix: string): Promise<number>;
+}
+
+type Client = Redis & Scripted;
+
+interface Inflight {
+  readonly start: number;
+  readonly reject: (err: Error) => void;
+}
+
+interface Manifest {
+  readonly size: number;
+  readonly chunks: number;
+  readonly id: string;
+  readonly csize: number;
+  readonly data?: Uint8Array;
+}
+
+/** A store on a Redis server. */
+export class RedisStore implements StoreDriver {
+  readonly kind = "redis_store";
+  readonly #clients: Client[] = [];
+  #next = 0;
+  readonly #prefix: string;
+  readonly #chunkPrefix: string;
+  readonly #tmpPrefix: string;
+  readonly #chunkSize: number;
+  readonly #readChunkSize: number;
+  readonly #maxUploads: number;
+  readonly #retrier: Retrier;
+  readonly #where: string;
+  #permits: number;
+  readonly #waiting: (() => void)[] = [];
+  #closed = false;
+  readonly #commandTimeoutMs: number;
+  readonly #inflight = new Set<Inflight>();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+
+  constructor(options: RedisStoreOptions) {
+    const address = options.addresses[0];
+    if (options.addresses.length !== 1 || address === undefined) {
+      throw new CairnError(Code.InvalidArgument, "redis_store: standard mode takes exactly one address");
+    }
+    this.#prefix = options.keyPrefix ?? "";
+    this.#chunkPrefix = `${this.#prefix}chunk/`;
+    this.#tmpPrefix = `${this.#prefix}tmp/`;
+    this.#readChunkSize = Math.max(1, options.readChunkSize ?? DEFAULT_CHUNK);
+    this.#chunkSize = Math.max(1, options.storedChunkSize ?? Math.max(STORED_CHUNK, this.#readChunkSize));
+    this.#commandTimeoutMs = options.commandTimeoutMs ?? 10_000;
+    this.#maxUploads = Math.max(1, options.maxChunkUploadsPerUpdate ?? 10);
+    this.#permits = Math.max(1, options.maxClientPermits ?? 500);
+    this.#retrier = new Retrier(options.retry ?? NO_RETRY);
+    this.#where = `redis_store${options.storeName ? ` of store "${options.storeName}"` : ""} at ${
+      redactUrl(address)
+    }`;
+    const pool = Math.max(1, options.connectionPoolSize ?? 3);
+    for (let i = 0; i < pool; i++) {
+      const client = new Redis(address, {
+        lazyConnect: true,
+        // Queued while (re)connecting; flushed with an error after one failed reconnect attempt.
+        maxRetriesPerRequest: 1,
+        connectTimeout: options.connectionTimeoutMs ?? 3_000,
+        retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
+        enableReadyCheck: true,
+      }) as Client;
+      client.on("error", () => {}); // surfaced per request as UNAVAILABLE
+      client.defineCommand("cairnOpen", { numberOfKeys: 1, lua: LUA_OPEN });
+      client.defineCommand("cairnPublish", { numberOfKeys: 1, lua: LUA_PUBLISH });
+      client.defineCommand("cairnDelete", { numberOfKeys: 1, lua: LUA_DELETE });
+      client.defineCommand("cairnHas", { lua: LUA_HAS });
+      this.#clients.push(client);
+    }
+  }
+
+  /** Starts connecting (a down server is not an error: requests report it). */
+  init(): Promise<void> {
+    for (const c of this.#clients) if (c.status === "wait") c.connect().catch(() => {});
+    return Promise.resolve();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+    // QUIT only on a live connection: one that is down would queue it until a reconnect attempt fails.
+    await Promise.all(
+      this.#clients.map((c) => c.status === "ready" ? c.quit().catch(() => c.disconnect()) : c.disconnect()),
+    );
+  }
+
+  /** Runs one command on the next connection, with permits, retries and error mapping. */
+  #run<T>(what: string, fn: (c: Client) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.#retrier.retries
+      ? this.#retrier.run(() => this.#once(what, fn), signal)
+      : this.#once(what, fn);
+  }
+
+  async #once<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new CairnError(Code.Unavailable, `${what}: the ${this.#where} is closed`);
+    const client = this.#clients[this.#next++ % this.#clients.length]!;
+    const status = client.status;
+    if (status === "wait") client.connect().catch(() => {});
+    if (status === "reconnecting" || status === "end" || status === "close") {
+      throw new CairnError(Code.Unavailable, `${what}: ${this.#where} is unreachable (${status})`);
+    }
+    if (this.#permits > 0) this.#permits--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await this.#deadline(fn(client));
+    } catch (err) {
+      throw this.#map(err, what);
+    } finally {
+      this.#release();
+    }
+  }
+
+  /**
+   * Rejects `promise` once it has run longer than `command_timeout_ms`. One sweeping interval serves every
+   * command (ioredis's own per-command timer costs more than a small GET on loopback).
+   */
+  #deadline<T>(promise: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const entry: Inflight = { start: performance.now(), reject };
+      this.#inflight.add(entry);
+      if (this.#sweeper === undefined) this.#startSweeper();
+      promise.then(resolve, reject).finally(() => this.#inflight.delete(entry));
+    });
+  }
+
+  #startSweeper(): void {
+    const every = Math.max(10, Math.min(1000, this.#commandTimeoutMs / 4));
+    const id = setInterval(() => {
+      const now = performance.now();
+      for (const entry of this.#inflight) {
+        if (now - entry.start < this.#commandTimeoutMs) continue;
+        this.#inflight.delete(entry);
+        entry.reject(new Error(`Command timed out after ${this.#commandTimeoutMs} ms`));
+      }
+    }, every);
+    this.#sweeper = id;
+    Deno.unrefTimer(id);
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#permits++;
+  }
+
+  #map(err: unknown, what: string): CairnError {
+    if (err instanceof CairnError) return err;
+    const e = err as { name?: string; message?: string };
+    const msg = e?.message ?? String(err);
+    if (e?.name === "ReplyError") {
+      const code = msg.startsWith("OOM") ? Code.ResourceExhausted : Code.Internal;
+      return new CairnError(code, `${what}: ${this.#where}: ${msg}`, { cause: err });
+    }
+    return new CairnError(Code.Unavailable, `${what}: ${this.#where} is unavailable: ${msg}`, { cause: err });
+  }
+
+  #manifestKey(key: StoreKey): string {
+    return this.#prefix + backendKeyName(key);
+  }
+
+  async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    if (keys.length === 0) return [];
+    const out: (number | undefined)[] = [];
+    const BATCH = 512;
+    const batches: Promise<number[]>[] = [];
+    for (let i = 0; i < keys.length; i += BATCH) {
+      const names = keys.slice(i, i + BATCH).map((k) => this.#manifestKey(k));
+      batches.push(
+        this.#run("Cannot check keys", (c) => c.cairnHas(String(names.length), ...names, this.#chunkPrefix)),
+      );
+    }
+    for (const sizes of await Promise.all(batches)) {
+      for (const s of sizes) out.push(s < 0 ? undefined : Number(s));
+    }
+    return out;
+  }
+
+  async #open(key: StoreKey, signal?: AbortSignal): Promise<Manifest> {
+    const what = `Cannot read ${keyToString(key)}`;
+    if (signal?.aborted) throw new CairnError(Code.Cancelled, `${what}: cancelled`);
+    const manifestKey = this.#manifestKey(key);
+    // One HMGET answers an inline value (the common small case); a chunked one is checked by the script.
+    const fields = await this.#run(
+      what,
+      (c) => c.hmgetBuffer(manifestKey, "size", "chunks", "id", "csize", "data"),
+      signal,
+    );
+    if (!fields[0]) throw notFoundError(this.kind, key);
+    const inline = fields[1]?.toString() === "0" && fields[4] &&
+      fields[4].byteLength === Number(fields[0].toString());
+    const reply = inline
+      ? fields
+      : await this.#run(what, (c) => c.cairnOpenBuffer(manifestKey, this.#chunkPrefix), signal);
+    if (!reply) throw notFoundError(this.kind, key);
+    const [size, chunks, id, csize, data] = reply;
+    const m: Manifest = {
+      size: Number(size!.toString()),
+      chunks: Number(chunks!.toString()),
+      id: id!.toString(),
+      csize: Number(csize!.toString()),
+      ...(data ? { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) } : {}),
+    };
+    if (isDigestKey(key) && m.size !== key.size) throw notFoundError(this.kind, key);
+    return m;
+  }
+
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    const m = await this.#open(key, options.signal);
+    const range = resolveRange(key, m.size, options);
+    const len = range.end - range.start;
+    if (len > options.maxSize) {
+      throw new CairnError(
+        Code.ResourceExhausted,
+        `Cannot read ${keyToString(key)} into memory: ${len} bytes exceeds the limit of ${options.maxSize}`,
+      );
+    }
+    if (m.data) return m.data.subarray(range.start, range.end);
+    const out = new Uint8Array(len);
+    let pos = 0;
+    for await (const chunk of this.#chunkStream(key, m, range.start, range.end, options.signal)) {
+      out.set(chunk, pos);
+      pos += chunk.byteLength;
+    }
+    return out;
+  }
+
+  async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    const m = await this.#open(key, options?.signal);
+    const range = resolveRange(key, m.size, options);
+    if (range.end === range.start) return emptyStream();
+    if (m.data) {
+      const bytes = m.data.subarray(range.start, range.end);
+      return new ReadableStream({
+        start(c) {
+          c.enqueue(bytes);
+          c.close();
+        },
+      });
+    }
+    return this.#chunkStream(key, m, range.start, range.end, options?.signal);
+  }
+
+  /** Streams `[start, end)` of a chunked value, a few GETRANGEs ahead; a vanished chunk errors the stream. */
+  #chunkStream(
+    key: StoreKey,
+    m: Manifest,
+    start: number,
+    end: number,
+    signal?: AbortSignal,
+  ): ReadableStream<Uint8Array> {
+    const pieces: { chunk: number; from: number; to: number }[] = [];
+    for (let pos = start; pos < end;) {
+      const chunk = Math.floor(pos / m.csize);
+      const from = pos - chunk * m.csize;
+      const to = Math.min(m.csize, end - chunk * m.csize, from + this.#readChunkSize);
+      pieces.push({ chunk, from, to });
+      pos += to - from;
+    }
+    let next = 0;
+    const inflight: Promise<Uint8Array>[] = [];
+    const fetchOne = () => {
+      const p = pieces[next++]!;
+      const chunkKey = `${this.#chunkPrefix}${m.id}/${p.chunk}`;
+      const promise = this.#run(
+        `Cannot read ${keyToString(key)}`,
+        (c) => c.getrangeBuffer(chunkKey, p.from, p.to - 1),
+        signal,
+      ).then((buf) => {
+        if (buf.byteLength !== p.to - p.from) {
+          throw new CairnError(
+            Code.NotFound,
+            `Cannot read ${keyToString(key)}: chunk ${p.chunk} vanished from the ${this.#where} ` +
+              `(evicted or replaced) while it was read`,
+          );
+        }
+        return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      });
+      promise.catch(() => {}); // observed when pulled
+      inflight.push(promise);
+    };
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        while (inflight.length < READ_AHEAD && next < pieces.length) fetchOne();
+        const head = inflight.shift();
+        if (!head) {
+          controller.close();
+          return;
+        }
+        controller.enqueue(await head);
+        if (inflight.length === 0 && next >= pieces.length) controller.close();
+      },
+      cancel: () => {
+        next = pieces.length;
+        inflight.length = 0;
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  async write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    const expected = expectedUploadSize(key, size);
+    const limit = uploadLimit(size);
+    const label = keyToString(key);
+    const signal = options?.signal;
+    const id = crypto.randomUUID();
+    const chunkSize = this.#chunkSize;
+    let buf = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(expected ?? chunkSize, 1)));
+    let fill = 0;
+    let total = 0;
+    let n = 0;
+    const pending: Promise<unknown>[] = [];
+    let failed: unknown;
+    const flushChunk = async (bytes: Buffer) => {
+      const tmpKey = `${this.#tmpPrefix}${id}/${n++}`;
+      const p = this.#run(`Cannot write ${label}`, (c) => c.set(tmpKey, bytes, "PX", TMP_TTL_MS), signal);
+      p.catch((e) => (failed ??= e));
+      pending.push(p);
+      if (pending.length >= this.#maxUploads) await pending.shift();
+    };
+    const reader = data.getReader();
+    try {
+      for (;;) {
+        if (signal?.aborted) throw abortError(label, signal);
+        const { done, value } = await readOrAbort(reader, signal, () => abortError(label, signal!));
+        if (done) break;
+        if (failed) throw failed;
+        total += value.byteLength;
+        if (total > limit) {
+          throw new CairnError(
+            Code.InvalidArgument,
+            `Size mismatch for ${label}: upload has more than the ${limit} bytes announced`,
+          );
+        }
+        let off = 0;
+        while (off < value.byteLength) {
+          if (fill === buf.byteLength) {
+            if (buf.byteLength < chunkSize) {
+              const bigger = Buffer.allocUnsafe(Math.min(chunkSize, buf.byteLength * 2));
+              buf.copy(bigger, 0, 0, fill);
+              buf = bigger;
+            } else {
+              // A full chunk is sent only once more bytes follow: a value of one chunk stays inline.
+              await flushChunk(buf);
+              buf = Buffer.allocUnsafe(chunkSize);
+              fill = 0;
+            }
+          }
+          const take = Math.min(buf.byteLength - fill, value.byteLength - off);
+          buf.set(value.subarray(off, off + take), fill);
+          fill += take;
+          off += take;
+        }
+      }
+      if (signal?.aborted) throw abortError(label, signal);
+      if (expected !== undefined && total !== expected) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `Size mismatch for ${label}: expected ${expected} bytes, got ${total}`,
+        );
+      }
+      const inline = n === 0;
+      if (!inline && fill > 0) await flushChunk(buf.subarray(0, fill));
+      await Promise.all(pending);
+      if (failed) throw failed;
+      const published = await this.#run(`Cannot write ${label}`, (c) =>
+        c.cairnPublish(
+          this.#manifestKey(key),
+          this.#chunkPrefix,
+          this.#tmpPrefix,
+          id,
+          String(inline ? 0 : n),
+          String(total),
+          String(chunkSize),
+          isDigestKey(key) ? "1" : "0",
+          inline ? buf.subarray(0, fill) : "",
+        ), signal);
+      if (Number(published) !== 1) {
+        throw new CairnError(
+          Code.Unavailable,
+          `Cannot write ${label}: chunks were evicted from the ${this.#where} before the value was published`,
+        );
+      }
+    } catch (err) {
+      reader.cancel(err).catch(() => {});
+      await Promise.allSettled(pending);
+      if (n > 0) this.#dropTmp(id, n);
+      if (signal?.aborted) throw abortError(label, signal);
+      throw err;
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  /** Best-effort removal of an abandoned upload's temporary chunks (their TTL removes them otherwise). */
+  #dropTmp(id: string, n: number): void {
+    const keys = Array.from({ length: n }, (_, i) => `${this.#tmpPrefix}${id}/${i}`);
+    this.#run("Cannot clean up", (c) => c.del(...keys)).catch(() => {});
+  }
+
+  async delete(key: StoreKey): Promise<boolean> {
+    const n = await this.#run(
+      `Cannot delete ${keyToString(key)}`,
+      (c) => c.cairnDelete(this.#manifestKey(key), this.#chunkPrefix),
+    );
+    return Number(n) === 1;
+  }
+}
+
+function abortError(label: string, signal: AbortSignal): CairnError {
+  const reason = signal.reason instanceof Error ? `: ${signal.reason.message}` : "";
+  return new CairnError(Code.Cancelled, `Write of ${label} was cancelled${reason}`);
+}
+
+/** The address without its password, for messages. */
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@");
+}
+
+/** `reader.read()`, rejected as soon as `signal` aborts (a stalled source must not hold a cancelled write). */
+function readOrAbort(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  signal: AbortSignal | undefined,
+  abortError: () => Error,
+): Promise<ReadableStreamReadResult<Uint8Array>> {
+  if (!signal) return reader.read();
+  if (signal.aborted) return Promise.reject(abortError());
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(abortError());
+    signal.addEventListener("abort", onAbort, { once: true });
+    reader.read().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

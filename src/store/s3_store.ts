@@ -1,0 +1,575 @@
+/**
+ * `experimental_cloud_object_store` with `provider: "aws"` (and the older `experimental_s3_store`): values
+ * kept as objects in an S3 bucket (or an S3-compatible server), on `@aws-sdk/client-s3`.
+ *
+ * An object's key is `{key_prefix}{name}` (`hash-size`, `ac/hash-size`, `str/text`). Uploads stream: a value
+ * that fits in one part (8 MiB) is one PutObject; a larger one is a multipart upload of 8 MiB parts with at
+ * most `multipart_max_concurrent_uploads` parts in flight (so at most that many parts in memory), completed
+ * only once the whole stream is in and its size checked, and aborted on any error — S3 makes the object
+ * visible atomically on completion, so nothing partial is ever visible. Reads are ranged GETs; existence is
+ * HEAD (bounded concurrency). An object whose length is not the digest's size (a truncated CAS object) is
+ * NOT_FOUND, never served.
+ *
+ * Endpoint: `endpoint` in the config, else `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else AWS's own;
+ * an overridden endpoint uses path-style addressing. Credentials come from the AWS SDK's standard chain
+ * (environment, shared config/credentials files and profiles, web identity, container and instance roles),
+ * resolved once at start: none found is one clear error. A server that is down is no error at start;
+ * requests report UNAVAILABLE naming the store, and work again when it is back.
+ *
+ * @example
+ * ```ts
+ * import { createS3Store } from "./s3_store.ts";
+ * const store = createS3Store({ bucket: "cas", region: "us-east-1", keyPrefix: "cas/0/" });
+ * await store.init?.({ get: () => store });
+ * ```
+ * @module
+ */
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+  UploadPartCommand,
+} from "@aws-sdk/client-s3";
+import { createHash } from "node:crypto";
+import { CairnError, Code } from "../util/error.ts";
+import {
+  backendKeyName,
+  checkFields,
+  emptyStream,
+  expectedUploadSize,
+  isDigestKey,
+  keyToString,
+  notFoundError,
+  resolveRange,
+  uploadLimit,
+} from "./helpers.ts";
+import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import { NO_RETRY, Retrier, type RetryPolicy, retryPolicyFrom } from "./retry.ts";
+import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+
+/** Options of {@linkcode createS3Store}. */
+export interface S3StoreOptions {
+  readonly bucket: string;
+  /** Default `AWS_REGION`, else `us-east-1`. */
+  readonly region?: string;
+  readonly keyPrefix?: string;
+  /** An S3-compatible endpoint; default from `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`. */
+  readonly endpoint?: string;
+  readonly retry?: RetryPolicy;
+  /** Parts in flight per multipart upload. Default 10. */
+  readonly multipartMaxConcurrentUploads?: number;
+  /** Part size of multipart uploads (and the single-PutObject limit). Default 8 MiB. */
+  readonly partSize?: number;
+  /** The top-level store name, for messages. */
+  readonly storeName?: string;
+  /** Explicit credentials (tests); default: the SDK's standard chain. */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
+}
+
+/** Default part size: 8 MiB (S3's minimum is 5 MiB). */
+export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+/** HEAD requests in flight for one `hasMany`. */
+const HEAD_CONCURRENCY = 32;
+
+const SPEC_FIELDS = [
+  "provider",
+  "region",
+  "bucket",
+  "key_prefix",
+  "endpoint",
+  "retry",
+  "multipart_max_concurrent_uploads",
+];
+
+/** The registry factory of `experimental_cloud_object_store` (provider `aws`) and `experimental_s3_store`. */
+export function s3StoreFactory(fields: SpecFields, ctx: StoreBuildContext): StoreDriver {
+  checkFields(fields, ctx, SPEC_FIELDS);
+  const provider = ctx.string(fields, "provider", "aws");
+  if (provider !== "aws") throw ctx.error(`provider "${provider}" is not supported by Cairn yet; use "aws"`);
+  const bucket = ctx.string(fields, "bucket");
+  if (!bucket) throw ctx.error("bucket is empty");
+  const region = ctx.string(fields, "region", "");
+  const endpoint = ctx.string(fields, "endpoint", "");
+  const concurrency = ctx.number(fields, "multipart_max_concurrent_uploads", 10);
+  return createS3Store({
+    bucket,
+    ...(region ? { region } : {}),
+    keyPrefix: ctx.string(fields, "key_prefix", ""),
+    ...(endpoint ? { endpoint } : {}),
+    retry: retryPolicyFrom(fields, ctx),
+    multipartMaxConcurrentUploads: concurrency || 10,
+    storeName: ctx.storeName,
+  });
+}
+
+/** Builds an S3 store. No request is made until `init` (credentials) and the first operation. */
+export function createS3Store(options: S3StoreOptions): S3Store {
+  return new S3Store(options);
+}
+
+/** A store on an S3 bucket. */
+export class S3Store implements StoreDriver {
+  readonly kind = "experimental_cloud_object_store";
+  readonly #client: S3Client;
+  readonly #bucket: string;
+  readonly #prefix: string;
+  readonly #retrier: Retrier;
+  readonly #concurrency: number;
+  readonly #partSize: number;
+  readonly #where: string;
+  readonly #stats = { putObjects: 0, multipartUploads: 0, parts: 0 };
+
+  /** Uploads done so far: single PutObjects, completed multipart uploads, and their parts. */
+  get stats(): { readonly putObjects: number; readonly multipartUploads: number; readonly parts: number } {
+    return { ...this.#stats };
+  }
+
+  constructor(options: S3StoreOptions) {
+    const env = (name: string) => {
+      try {
+        return Deno.env.get(name) || undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    const endpoint = options.endpoint ?? env("AWS_ENDPOINT_URL_S3") ?? env("AWS_ENDPOINT_URL");
+    const config: S3ClientConfig = {
+      region: options.region ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION") ?? "us-east-1",
+      // Retries are ours (NativeLink's `retry`); checksums cost CPU the digest already covers.
+      maxAttempts: 1,
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+      ...(options.credentials ? { credentials: { ...options.credentials } } : {}),
+    };
+    this.#client = new S3Client(config);
+    this.#bucket = options.bucket;
+    this.#prefix = options.keyPrefix ?? "";
+    this.#retrier = new Retrier(options.retry ?? NO_RETRY);
+    this.#concurrency = Math.max(1, options.multipartMaxConcurrentUploads ?? 10);
+    this.#partSize = Math.max(1, options.partSize ?? DEFAULT_PART_SIZE);
+    this.#where = `S3 store${options.storeName ? ` "${options.storeName}"` : ""} (bucket ${options.bucket}${
+      endpoint ? ` at ${endpoint}` : ""
+    })`;
+  }
+
+  /** Resolves credentials once: none found is a start-up error (one line naming where they are looked for). */
+  async init(): Promise<void> {
+    try {
+      const provider = this.#client.config.credentials;
+      await provider();
+    } catch (err) {
+      throw new CairnError(
+        Code.FailedPrecondition,
+        `${this.#where}: no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or ` +
+          `AWS_PROFILE with ~/.aws/credentials, or run with an IAM role): ${firstLine(err)}`,
+      );
+    }
+  }
+
+  close(): Promise<void> {
+    this.#client.destroy();
+    return Promise.resolve();
+  }
+
+  #objectKey(key: StoreKey): string {
+    // A string key may be long or hold `..` segments some S3-compatible servers mishandle: its SHA-256 instead.
+    if (typeof key === "string") return `${this.#prefix}str/${sha256Hex(key)}`;
+    return this.#prefix + backendKeyName(key);
+  }
+
+  async #send<T>(what: string, fn: (signal?: AbortSignal) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return await this.#retrier.run(async () => {
+      try {
+        return await fn(signal);
+      } catch (err) {
+        if (signal?.aborted) throw new CairnError(Code.Cancelled, `${what}: cancelled`);
+        throw this.#map(err, what);
+      }
+    }, signal);
+  }
+
+  #map(err: unknown, what: string): CairnError {
+    if (err instanceof CairnError) return err;
+    const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    const status = e?.$metadata?.httpStatusCode;
+    const msg = `${what}: ${this.#where}: ${e?.name ?? "Error"}${e?.message ? `: ${e.message}` : ""}`;
+    if (status === 404 || e?.name === "NotFound" || e?.name === "NoSuchKey") {
+      return new CairnError(Code.NotFound, msg, { cause: err });
+    }
+    if (status === 403 || status === 401) return new CairnError(Code.PermissionDenied, msg, { cause: err });
+    if (status === 416) return new CairnError(Code.OutOfRange, msg, { cause: err });
+    if (status === 429 || status === 503) return new CairnError(Code.Unavailable, msg, { cause: err });
+    if (status !== undefined && status >= 500) return new CairnError(Code.Internal, msg, { cause: err });
+    if (status !== undefined && status >= 400) {
+      return new CairnError(Code.InvalidArgument, msg, { cause: err });
+    }
+    // No HTTP status: the server could not be reached.
+    return new CairnError(Code.Unavailable, `${what}: ${this.#where} is unavailable: ${firstLine(err)}`, {
+      cause: err,
+    });
+  }
+
+  /** The object's length, or undefined when absent (or, for a CAS key, not of the digest's size). */
+  async #head(key: StoreKey, signal?: AbortSignal): Promise<number | undefined> {
+    try {
+      const res = await this.#send(
+        `Cannot check ${keyToString(key)}`,
+        (s) =>
+          this.#client.send(
+            new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#objectKey(key) }),
+            s ? { abortSignal: s } : {},
+          ),
+        signal,
+      );
+      const size = res.ContentLength ?? 0;
+      if (isDigestKey(key) && size !== key.size) return undefined;
+      return size;
+    } catch (err) {
+      if (err instanceof CairnError && err.code === Code.NotFound) return undefined;
+      throw err;
+    }
+  }
+
+  async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
+    const out = new Array<number | undefined>(keys.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < keys.length) {
+        const i = next++;
+        out[i] = await this.#head(keys[i]!);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(HEAD_CONCURRENCY, keys.length) }, worker));
+    return out;
+  }
+
+  async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
+    const label = keyToString(key);
+    const signal = options?.signal;
+    const offset = options?.offset ?? 0;
+    if (signal?.aborted) throw new CairnError(Code.Cancelled, `Cannot read ${label}: cancelled`);
+    // The size is needed for range checks: a CAS key announces it; others take one HEAD.
+    const size = isDigestKey(key) ? key.size : await this.#head(key, signal);
+    if (size === undefined) throw notFoundError(this.kind, key);
+    const range = resolveRange(key, size, options);
+    if (range.end === range.start) {
+      // Still check the object exists (and is whole) before answering with nothing.
+      if (isDigestKey(key) && (await this.#head(key, signal)) === undefined) {
+        throw notFoundError(this.kind, key);
+      }
+      return emptyStream();
+    }
+    const res = await this.#send(`Cannot read ${label}`, (s) =>
+      this.#client.send(
+        new GetObjectCommand({
+          Bucket: this.#bucket,
+          Key: this.#objectKey(key),
+          // The whole object: no Range (servers answer a plain GET faster).
+          ...(range.start === 0 && range.end === size
+            ? {}
+            : { Range: `bytes=${range.start}-${range.end - 1}` }),
+        }),
+        s ? { abortSignal: s } : {},
+      ), signal).catch((err) => {
+        if (err instanceof CairnError && err.code === Code.OutOfRange) throw notFoundError(this.kind, key);
+        throw err;
+      });
+    const total = totalFromContentRange(res.ContentRange) ?? (offset === 0 ? res.ContentLength : undefined);
+    const wanted = range.end - range.start;
+    if (total !== size || res.ContentLength !== wanted || !res.Body) {
+      destroyBody(res.Body);
+      throw notFoundError(this.kind, key);
+    }
+    // The SDK's body is a Node stream: pulled straight from its async iterator (fewer layers than toWeb).
+    const it = (res.Body as unknown as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+    let got = 0;
+    const where = this.#where;
+    return new ReadableStream<Uint8Array>({
+      async pull(c) {
+        const { done, value } = await it.next();
+        if (done) {
+          if (got !== wanted) {
+            throw new CairnError(
+              Code.Unavailable,
+              `Cannot read ${label}: ${where} sent ${got} of ${wanted} bytes`,
+            );
+          }
+          c.close();
+          return;
+        }
+        got += value.byteLength;
+        if (got > wanted) {
+          throw new CairnError(
+            Code.Unavailable,
+            `Cannot read ${label}: ${where} sent more than ${wanted} bytes`,
+          );
+        }
+        c.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+      },
+      async cancel() {
+        await it.return?.();
+        destroyBody(res.Body);
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    const stream = await this.read(key, options);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for await (const chunk of stream) {
+      total += chunk.byteLength;
+      if (total > options.maxSize) {
+        throw new CairnError(
+          Code.ResourceExhausted,
+          `Cannot read ${keyToString(key)} into memory: more than the limit of ${options.maxSize} bytes`,
+        );
+      }
+      chunks.push(chunk);
+    }
+    if (chunks.length === 1) return chunks[0]!;
+    const out = new Uint8Array(total);
+    let pos = 0;
+    for (const c of chunks) {
+      out.set(c, pos);
+      pos += c.byteLength;
+    }
+    return out;
+  }
+
+  async write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
+    const expected = expectedUploadSize(key, size);
+    const limit = uploadLimit(size);
+    const label = keyToString(key);
+    const signal = options?.signal;
+    const objectKey = this.#objectKey(key);
+    const partSize = this.#partSize;
+    let part = new Uint8Array(Math.min(partSize, Math.max(1, expected ?? partSize)));
+    let fill = 0;
+    let total = 0;
+    let uploadId: string | undefined;
+    let partCount = 0;
+    const parts: { PartNumber: number; ETag: string }[] = [];
+    const pending: Promise<void>[] = [];
+    let failed: unknown;
+    const sendPart = async (bytes: Uint8Array) => {
+      if (uploadId === undefined) {
+        const created = await this.#send(`Cannot write ${label}`, (s) =>
+          this.#client.send(
+            new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: objectKey }),
+            s ? { abortSignal: s } : {},
+          ), signal);
+        if (!created.UploadId) throw this.#map(new Error("no UploadId"), `Cannot write ${label}`);
+        uploadId = created.UploadId;
+      }
+      const number = ++partCount;
+      const id = uploadId;
+      const p = this.#send(`Cannot write ${label} (part ${number})`, (s) =>
+        this.#client.send(
+          new UploadPartCommand({
+            Bucket: this.#bucket,
+            Key: objectKey,
+            UploadId: id,
+            PartNumber: number,
+            Body: bytes,
+            ContentLength: bytes.byteLength,
+          }),
+          s ? { abortSignal: s } : {},
+        ), signal).then((r) => {
+          parts.push({ PartNumber: number, ETag: r.ETag ?? "" });
+          this.#stats.parts++;
+        });
+      p.catch((e) => (failed ??= e));
+      pending.push(p);
+      if (pending.length >= this.#concurrency) await pending.shift()!.catch(() => {});
+    };
+    // A CAS object already there whole is not uploaded again (content-addressed: same bytes). The stream is
+    // still read to its end, so a caller checking it (size, hash) still sees every byte.
+    const present = isDigestKey(key) && !signal?.aborted && (await this.#head(key, signal)) === key.size;
+    const reader = data.getReader();
+    if (present) {
+      try {
+        for (;;) {
+          const { done, value } = await readOrAbort(reader, signal, () => cancelledWrite(label));
+          if (done) break;
+          total += value.byteLength;
+          if (total > limit) throw sizeOver(label, limit);
+        }
+        if (expected !== undefined && total !== expected) throw sizeMismatch(label, expected, total);
+        return;
+      } catch (err) {
+        reader.cancel(err).catch(() => {});
+        throw err;
+      } finally {
+        reader.releaseLock();
+      }
+    }
+    try {
+      for (;;) {
+        if (signal?.aborted) throw new CairnError(Code.Cancelled, `Write of ${label} was cancelled`);
+        const { done, value } = await readOrAbort(
+          reader,
+          signal,
+          () => new CairnError(Code.Cancelled, `Write of ${label} was cancelled`),
+        );
+        if (done) break;
+        if (failed) throw failed;
+        total += value.byteLength;
+        if (total > limit) {
+          throw new CairnError(
+            Code.InvalidArgument,
+            `Size mismatch for ${label}: upload has more than the ${limit} bytes announced`,
+          );
+        }
+        let off = 0;
+        while (off < value.byteLength) {
+          if (fill === part.byteLength) {
+            if (part.byteLength < partSize) {
+              const bigger = new Uint8Array(Math.min(partSize, part.byteLength * 2));
+              bigger.set(part.subarray(0, fill));
+              part = bigger;
+            } else {
+              // A full part goes out only once more bytes follow: a value of one part is one PutObject.
+              await sendPart(part);
+              part = new Uint8Array(partSize);
+              fill = 0;
+            }
+          }
+          const take = Math.min(part.byteLength - fill, value.byteLength - off);
+          part.set(value.subarray(off, off + take), fill);
+          fill += take;
+          off += take;
+        }
+      }
+      if (signal?.aborted) throw new CairnError(Code.Cancelled, `Write of ${label} was cancelled`);
+      if (expected !== undefined && total !== expected) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `Size mismatch for ${label}: expected ${expected} bytes, got ${total}`,
+        );
+      }
+      if (uploadId === undefined) {
+        const body = part.subarray(0, fill);
+        await this.#send(`Cannot write ${label}`, (s) =>
+          this.#client.send(
+            new PutObjectCommand({
+              Bucket: this.#bucket,
+              Key: objectKey,
+              Body: body,
+              ContentLength: body.byteLength,
+            }),
+            s ? { abortSignal: s } : {},
+          ), signal);
+        this.#stats.putObjects++;
+        return;
+      }
+      if (fill > 0) await sendPart(part.subarray(0, fill));
+      await Promise.all(pending);
+      if (failed) throw failed;
+      parts.sort((a, b) => a.PartNumber - b.PartNumber);
+      const id = uploadId;
+      await this.#send(`Cannot write ${label}`, (s) =>
+        this.#client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.#bucket,
+            Key: objectKey,
+            UploadId: id,
+            MultipartUpload: { Parts: parts },
+          }),
+          s ? { abortSignal: s } : {},
+        ), signal);
+      this.#stats.multipartUploads++;
+    } catch (err) {
+      reader.cancel(err).catch(() => {});
+      await Promise.allSettled(pending);
+      if (uploadId !== undefined) {
+        const id = uploadId;
+        await this.#client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: objectKey, UploadId: id }),
+        ).catch(() => {});
+      }
+      if (signal?.aborted) throw new CairnError(Code.Cancelled, `Write of ${label} was cancelled`);
+      throw err;
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  async delete(key: StoreKey): Promise<boolean> {
+    const existed = (await this.#head(key)) !== undefined;
+    await this.#send(
+      `Cannot delete ${keyToString(key)}`,
+      () => this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#objectKey(key) })),
+    );
+    return existed;
+  }
+}
+
+function cancelledWrite(label: string): CairnError {
+  return new CairnError(Code.Cancelled, `Write of ${label} was cancelled`);
+}
+
+function sizeOver(label: string, limit: number): CairnError {
+  return new CairnError(
+    Code.InvalidArgument,
+    `Size mismatch for ${label}: upload has more than the ${limit} bytes announced`,
+  );
+}
+
+function sizeMismatch(label: string, expected: number, total: number): CairnError {
+  return new CairnError(
+    Code.InvalidArgument,
+    `Size mismatch for ${label}: expected ${expected} bytes, got ${total}`,
+  );
+}
+
+function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** `bytes a-b/total` → total. */
+function totalFromContentRange(header: string | undefined): number | undefined {
+  const m = header?.match(/\/(\d+)\s*$/);
+  return m ? Number(m[1]) : undefined;
+}
+
+function destroyBody(body: unknown): void {
+  const b = body as { destroy?: () => void; cancel?: () => void } | undefined;
+  try {
+    b?.destroy?.();
+  } catch {
+    // ignore
+  }
+}
+
+function firstLine(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return msg.split("\n")[0] ?? msg;
+}
+
+/** `reader.read()`, rejected as soon as `signal` aborts (a stalled source must not hold a cancelled write). */
+function readOrAbort(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  signal: AbortSignal | undefined,
+  abortError: () => Error,
+): Promise<ReadableStreamReadResult<Uint8Array>> {
+  if (!signal) return reader.read();
+  if (signal.aborted) return Promise.reject(abortError());
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(abortError());
+    signal.addEventListener("abort", onAbort, { once: true });
+    reader.read().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
