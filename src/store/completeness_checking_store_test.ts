@@ -120,7 +120,7 @@ Deno.test("completeness_checking refuses a tree_digest above the message cap bef
     write: cas.write.bind(cas),
   };
   const guarded = createCompletenessCheckingStore(store.inner, spy as never);
-  const key = digestOf(text("huge tree action"));
+  const key = acKey(digestOf(text("huge tree action")));
   const entry = toBinary(
     ActionResultSchema,
     create(ActionResultSchema, {

@@ -32,7 +32,7 @@ import { Buffer } from "node:buffer";
 import { type Digest, formatDigest } from "../digest/digest.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
-import { cancelled, forEachChunk } from "../util/streams.ts";
+import { cancelled, collectBytes, forEachChunk } from "../util/streams.ts";
 import {
   acKey,
   checkFields,
@@ -44,6 +44,7 @@ import {
   keyToString,
   notFoundError,
   resolveRange,
+  tooLargeError,
   uploadLimit,
 } from "./helpers.ts";
 import { IoThread } from "../util/io_thread.ts";
@@ -86,6 +87,11 @@ const DEFAULT_READ_CHUNK = 1 << 20;
 const WRITE_BUFFER = 1 << 20;
 /** Default of {@linkcode FilesystemStoreOptions.threadWriteMinBytes}. */
 const THREAD_WRITE_MIN = 4 << 20;
+/**
+ * {@linkcode FilesystemStore.readBytes} of at most this many bytes read synchronously (measured on a loaded
+ * 2-core machine: 1-64 KiB from the page cache in 10-30 µs, against 35-400 µs through async file ops).
+ */
+export const SYNC_READ_MAX = 64 << 10;
 const MAX_NAME_BYTES = 200;
 const DIGEST_NAME = /^([0-9a-f]{64})-(\d+)(?:@(\d+))?$/;
 /** The text of an action-cache key's file name (base64url-encoded under `s/=`). */
@@ -172,24 +178,14 @@ export class FilesystemStore implements StoreDriver {
     try {
       file = await Deno.open(`${this.contentPath}/${entry.file}`, { read: true });
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) {
-        // Evicted or removed between the lookup and the open.
-        if (this.#index.peek(id) === entry) this.#index.delete(id);
-        throw notFoundError(this.kind, key);
-      }
-      throw CairnError.from(err, `Cannot read ${keyToString(key)} from filesystem store`);
+      throw this.#openFailed(err, key, id, entry);
     }
     try {
       const stat = await file.stat();
       if (isDigestKey(key) && stat.size !== entry.size) {
         file.close();
         await this.#dropCorrupt(id, entry);
-        throw new CairnError(
-          Code.NotFound,
-          `Cannot read ${
-            keyToString(key)
-          }: its file in filesystem store has ${stat.size} bytes, so it was removed`,
-        );
+        throw corruptError(key, stat.size);
       }
       const { start, end } = resolveRange(key, stat.size, options);
       const now = new Date(this.#now());
@@ -206,6 +202,57 @@ export class FilesystemStore implements StoreDriver {
       } catch { /* already closed */ }
       throw CairnError.from(err, `Cannot read ${keyToString(key)} from filesystem store`);
     }
+  }
+
+  /**
+   * A value (or range) at once, without a stream. Absent keys are answered from the in-memory index without
+   * touching the disk. Ranges of at most {@linkcode SYNC_READ_MAX} bytes are read synchronously: open, fstat,
+   * one read into an exact-size buffer, close (a few microseconds from the page cache, where a thread hop per
+   * call would cost tens); larger ones are read asynchronously into one buffer. The file's mtime is touched as
+   * by {@linkcode read}. Only renamed (complete) files are indexed, so a half-written temp file is never read.
+   */
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    await this.#ready();
+    const signal = options.signal;
+    if (signal?.aborted) throw cancelled(signal, `Read of ${keyToString(key)}`);
+    const id = this.#id(key);
+    const entry = this.#index.get(id);
+    if (!entry) throw notFoundError(this.kind, key);
+    // Refuse before any I/O: the indexed size is the file's (a rewrite of an AC entry is re-checked below).
+    const planned = resolveRange(key, entry.size, options);
+    if (planned.end - planned.start > options.maxSize) {
+      throw tooLargeError(key, planned.end - planned.start, options.maxSize);
+    }
+    const path = `${this.contentPath}/${entry.file}`;
+    if (planned.end - planned.start <= SYNC_READ_MAX) {
+      let file: Deno.FsFile;
+      try {
+        file = Deno.openSync(path, { read: true });
+      } catch (err) {
+        throw this.#openFailed(err, key, id, entry);
+      }
+      let size: number;
+      try {
+        size = file.statSync().size;
+        if (size === entry.size || !isDigestKey(key)) {
+          const { start, end } = resolveRange(key, size, options);
+          if (end - start > options.maxSize) throw tooLargeError(key, end - start, options.maxSize);
+          const now = new Date(this.#now());
+          try {
+            file.utimeSync(now, now);
+          } catch { /* access order on disk is best effort */ }
+          return readExactSync(file, start, end - start, keyToString(key));
+        }
+      } catch (err) {
+        throw CairnError.from(err, `Cannot read ${keyToString(key)} from filesystem store`);
+      } finally {
+        file.close();
+      }
+      await this.#dropCorrupt(id, entry);
+      throw corruptError(key, size);
+    }
+    const stream = await this.read(key, options);
+    return await collectBytes(stream, options.maxSize, keyToString(key));
   }
 
   async write(
@@ -439,6 +486,15 @@ export class FilesystemStore implements StoreDriver {
     });
   }
 
+  /** The error of a failed open; a file gone between the lookup and the open (evicted, removed) is unindexed. */
+  #openFailed(err: unknown, key: StoreKey, id: string, entry: Entry): CairnError {
+    if (err instanceof Deno.errors.NotFound) {
+      if (this.#index.peek(id) === entry) this.#index.delete(id);
+      return notFoundError(this.kind, key);
+    }
+    return CairnError.from(err, `Cannot read ${keyToString(key)} from filesystem store`);
+  }
+
   async #dropCorrupt(id: string, entry: Entry): Promise<void> {
     await this.#serial(id, async () => {
       if (this.#index.peek(id) !== entry) return;
@@ -460,6 +516,29 @@ export class FilesystemStore implements StoreDriver {
     if (next) next();
     else this.#activeWrites--;
   }
+}
+
+/** NOT_FOUND for a digest whose file has another size than the digest's (it has been removed). */
+function corruptError(key: StoreKey, size: number): CairnError {
+  return new CairnError(
+    Code.NotFound,
+    `Cannot read ${keyToString(key)}: its file in filesystem store has ${size} bytes, so it was removed`,
+  );
+}
+
+/** Reads `length` bytes at `start` into one new buffer: one read call for a file in the page cache. */
+function readExactSync(file: Deno.FsFile, start: number, length: number, what: string): Uint8Array {
+  const out = new Uint8Array(length);
+  if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
+  let pos = 0;
+  while (pos < length) {
+    const n = file.readSync(out.subarray(pos));
+    if (n === null || n === 0) {
+      throw new CairnError(Code.DataLoss, `Cannot read ${what}: file ended ${length - pos} bytes early`);
+    }
+    pos += n;
+  }
+  return out;
 }
 
 function digestFile(d: Digest): string {
