@@ -77,6 +77,8 @@ export interface FilesystemStoreOptions {
 interface Entry {
   /** The key, when known (a string key stored under a hashed name is unknown after a restart). */
   readonly key: StoreKey | undefined;
+  /** Milliseconds (store clock) when the file's mtime was last set: a write, or a touch by `readBytes`. */
+  touched: number;
   /** Stored bytes. */
   readonly size: number;
   /** Path of the file relative to `content_path`. */
@@ -92,6 +94,8 @@ const THREAD_WRITE_MIN = 4 << 20;
  * 2-core machine: 1-64 KiB from the page cache in 10-30 µs, against 35-400 µs through async file ops).
  */
 export const SYNC_READ_MAX = 64 << 10;
+/** `readBytes` sets a file's mtime at most this often (ms): the access order on disk is only for restarts. */
+const TOUCH_INTERVAL_MS = 1000;
 const MAX_NAME_BYTES = 200;
 const DIGEST_NAME = /^([0-9a-f]{64})-(\d+)(?:@(\d+))?$/;
 /** The text of an action-cache key's file name (base64url-encoded under `s/=`). */
@@ -206,10 +210,10 @@ export class FilesystemStore implements StoreDriver {
 
   /**
    * A value (or range) at once, without a stream. Absent keys are answered from the in-memory index without
-   * touching the disk. Ranges of at most {@linkcode SYNC_READ_MAX} bytes are read synchronously: open, fstat,
-   * one read into an exact-size buffer, close (a few microseconds from the page cache, where a thread hop per
-   * call would cost tens); larger ones are read asynchronously into one buffer. The file's mtime is touched as
-   * by {@linkcode read}. Only renamed (complete) files are indexed, so a half-written temp file is never read.
+   * touching the disk. Values of at most {@linkcode SYNC_READ_MAX} bytes are read synchronously: open, one
+   * read into a buffer of the indexed size (+1, to see the end), close — a few microseconds from the page
+   * cache, where async file ops cost a thread hop each. Larger ones are collected from {@linkcode read}.
+   * Only renamed (complete) files are indexed, so a half-written temp file is never read.
    */
   async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
     await this.#ready();
@@ -223,34 +227,12 @@ export class FilesystemStore implements StoreDriver {
     if (planned.end - planned.start > options.maxSize) {
       throw tooLargeError(key, planned.end - planned.start, options.maxSize);
     }
-    const path = `${this.contentPath}/${entry.file}`;
-    if (planned.end - planned.start <= SYNC_READ_MAX) {
-      let file: Deno.FsFile;
-      try {
-        file = Deno.openSync(path, { read: true });
-      } catch (err) {
-        throw this.#openFailed(err, key, id, entry);
-      }
-      let size: number;
-      try {
-        size = file.statSync().size;
-        if (size === entry.size || !isDigestKey(key)) {
-          const { start, end } = resolveRange(key, size, options);
-          if (end - start > options.maxSize) throw tooLargeError(key, end - start, options.maxSize);
-          const now = new Date(this.#now());
-          try {
-            file.utimeSync(now, now);
-          } catch { /* access order on disk is best effort */ }
-          return readExactSync(file, start, end - start, keyToString(key));
-        }
-      } catch (err) {
-        throw CairnError.from(err, `Cannot read ${keyToString(key)} from filesystem store`);
-      } finally {
-        file.close();
-      }
-      await this.#dropCorrupt(id, entry);
-      throw corruptError(key, size);
+    if (entry.size <= SYNC_READ_MAX) {
+      const whole = this.#readSmallSync(key, id, entry);
+      if (whole !== undefined) return whole.subarray(planned.start, planned.end);
     }
+    // A large value, or a file whose size is not the indexed one (an AC entry being replaced, a damaged blob):
+    // read() checks the file's size and resolves the range against it.
     const stream = await this.read(key, options);
     return await collectBytes(stream, options.maxSize, keyToString(key));
   }
@@ -308,7 +290,7 @@ export class FilesystemStore implements StoreDriver {
         : count === key.size && exact !== undefined
         ? digestFile(key)
         : `${digestFile(key)}@${count}`;
-      const entry: Entry = { key, size: count, file: rel };
+      const entry: Entry = { key, size: count, file: rel, touched: this.#now() };
       await this.#serial(id, async () => {
         const dest = `${this.contentPath}/${rel}`;
         try {
@@ -440,7 +422,12 @@ export class FilesystemStore implements StoreDriver {
       // The same digest stored twice (exact and transformed): keep the newer file.
       const older = this.#index.delete(f.id);
       if (older) await Deno.remove(`${this.contentPath}/${older.file}`).catch(() => {});
-      this.#index.set(f.id, { key: f.key, size: f.size, file: f.rel }, this.#accounted(f.size), f.mtime);
+      this.#index.set(
+        f.id,
+        { key: f.key, size: f.size, file: f.rel, touched: f.mtime },
+        this.#accounted(f.size),
+        f.mtime,
+      );
     }
     this.#index.evict();
   }
@@ -486,6 +473,39 @@ export class FilesystemStore implements StoreDriver {
     });
   }
 
+  /**
+   * The whole file of a small value with one read into a buffer one byte longer than the indexed size: a
+   * short read of a regular file ends at its end, so exactly `entry.size` bytes read is the whole, unchanged
+   * file. `undefined` when the file has another size (the caller takes the checking path). The mtime is set at
+   * most once per {@linkcode TOUCH_INTERVAL_MS} per file (the access order a restart sees).
+   */
+  #readSmallSync(key: StoreKey, id: string, entry: Entry): Uint8Array | undefined {
+    let file: Deno.FsFile;
+    try {
+      file = Deno.openSync(`${this.contentPath}/${entry.file}`, { read: true });
+    } catch (err) {
+      throw this.#openFailed(err, key, id, entry);
+    }
+    try {
+      const buf = new Uint8Array(entry.size + 1);
+      const n = file.readSync(buf) ?? 0;
+      if (n !== entry.size) return undefined;
+      const now = this.#now();
+      if (now - entry.touched >= TOUCH_INTERVAL_MS) {
+        entry.touched = now;
+        const date = new Date(now);
+        try {
+          file.utimeSync(date, date);
+        } catch { /* access order on disk is best effort */ }
+      }
+      return buf.subarray(0, n);
+    } catch (err) {
+      throw CairnError.from(err, `Cannot read ${keyToString(key)} from filesystem store`);
+    } finally {
+      file.close();
+    }
+  }
+
   /** The error of a failed open; a file gone between the lookup and the open (evicted, removed) is unindexed. */
   #openFailed(err: unknown, key: StoreKey, id: string, entry: Entry): CairnError {
     if (err instanceof Deno.errors.NotFound) {
@@ -524,21 +544,6 @@ function corruptError(key: StoreKey, size: number): CairnError {
     Code.NotFound,
     `Cannot read ${keyToString(key)}: its file in filesystem store has ${size} bytes, so it was removed`,
   );
-}
-
-/** Reads `length` bytes at `start` into one new buffer: one read call for a file in the page cache. */
-function readExactSync(file: Deno.FsFile, start: number, length: number, what: string): Uint8Array {
-  const out = new Uint8Array(length);
-  if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
-  let pos = 0;
-  while (pos < length) {
-    const n = file.readSync(out.subarray(pos));
-    if (n === null || n === 0) {
-      throw new CairnError(Code.DataLoss, `Cannot read ${what}: file ended ${length - pos} bytes early`);
-    }
-    pos += n;
-  }
-  return out;
 }
 
 function digestFile(d: Digest): string {

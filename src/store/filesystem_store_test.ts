@@ -447,6 +447,16 @@ Deno.test("filesystem: readBytes misses are NOT_FOUND from the index; a vanished
     await assertRejectsWithCode(store.readBytes(gone.digest, { maxSize: 1000 }), Code.NotFound);
     assert.equal(await has(store, gone.digest), undefined);
 
+    // An AC entry whose file was replaced by one of another size (as a rewrite racing the index): the file's bytes.
+    const ac = acKey(blob(45, 10).digest);
+    await putBytes(store, ac, new TextEncoder().encode("short"));
+    const [acFile] = [...Deno.readDirSync(`${t.dir}/content/s`)].map((e) => `${t.dir}/content/s/${e.name}`);
+    const longer = new TextEncoder().encode("a longer action result than before");
+    await Deno.remove(acFile!);
+    await Deno.writeFile(acFile!, longer);
+    assert.deepEqual(await store.readBytes(ac, { maxSize: 100 }), longer);
+    await assertRejectsWithCode(store.readBytes(ac, { maxSize: 10 }), Code.ResourceExhausted);
+
     const cut = blob(42, 5000);
     await putBytes(store, cut.digest, cut.bytes);
     const path = store.pathOf(cut.digest);
@@ -470,10 +480,11 @@ Deno.test("filesystem: readBytes never serves a half-written temp file, and an A
     const ac = acKey(blob(44, 10).digest);
     const old = new TextEncoder().encode("the old action result");
     await putBytes(store, ac, old);
-    // Two uploads that deliver half their bytes, then wait.
-    const releases: ((chunk: Uint8Array | undefined) => void)[] = [];
+    // Two uploads that deliver half their bytes, then wait for `release` (the rest, or undefined: an error).
     const halfThenWait = (bytes: Uint8Array) => {
       let step = 0;
+      let release!: (chunk: Uint8Array | undefined) => void;
+      const rest = new Promise<Uint8Array | undefined>((resolve) => (release = resolve));
       let announce!: () => void;
       const started = new Promise<void>((resolve) => (announce = resolve));
       const stream = new ReadableStream<Uint8Array>({
@@ -483,15 +494,15 @@ Deno.test("filesystem: readBytes never serves a half-written temp file, and an A
             return;
           }
           announce();
-          const rest = await new Promise<Uint8Array | undefined>((resolve) => releases.push(resolve));
-          if (rest === undefined) c.error(new Error("client went away"));
+          const chunk = await rest;
+          if (chunk === undefined) c.error(new Error("client went away"));
           else {
-            c.enqueue(rest);
+            c.enqueue(chunk);
             c.close();
           }
         },
       });
-      return { stream, started };
+      return { stream, started, release };
     };
     const blobUpload = halfThenWait(b.bytes);
     const blobWrite = store.write(b.digest, blobUpload.stream, { exact: b.bytes.byteLength });
@@ -503,8 +514,8 @@ Deno.test("filesystem: readBytes never serves a half-written temp file, and an A
     await assertRejectsWithCode(store.readBytes(b.digest, { maxSize: 1000 }), Code.NotFound);
     assert.deepEqual(await store.readBytes(ac, { maxSize: 1000 }), old);
     // The blob's upload fails: nothing is stored. The AC entry's completes: the new value replaces the old.
-    releases[0]!(undefined);
-    releases[1]!(fresh.slice(fresh.byteLength >> 1));
+    blobUpload.release(undefined);
+    acUpload.release(fresh.slice(fresh.byteLength >> 1));
     await assert.rejects(blobWrite);
     await acWrite;
     await assertRejectsWithCode(store.readBytes(b.digest, { maxSize: 1000 }), Code.NotFound);
