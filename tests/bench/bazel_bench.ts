@@ -218,6 +218,15 @@ interface Variant {
   readonly walls: number[];
   readonly hits: number[];
   readonly server: Map<string, MethodHistogram>[];
+  /** CPU seconds (user + system) the Cairn process spent during each rebuild: less load-dependent than time. */
+  readonly cpu: number[];
+}
+
+/** User + system CPU seconds of a process so far (/proc/PID/stat, clock ticks of 10 ms). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 let ws: BazelWorkspace | undefined;
@@ -241,6 +250,7 @@ try {
       walls: [],
       hits: [],
       server: [],
+      cpu: [],
     },
     {
       label: "Cairn config/local.json5 (filesystem AC)",
@@ -249,6 +259,7 @@ try {
       walls: [],
       hits: [],
       server: [],
+      cpu: [],
     },
     {
       label: "Cairn, memory AC",
@@ -257,6 +268,7 @@ try {
       walls: [],
       hits: [],
       server: [],
+      cpu: [],
     },
   ];
   const load = () => Deno.loadavg().map((x) => x.toFixed(1)).join(" ");
@@ -276,8 +288,12 @@ try {
     for (const v of variants) {
       await bazelClean(ws);
       const before = v.cairn ? await scrape(v.cairn) : undefined;
+      const cpuBefore = v.cairn ? await cpuSeconds(v.cairn.pid) : 0;
       const r = await test(v.flags);
-      if (v.cairn && before) v.server.push(delta(before, await scrape(v.cairn)));
+      if (v.cairn && before) {
+        v.cpu.push(await cpuSeconds(v.cairn.pid) - cpuBefore);
+        v.server.push(delta(before, await scrape(v.cairn)));
+      }
       v.walls.push(r.wallMs / 1000);
       v.hits.push(r.processes?.byKind["disk cache hit"] ?? r.processes?.remoteCacheHit ?? 0);
       if (round === 0) console.log(`  ${v.label}: ${r.processes?.line ?? "?"}`);
@@ -294,6 +310,11 @@ try {
         `(runs: ${v.walls.map((w) => w.toFixed(2)).join(", ")} s)`,
     );
     if (!v.cairn) continue;
+    console.log(
+      `    Cairn process CPU per rebuild: ${(median(v.cpu) * 1000).toFixed(0)} ms (runs: ${
+        v.cpu.map((c) => (c * 1000).toFixed(0)).join(", ")
+      } ms)`,
+    );
     // Server time per method, summed over the rounds.
     const methods = new Map<string, MethodHistogram>();
     for (const run of v.server) {
