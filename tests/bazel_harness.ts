@@ -192,13 +192,17 @@ export function bazelAvailable(): Promise<boolean> {
  * ```
  */
 export async function prepareWorkspace(
-  opts: { readonly maxIdleSecs?: number } = {},
+  opts: {
+    readonly maxIdleSecs?: number;
+    /** The workspace to copy (default {@link WORKSPACE_SOURCE}); e.g. one a benchmark generated. */
+    readonly source?: string;
+  } = {},
 ): Promise<BazelWorkspace> {
   const root = await Deno.makeTempDir({ prefix: "cairn_bazel_" });
   const dir = `${root}/ws`;
   const outputUserRoot = `${root}/user_root`;
   const outputBase = `${root}/base`;
-  await copyTree(WORKSPACE_SOURCE, dir);
+  await copyTree(opts.source ?? WORKSPACE_SOURCE, dir);
   await Deno.mkdir(outputUserRoot);
   const startupOptions = [
     "--nohome_rc",

@@ -35,7 +35,7 @@ import {
   parseWriteResourceName,
   type WriteResourceName,
 } from "../digest/resource_name.ts";
-import { emptyStream, has } from "../store/helpers.ts";
+import { emptyStream, getBytes, has } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { createInstances } from "./instances.ts";
@@ -51,6 +51,8 @@ export const DEFAULT_PERSIST_STREAM_TIMEOUT_S = 10;
 
 /** Uploads this large are hashed on an I/O thread (smaller ones inline: the hop would cost more). */
 const THREAD_HASH_MIN_BYTES = 4 << 20;
+/** Reads of at most this many bytes take the store's whole-value shortcut (`getBytes`) instead of a stream. */
+const SMALL_READ_BYTES = 64 << 10;
 
 /** Default bound on interrupted uploads kept at once (the oldest is dropped beyond it). */
 export const DEFAULT_MAX_PARKED_UPLOADS = 256;
@@ -177,6 +179,27 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
     }
     const configured = inst.maxBytesPerStream || DEFAULT_MAX_BYTES_PER_STREAM;
     const chunkSize = Math.min(Math.max(configured, 1024), MAX_MESSAGE_BYTES);
+    const wanted = Math.min(d.size - offset, limit > 0 ? limit : Infinity);
+    if (r.compressor === "identity" && wanted > 0 && wanted <= SMALL_READ_BYTES) {
+      // A small blob in one piece: the store's whole-value shortcut, no stream.
+      let data: Uint8Array;
+      try {
+        data = await getBytes(inst.casStore, d, {
+          offset,
+          ...(limit > 0 ? { length: limit } : {}),
+          signal,
+          maxSize: wanted,
+        });
+        recordCasLookups(r.instanceName, "Read", 1, 1);
+      } catch (err) {
+        if (err instanceof CairnError && err.code === Code.NotFound) {
+          recordCasLookups(r.instanceName, "Read", 1, 0);
+        }
+        throw CairnError.from(err, `Cannot read ${quoteClient(req.resourceName)}`);
+      }
+      for (let pos = 0; pos < data.byteLength; pos += chunkSize) yield data.subarray(pos, pos + chunkSize);
+      return;
+    }
     let stream: ReadableStream<Uint8Array>;
     try {
       stream = isEmpty(d) ? emptyStream() : await inst.casStore.read(d, {

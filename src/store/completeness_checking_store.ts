@@ -35,6 +35,7 @@ import {
   keyToString,
   notFoundError,
   resolveRange,
+  tooLargeError,
   WrapperStore,
 } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
@@ -151,6 +152,17 @@ export class CompletenessCheckingStore extends WrapperStore {
     options?.signal?.throwIfAborted();
     const { start, end } = resolveRange(key, entry.bytes.byteLength, options);
     return start === end ? emptyStream() : bytesStream(entry.bytes.subarray(start, end));
+  }
+
+  /** As {@linkcode read}, without a stream: the checked entry's bytes (or a range of them). */
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    if (!isAcKey(key)) return await getBytes(this.inner, key, options);
+    const [entry] = await this.#complete([key]);
+    if (!entry) throw notFoundError(this.kind, key);
+    options.signal?.throwIfAborted();
+    const { start, end } = resolveRange(key, entry.bytes.byteLength, options);
+    if (end - start > options.maxSize) throw tooLargeError(key, end - start, options.maxSize);
+    return entry.bytes.subarray(start, end);
   }
 
   override async init(stores: StoreLookup): Promise<void> {

@@ -23,7 +23,7 @@
 import { formatDigest } from "../digest/digest.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
-import { checkFields, evictionPolicyFrom, isDigestKey, WrapperStore } from "./helpers.ts";
+import { checkFields, evictionPolicyFrom, getBytes, isDigestKey, WrapperStore } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -64,6 +64,18 @@ export class ExistenceCacheStore extends WrapperStore {
   override async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
     try {
       return await this.inner.read(key, options);
+    } catch (err) {
+      if (err instanceof CairnError && err.code === Code.NotFound && isDigestKey(key)) {
+        this.#cache.delete(formatDigest(key));
+      }
+      throw err;
+    }
+  }
+
+  /** As {@linkcode read}: the backend's shortcut for small values, dropping a key found gone. */
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    try {
+      return await getBytes(this.inner, key, options);
     } catch (err) {
       if (err instanceof CairnError && err.code === Code.NotFound && isDigestKey(key)) {
         this.#cache.delete(formatDigest(key));

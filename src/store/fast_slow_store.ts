@@ -27,10 +27,11 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import { cancelled } from "../util/streams.ts";
+import { cancelled, collectBytes } from "../util/streams.ts";
 import {
   checkFields,
   emptyStream,
+  getBytes,
   keyId,
   keyToString,
   notFoundError,
@@ -143,6 +144,21 @@ export class FastSlowStore implements StoreDriver {
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
+    return await this.#readSlow(key, options);
+  }
+
+  /** A small value: the fast store's shortcut when it holds the key, else read (and filled) as by `read`. */
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    try {
+      return await getBytes(this.fast, key, options);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    return await collectBytes(await this.#readSlow(key, options), options.maxSize, keyToString(key));
+  }
+
+  /** A read the fast store missed: from the slow store, filling the fast one (single-flight). */
+  async #readSlow(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
     if (this.#fastDirection !== "both" && this.#fastDirection !== "get") {
       return await this.slow.read(key, options);
     }

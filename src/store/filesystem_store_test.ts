@@ -389,3 +389,140 @@ Deno.test("filesystem: action-cache entries survive a restart under the file nam
     await t.remove();
   }
 });
+
+Deno.test("filesystem: readBytes serves exact bytes and ranges of small and large values", async () => {
+  const t = await tempStore();
+  const store = t.open();
+  try {
+    for (const size of [1, 100, 64 << 10, (64 << 10) + 1, 300_000]) {
+      const bytes = new Uint8Array(size).map((_, i) => (i * 7 + size) & 0xff);
+      const d = digestOf(bytes);
+      const ac = acKey(digestOf(new Uint8Array([size & 0xff, size >> 8, 1])));
+      const named = `named/${size}`;
+      for (const key of [d, ac, named]) {
+        await putBytes(store, key, bytes);
+        assert.deepEqual(await store.readBytes(key, { maxSize: size }), bytes, `whole ${keyToString(key)}`);
+        const off = Math.floor(size / 3);
+        assert.deepEqual(
+          await store.readBytes(key, { maxSize: size, offset: off, length: 50 }),
+          bytes.subarray(off, off + 50),
+        );
+        assert.deepEqual(await store.readBytes(key, { maxSize: size, offset: off }), bytes.subarray(off));
+        assert.equal((await store.readBytes(key, { maxSize: 0, offset: size })).byteLength, 0);
+        const past = await assertRejectsWithCode(
+          store.readBytes(key, { maxSize: size, offset: size + 1 }),
+          Code.OutOfRange,
+        );
+        assert.match(past.message, new RegExp(`offset ${size + 1}: it has only ${size} bytes`));
+        const big = await assertRejectsWithCode(
+          store.readBytes(key, { maxSize: size - 1 }),
+          Code.ResourceExhausted,
+        );
+        assert.match(big.message, new RegExp(`${size} bytes exceeds the limit of ${size - 1}`));
+        // A range within maxSize of a value larger than maxSize is fine.
+        assert.deepEqual(
+          await store.readBytes(key, { maxSize: 1, offset: size - 1 }),
+          bytes.subarray(size - 1),
+        );
+      }
+    }
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: readBytes misses are NOT_FOUND from the index; a vanished or cut file is NOT_FOUND and dropped", async () => {
+  const t = await tempStore();
+  const store = t.open();
+  try {
+    const absent = blob(40, 10);
+    await assertRejectsWithCode(store.readBytes(absent.digest, { maxSize: 100 }), Code.NotFound);
+    await assertRejectsWithCode(store.readBytes(acKey(absent.digest), { maxSize: 100 }), Code.NotFound);
+    await assertRejectsWithCode(store.readBytes("no/such/key", { maxSize: 100 }), Code.NotFound);
+
+    const gone = blob(41, 500);
+    await putBytes(store, gone.digest, gone.bytes);
+    await Deno.remove(store.pathOf(gone.digest));
+    await assertRejectsWithCode(store.readBytes(gone.digest, { maxSize: 1000 }), Code.NotFound);
+    assert.equal(await has(store, gone.digest), undefined);
+
+    // An AC entry whose file was replaced by one of another size (as a rewrite racing the index): the file's bytes.
+    const ac = acKey(blob(45, 10).digest);
+    await putBytes(store, ac, new TextEncoder().encode("short"));
+    const [acFile] = [...Deno.readDirSync(`${t.dir}/content/s`)].map((e) => `${t.dir}/content/s/${e.name}`);
+    const longer = new TextEncoder().encode("a longer action result than before");
+    await Deno.remove(acFile!);
+    await Deno.writeFile(acFile!, longer);
+    assert.deepEqual(await store.readBytes(ac, { maxSize: 100 }), longer);
+    await assertRejectsWithCode(store.readBytes(ac, { maxSize: 10 }), Code.ResourceExhausted);
+
+    const cut = blob(42, 5000);
+    await putBytes(store, cut.digest, cut.bytes);
+    const path = store.pathOf(cut.digest);
+    await Deno.chmod(path, 0o644);
+    await Deno.truncate(path, 100);
+    const err = await assertRejectsWithCode(store.readBytes(cut.digest, { maxSize: 5000 }), Code.NotFound);
+    assert.match(err.message, /has 100 bytes, so it was removed/);
+    assert.equal(await has(store, cut.digest), undefined);
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
+Deno.test("filesystem: readBytes never serves a half-written temp file, and an AC entry being rewritten stays whole", async () => {
+  const t = await tempStore();
+  const store = t.open();
+  try {
+    const b = blob(43, 1000);
+    const ac = acKey(blob(44, 10).digest);
+    const old = new TextEncoder().encode("the old action result");
+    await putBytes(store, ac, old);
+    // Two uploads that deliver half their bytes, then wait for `release` (the rest, or undefined: an error).
+    const halfThenWait = (bytes: Uint8Array) => {
+      let step = 0;
+      let release!: (chunk: Uint8Array | undefined) => void;
+      const rest = new Promise<Uint8Array | undefined>((resolve) => (release = resolve));
+      let announce!: () => void;
+      const started = new Promise<void>((resolve) => (announce = resolve));
+      const stream = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          if (step++ === 0) {
+            c.enqueue(bytes.slice(0, bytes.byteLength >> 1));
+            return;
+          }
+          announce();
+          const chunk = await rest;
+          if (chunk === undefined) c.error(new Error("client went away"));
+          else {
+            c.enqueue(chunk);
+            c.close();
+          }
+        },
+      });
+      return { stream, started, release };
+    };
+    const blobUpload = halfThenWait(b.bytes);
+    const blobWrite = store.write(b.digest, blobUpload.stream, { exact: b.bytes.byteLength });
+    const fresh = new TextEncoder().encode("the new action result, rather longer than the old one");
+    const acUpload = halfThenWait(fresh);
+    const acWrite = store.write(ac, acUpload.stream, { exact: fresh.byteLength });
+    await Promise.all([blobUpload.started, acUpload.started]);
+    assert.equal([...Deno.readDirSync(`${t.dir}/tmp`)].length, 2, "both temp files exist");
+    await assertRejectsWithCode(store.readBytes(b.digest, { maxSize: 1000 }), Code.NotFound);
+    assert.deepEqual(await store.readBytes(ac, { maxSize: 1000 }), old);
+    // The blob's upload fails: nothing is stored. The AC entry's completes: the new value replaces the old.
+    blobUpload.release(undefined);
+    acUpload.release(fresh.slice(fresh.byteLength >> 1));
+    await assert.rejects(blobWrite);
+    await acWrite;
+    await assertRejectsWithCode(store.readBytes(b.digest, { maxSize: 1000 }), Code.NotFound);
+    assert.deepEqual(await store.readBytes(ac, { maxSize: 1000 }), fresh);
+    assert.deepEqual([...Deno.readDirSync(`${t.dir}/tmp`)], []);
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});

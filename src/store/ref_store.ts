@@ -21,7 +21,7 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields } from "./helpers.ts";
+import { checkFields, getBytes } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 
@@ -89,6 +89,11 @@ export class RefStore implements StoreDriver {
 
   read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
     return this.target.read(key, options);
+  }
+
+  /** The referenced store's shortcut for small values, if it has one. */
+  readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    return getBytes(this.target, key, options);
   }
 
   write(

@@ -21,7 +21,7 @@
  */
 import { createHash } from "node:crypto";
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, keyToString, routingDigest } from "./helpers.ts";
+import { checkFields, getBytes, keyToString, routingDigest } from "./helpers.ts";
 import type { SpecFields, StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 
@@ -86,6 +86,11 @@ export class ShardStore implements StoreDriver {
 
   async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
     return await this.#stores[this.shardIndex(key)]!.read(key, options);
+  }
+
+  /** The shard's shortcut for small values, if it has one. */
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    return await getBytes(this.#stores[this.shardIndex(key)]!, key, options);
   }
 
   async write(

@@ -21,7 +21,7 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, keyToString, routingDigest } from "./helpers.ts";
+import { checkFields, getBytes, keyToString, routingDigest } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 import type { Digest } from "../digest/digest.ts";
@@ -73,6 +73,11 @@ export class SizePartitioningStore implements StoreDriver {
 
   async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
     return await this.#storeFor(key).read(key, options);
+  }
+
+  /** The partition's shortcut for small values, if it has one. */
+  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    return await getBytes(this.#storeFor(key), key, options);
   }
 
   async write(

@@ -14,9 +14,9 @@
  */
 import { createHasher, type DigestFunctionName, formatDigest } from "../digest/digest.ts";
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, isDigestKey, WrapperStore } from "./helpers.ts";
+import { checkFields, getBytes, isDigestKey, WrapperStore } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
-import type { StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
+import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 import type { Digest } from "../digest/digest.ts";
 
 /** Settings of {@linkcode VerifyStore}. */
@@ -38,6 +38,11 @@ export class VerifyStore extends WrapperStore {
     this.#verifySize = options.verifySize ?? false;
     this.#verifyHash = options.verifyHash ?? false;
     this.#fn = options.hashFunction ?? "sha256";
+  }
+
+  /** Reads pass through: the backend's shortcut for small values, if it has one. */
+  readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
+    return getBytes(this.inner, key, options);
   }
 
   override write(

@@ -30,7 +30,7 @@ export type MetricType = "counter" | "gauge" | "histogram";
 export interface MetricFamilyOptions {
   /** Most label sets kept (default {@linkcode DEFAULT_MAX_SERIES}); the rest share one overflow series. */
   readonly maxSeries?: number;
-  /** Histogram buckets (default: latency buckets, 1 ms … 60 s). */
+  /** Histogram buckets (default: latency buckets, 100 µs … 60 s). */
   readonly buckets?: readonly number[];
 }
 

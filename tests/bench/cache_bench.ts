@@ -8,7 +8,9 @@
  * - SHA-256 on one core (node:crypto), which bounds what a verifying CAS can accept;
  * - FindMissingBlobs of 1,000 digests, calls/s (h2load);
  * - GetActionResult with 64 concurrent streams (h2load `-c 4 -m 16`), calls/s, p50 and p99, against a bare
- *   `node:http2` unary handler answering the same bytes;
+ *   `node:http2` unary handler answering the same bytes, from three action caches: memory, filesystem, and
+ *   `config/local.json5`'s completeness_checking(filesystem) (whose outputs are in the CAS); and one call at a
+ *   time (`-c 1 -m 1`, p50) from each;
  * - peak RSS of the server during the 1 GiB transfers (VmRSS of the child from /proc).
  *
  * @example
@@ -98,9 +100,15 @@ if (Deno.args.includes("--bare-server")) {
   await new Promise(() => {});
 }
 
+/** The output blobs the bench ActionResult names (stored in the CAS, so a completeness check passes). */
+function benchOutputs(): Uint8Array[] {
+  return Array.from({ length: 10 }, (_, i) => new TextEncoder().encode(`bench output ${i} `.repeat(60 + i)));
+}
+
 /** The ActionResult GetActionResult answers (also the bare unary answer, so both send the same bytes). */
 function benchActionResult() {
-  const d = (i: number) => ({ hash: i.toString(16).padStart(64, "0"), sizeBytes: BigInt(1000 + i) });
+  const outputs = benchOutputs().map((b) => digestOf(b));
+  const d = (i: number) => ({ hash: outputs[i]!.hash, sizeBytes: BigInt(outputs[i]!.size) });
   return create(ActionResultSchema, {
     exitCode: 0,
     outputFiles: Array.from(
@@ -314,6 +322,20 @@ const cairn = await startCairnProcess({
     stores: [
       { name: "CAS", ...casSpec },
       { name: "AC", memory: { eviction_policy: { max_bytes: "100mb" } } },
+      {
+        name: "AC_FS",
+        filesystem: { content_path: `${dataDir}/ac/content`, temp_path: `${dataDir}/ac/tmp` },
+      },
+      // As config/local.json5's AC.
+      {
+        name: "AC_LOCAL",
+        completeness_checking: {
+          backend: {
+            filesystem: { content_path: `${dataDir}/ac2/content`, temp_path: `${dataDir}/ac2/tmp` },
+          },
+          cas_store: { ref_store: { name: "CAS" } },
+        },
+      },
     ],
     servers: [{
       listener: {
@@ -331,7 +353,11 @@ const cairn = await startCairnProcess({
       },
       services: {
         cas: [{ instance_name: "", cas_store: "CAS" }],
-        ac: [{ instance_name: "", ac_store: "AC" }],
+        ac: [
+          { instance_name: "", ac_store: "AC" },
+          { instance_name: "fs", ac_store: "AC_FS" },
+          { instance_name: "local", ac_store: "AC_LOCAL" },
+        ],
         bytestream: [{ instance_name: "", cas_store: "CAS", max_bytes_per_stream: CHUNK }],
         capabilities: [{ instance_name: "" }],
       },
@@ -534,57 +560,79 @@ try {
   }
 
   if (parts.has("gar")) {
-    // GetActionResult: store one result, then 64 concurrent streams.
+    // GetActionResult: the outputs go into the CAS, the result into each action cache; then 64 concurrent
+    // streams, and one call at a time, against each.
     const action = { hash: createHash("sha256").update("bench action").digest("hex"), sizeBytes: 140n };
+    const {
+      BatchUpdateBlobsRequestSchema,
+      UpdateActionResultRequestSchema,
+    } = await import("../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts");
     {
-      const { UpdateActionResultRequestSchema } = await import(
-        "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts"
+      const s = grpcRequest(
+        small,
+        "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
       );
+      s.end(frame(toBinary(
+        BatchUpdateBlobsRequestSchema,
+        create(BatchUpdateBlobsRequestSchema, {
+          requests: benchOutputs().map((data) => {
+            const d = digestOf(data);
+            return { digest: { hash: d.hash, sizeBytes: BigInt(d.size) }, data };
+          }),
+        }),
+      )));
+      const res = await finish(s);
+      if (res.status !== "0") throw new Error(`BatchUpdateBlobs failed: ${res.status} ${res.message}`);
+    }
+    const caches = [
+      { label: "memory AC", instanceName: "" },
+      { label: "filesystem AC", instanceName: "fs" },
+      { label: "completeness_checking(filesystem) AC (config/local.json5)", instanceName: "local" },
+    ];
+    const garPath = "/build.bazel.remote.execution.v2.ActionCache/GetActionResult";
+    const bodies = new Map<string, Uint8Array>();
+    for (const { instanceName } of caches) {
       const s = grpcRequest(small, "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult");
       s.end(frame(toBinary(
         UpdateActionResultRequestSchema,
-        create(UpdateActionResultRequestSchema, { actionDigest: action, actionResult: benchActionResult() }),
+        create(UpdateActionResultRequestSchema, {
+          instanceName,
+          actionDigest: action,
+          actionResult: benchActionResult(),
+        }),
       )));
       const res = await finish(s);
       if (res.status !== "0") throw new Error(`UpdateActionResult failed: ${res.status} ${res.message}`);
-      const g = grpcRequest(small, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult");
-      g.end(
-        frame(
-          toBinary(
-            GetActionResultRequestSchema,
-            create(GetActionResultRequestSchema, { actionDigest: action }),
-          ),
-        ),
-      );
+      const body = frame(toBinary(
+        GetActionResultRequestSchema,
+        create(GetActionResultRequestSchema, { instanceName, actionDigest: action }),
+      ));
+      const g = grpcRequest(small, garPath);
+      g.end(body);
       const got = await finish(g, true);
-      if (got.status !== "0") throw new Error(`GetActionResult failed: ${got.status} ${got.message}`);
+      if (got.status !== "0") {
+        throw new Error(`GetActionResult (instance "${instanceName}") failed: ${got.status} ${got.message}`);
+      }
+      bodies.set(instanceName, body);
     }
-    const garBody = frame(toBinary(
-      GetActionResultRequestSchema,
-      create(GetActionResultRequestSchema, { actionDigest: action }),
-    ));
     const h2args = ["-D", String(duration), "-c", "4", "-m", "16"];
-    await h2load(barePort, "/unary", garBody, ["-n", "5000", "-c", "4", "-m", "16"]); // warm-up
-    await h2load(cairn.port, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult", garBody, [
-      "-n",
-      "5000",
-      "-c",
-      "4",
-      "-m",
-      "16",
-    ]);
+    const sequential = ["-D", String(Math.max(2, Math.round(duration / 2))), "-c", "1", "-m", "1"];
+    const warm = ["-n", "5000", "-c", "4", "-m", "16"];
+    await h2load(barePort, "/unary", bodies.get("")!, warm);
+    for (const body of bodies.values()) await h2load(cairn.port, garPath, body, warm);
     const bare: H2loadResult[] = [];
-    const ours: H2loadResult[] = [];
+    const ours = new Map<string, H2loadResult[]>(caches.map((c) => [c.instanceName, []]));
+    const oneByOne = new Map<string, H2loadResult[]>(caches.map((c) => [c.instanceName, []]));
     for (let run = 0; run < repeat; run++) {
-      bare.push(await h2load(barePort, "/unary", garBody, h2args));
-      ours.push(
-        await h2load(
-          cairn.port,
-          "/build.bazel.remote.execution.v2.ActionCache/GetActionResult",
-          garBody,
-          h2args,
-        ),
-      );
+      bare.push(await h2load(barePort, "/unary", bodies.get("")!, h2args));
+      for (const { instanceName } of caches) {
+        ours.get(instanceName)!.push(await h2load(cairn.port, garPath, bodies.get(instanceName)!, h2args));
+      }
+      for (const { instanceName } of caches) {
+        oneByOne.get(instanceName)!.push(
+          await h2load(cairn.port, garPath, bodies.get(instanceName)!, sequential),
+        );
+      }
     }
     const figures = (xs: H2loadResult[]) => ({
       reqPerSec: median(xs.map((x) => x.reqPerSec)),
@@ -594,20 +642,32 @@ try {
     });
     if (bare.some((x) => x.succeeded === 0)) throw new Error("the bare unary server answered nothing");
     const bareUnary = figures(bare);
-    const gar = { ...figures(ours), failed: ours.reduce((n, x) => n + x.failed, 0) };
     report(
       `bare node:http2 unary (ceiling): ${fmt(bareUnary.reqPerSec)} calls/s, p50 ${
         fmt(bareUnary.p50ms, 2)
       } ms, ` +
         `p99 ${fmt(bareUnary.p99ms, 2)} ms (medians of runs: ${bareUnary.runs})`,
     );
-    report(
-      `GetActionResult (h2load -c 4 -m 16): ${fmt(gar.reqPerSec)} calls/s = ${
-        pctOf(gar.reqPerSec, bareUnary.reqPerSec)
-      } of the bare unary (target >= 80%), p50 ${fmt(gar.p50ms, 2)} ms, p99 ${fmt(gar.p99ms, 2)} ms ` +
-        `(target < 20 ms) (medians of runs: ${gar.runs})`,
-    );
-    failed += gar.failed;
+    const memoryRate = figures(ours.get("")!).reqPerSec;
+    for (const { label, instanceName } of caches) {
+      const runs = ours.get(instanceName)!;
+      const gar = figures(runs);
+      const seq = figures(oneByOne.get(instanceName)!);
+      failed += runs.reduce((n, x) => n + x.failed, 0) +
+        oneByOne.get(instanceName)!.reduce((n, x) => n + x.failed, 0);
+      const vsMemory = instanceName === ""
+        ? ""
+        : `, ${pctOf(gar.reqPerSec, memoryRate)} of the memory AC (target >= 80%)`;
+      report(
+        `GetActionResult, ${label} (h2load -c 4 -m 16): ${fmt(gar.reqPerSec)} calls/s = ${
+          pctOf(gar.reqPerSec, bareUnary.reqPerSec)
+        } of the bare unary (target >= 80%)${vsMemory}, p50 ${fmt(gar.p50ms, 2)} ms, p99 ${
+          fmt(gar.p99ms, 2)
+        } ms (target < 20 ms) (medians of runs: ${gar.runs}); one at a time (-c 1 -m 1): p50 ${
+          fmt(seq.p50ms * 1000)
+        } µs, ${fmt(seq.reqPerSec)} calls/s`,
+      );
+    }
   }
   small.close();
   if (failed > 0) report(`WARNING: h2load saw ${failed} failed requests`);
