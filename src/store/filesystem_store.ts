@@ -12,8 +12,9 @@
  * output) go to `<hash>-<size>@<stored size>`, so every file name states its expected size.
  * At start `temp_path` is emptied and the index (sizes, access order from file mtimes) is rebuilt from
  * disk; files whose size disagrees with their name are deleted. Reads touch the file's mtime so access
- * order survives restarts. Content files are read-only and executable (0555) so workers can hard-link
- * them as inputs ({@linkcode FilesystemStore.pathOf}).
+ * order survives restarts. Content files are read-only (0444) and never change mode: a worker places them as
+ * inputs through {@linkcode FilesystemStore.linkInto}, a hard link when the mode it wants is the file's and
+ * a copy otherwise, so nothing outside the store ever modifies a stored file.
  *
  * The store checks sizes itself; hashes are checked by a `verify` wrapper. Files are not fsynced: the
  * rename-after-complete protocol is safe against process crashes, and a file cut short by a power loss
@@ -93,6 +94,9 @@ const AC_NAME = /^([0-9a-f]{64})-(\d+)$/;
 const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const encoder = new TextEncoder();
 
+/** Permission bits of every content file (read-only; see {@linkcode FilesystemStore.linkInto}). */
+export const CONTENT_MODE = 0o444;
+
 /** A store of files on a local filesystem. */
 export class FilesystemStore implements StoreDriver {
   readonly kind = "filesystem";
@@ -149,6 +153,36 @@ export class FilesystemStore implements StoreDriver {
    */
   pathOf(digest: Digest): string {
     return `${this.contentPath}/${digestFile(digest)}`;
+  }
+
+  /**
+   * Places the blob of `digest` at `dest` (which must not exist) with permission bits `mode`, never changing
+   * the store's own file: a hard link when the stored file has exactly `mode` (content files are 0444, so
+   * read-only inputs cost nothing), otherwise, or across filesystems, a copy then set to `mode`.
+   * NOT_FOUND when the blob is absent (or was evicted meanwhile).
+   */
+  async linkInto(digest: Digest, dest: string, mode: number): Promise<void> {
+    await this.#ready();
+    const entry = this.#index.get(this.#id(digest));
+    if (!entry) throw notFoundError(this.kind, digest);
+    const path = `${this.contentPath}/${entry.file}`;
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw notFoundError(this.kind, digest);
+      throw err;
+    }
+    if (((info.mode ?? 0) & 0o7777) === mode) {
+      try {
+        await Deno.link(path, dest);
+        return;
+      } catch (err) {
+        if ((err as { code?: string }).code !== "EXDEV") throw err;
+      }
+    }
+    await Deno.copyFile(path, dest);
+    await Deno.chmod(dest, mode);
   }
 
   /** Empties `temp_path` and rebuilds the index from disk. Called once; every operation awaits it. */
@@ -232,7 +266,7 @@ export class FilesystemStore implements StoreDriver {
     try {
       sink = exact !== undefined &&
           (this.#threadAlways || (options?.offload === true && exact >= this.#threadWriteMin))
-        ? await this.#writeThread().open(tmp, 0o555)
+        ? await this.#writeThread().open(tmp, CONTENT_MODE)
         : await MainThreadFile.open(tmp, Math.min(WRITE_BUFFER, Math.max(limit, 1)));
       const out = sink;
       let count = 0;
@@ -556,7 +590,7 @@ class MainThreadFile implements FileOut {
 
   static async open(path: string, bufferSize: number): Promise<MainThreadFile> {
     return new MainThreadFile(
-      await Deno.open(path, { write: true, createNew: true, mode: 0o555 }),
+      await Deno.open(path, { write: true, createNew: true, mode: CONTENT_MODE }),
       bufferSize,
     );
   }

@@ -74,6 +74,11 @@ export class RefStore implements StoreDriver {
     }
   }
 
+  /** The referenced store: a ref changes nothing. */
+  innerStore(): StoreDriver {
+    return this.target;
+  }
+
   hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
     return this.target.hasMany(keys);
   }

@@ -40,6 +40,11 @@ export class VerifyStore extends WrapperStore {
     this.#fn = options.hashFunction ?? "sha256";
   }
 
+  /** The backend: reads pass through unchanged and only uploads are checked. */
+  innerStore(): StoreDriver {
+    return this.inner;
+  }
+
   override write(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,
