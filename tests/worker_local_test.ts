@@ -6,7 +6,10 @@ import { TreeSchema } from "../src/gen/build/bazel/remote/execution/v2/remote_ex
 import type { FastSlowStore } from "../src/store/fast_slow_store.ts";
 import { FilesystemStore } from "../src/store/filesystem_store.ts";
 import { createStoreManager, type StoreManager } from "../src/store/store_manager.ts";
-import { Code } from "../src/util/error.ts";
+import { CairnError, Code } from "../src/util/error.ts";
+import { WorkerApi } from "../src/gen/cairn/worker/v1/worker_api_pb.ts";
+import { bindService } from "../src/transport/bind_service.ts";
+import { makeTestCerts, startServer } from "./fixtures/transport_fixtures.ts";
 import { createLocalWorker, type LocalWorker } from "../src/worker/local_worker.ts";
 import type { LocalWorkerSpec } from "../src/worker/local_worker_spec.ts";
 import { startTestReapiServer, type TestReapiServer } from "../src/worker/test_reapi_server.ts";
@@ -317,3 +320,49 @@ for (
     }
   });
 }
+
+Deno.test("worker: reaches a TLS worker API with mTLS (worker_api_endpoint.tls_config); plain grpc:// is refused", async () => {
+  const certs = await makeTestCerts();
+  const scheduler = new FakeScheduler();
+  const { server, port } = await startServer({
+    bindings: [bindService(WorkerApi, scheduler.impl)],
+    listener: {
+      tls: { cert_file: certs.serverCert, key_file: certs.serverKey, client_ca_file: certs.caCert },
+    },
+  });
+  const dir = await Deno.makeTempDir({ prefix: "cairn-worker-tls-" });
+  const stores = await createStoreManager({
+    WORKER_CAS: {
+      fast_slow: {
+        fast: { filesystem: { content_path: `${dir}/cas`, temp_path: `${dir}/tmp` } },
+        slow: { memory: {} },
+      },
+    },
+  });
+  const spec = (uri: string): LocalWorkerSpec => ({
+    worker_api_endpoint: {
+      uri,
+      tls_config: { ca_file: certs.caCert, cert_file: certs.clientCert, key_file: certs.clientKey },
+    },
+    cas_fast_slow_store: "WORKER_CAS",
+    work_directory: `${dir}/work`,
+    sandbox: "none",
+  });
+  const worker = createLocalWorker(spec(`grpcs://localhost:${port}`), { stores, log: silentWorkerLog });
+  try {
+    assert.throws(
+      () => createLocalWorker(spec(`grpc://localhost:${port}`), { stores, log: silentWorkerLog }),
+      (e: unknown) =>
+        e instanceof CairnError && e.code === Code.InvalidArgument && /needs a grpcs/.test(e.message),
+    );
+    await worker.start();
+    const hello = await scheduler.waitFor(() => scheduler.hellos[0]);
+    assert.equal(hello.msg.case, "hello");
+  } finally {
+    await worker.stop();
+    await stores.close();
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(certs.dir, { recursive: true });
+  }
+});

@@ -29,10 +29,10 @@
  * ```
  * @module
  */
-import { readFileSync } from "node:fs";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type Client, ConnectError, createClient, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import type { Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcClient, type GrpcClient } from "../transport/grpc_client.ts";
 import { type Digest, formatDigest } from "../digest/digest.ts";
 import {
   ActionCache,
@@ -649,32 +649,27 @@ export class GrpcStore implements StoreDriver {
 }
 
 function connect(endpoint: GrpcEndpointSpec): Connection {
-  const m = /^(grpcs?|https?):\/\/([^/]+)\/?$/.exec(endpoint.address ?? "");
-  if (!m) {
+  let client: GrpcClient;
+  try {
+    client = createGrpcClient(endpoint.address ?? "", {
+      tls: endpoint.tls_config,
+      pingIntervalMs: (endpoint.http2_keepalive_interval_s || 30) * 1000,
+      pingTimeoutMs: (endpoint.http2_keepalive_timeout_s || 20) * 1000,
+      idleConnectionTimeoutMs: 60_000,
+    });
+  } catch (err) {
+    const e = CairnError.from(err);
     throw new CairnError(
-      Code.InvalidArgument,
-      `Invalid endpoint address ${
-        JSON.stringify(endpoint.address)
-      }: expected grpc://host:port or grpcs://host:port`,
+      e.code,
+      `Invalid endpoint address ${JSON.stringify(endpoint.address)}: ${e.message}`,
+      {
+        cause: err,
+      },
     );
   }
-  const secure = m[1] === "grpcs" || m[1] === "https";
-  const baseUrl = `${secure ? "https" : "http"}://${m[2]}`;
-  const tls = endpoint.tls_config;
-  const nodeOptions: Record<string, unknown> = {};
-  if (secure && tls) {
-    if (tls.ca_file) nodeOptions["ca"] = readFileSync(tls.ca_file);
-    if (tls.cert_file) nodeOptions["cert"] = readFileSync(tls.cert_file);
-    if (tls.key_file) nodeOptions["key"] = readFileSync(tls.key_file);
-  }
-  const manager = new Http2SessionManager(baseUrl, {
-    pingIntervalMs: (endpoint.http2_keepalive_interval_s || 30) * 1000,
-    pingTimeoutMs: (endpoint.http2_keepalive_timeout_s || 20) * 1000,
-    idleConnectionTimeoutMs: 60_000,
-  }, nodeOptions);
-  const transport: Transport = createGrpcTransport({ baseUrl, sessionManager: manager });
+  const transport = client.transport;
   return {
-    manager,
+    manager: client.session,
     cas: createClient(ContentAddressableStorage, transport),
     ac: createClient(ActionCache, transport),
     bytestream: createClient(ByteStream, transport),
