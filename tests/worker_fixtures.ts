@@ -21,7 +21,7 @@ import {
   SchedulerMessageSchema,
   type WorkerMessage,
 } from "../src/gen/cairn/worker/v1/worker_api_pb.ts";
-import type { TestReapiServer } from "../src/worker/test_reapi_server.ts";
+import type { TestReapiServer } from "./fixtures/test_reapi_server.ts";
 
 /** A fake scheduler: records Hello and updates, pushes StartExecution. */
 export class FakeScheduler {

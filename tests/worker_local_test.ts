@@ -12,7 +12,7 @@ import { bindService } from "../src/transport/bind_service.ts";
 import { makeTestCerts, startServer } from "./fixtures/transport_fixtures.ts";
 import { createLocalWorker, type LocalWorker } from "../src/worker/local_worker.ts";
 import type { LocalWorkerSpec } from "../src/worker/local_worker_spec.ts";
-import { startTestReapiServer, type TestReapiServer } from "../src/worker/test_reapi_server.ts";
+import { startTestReapiServer, type TestReapiServer } from "./fixtures/test_reapi_server.ts";
 import { silentWorkerLog } from "../src/worker/worker_log.ts";
 import { blob, enc, FakeScheduler, start, uploadAction } from "./worker_fixtures.ts";
 

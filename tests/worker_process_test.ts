@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "../src/config/mod.ts";
 import { workerProcessCommand } from "../src/worker/permissions.ts";
-import { startTestReapiServer } from "../src/worker/test_reapi_server.ts";
+import { startTestReapiServer } from "./fixtures/test_reapi_server.ts";
 import { blob, FakeScheduler, start, uploadAction } from "./worker_fixtures.ts";
 
 Deno.test("worker process: runs with derived permissions, reaches server stores over --cas-endpoint, exits on SIGTERM", async () => {

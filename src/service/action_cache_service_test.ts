@@ -11,7 +11,7 @@ import { createMemoryStore } from "../store/memory_store.ts";
 import { Code } from "../util/error.ts";
 import { createActionCacheService, isWellFormedMessage } from "./action_cache_service.ts";
 import { toProto } from "./cas_service.ts";
-import { rejectsWithCode, serviceClient } from "./testing.ts";
+import { rejectsWithCode, serviceClient } from "../../tests/fixtures/service_testing.ts";
 
 const enc = new TextEncoder();
 

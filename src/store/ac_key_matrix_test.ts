@@ -17,7 +17,7 @@ import { type Digest, digestOf } from "../digest/digest.ts";
 import { ActionResultSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Code } from "../util/error.ts";
 import { bytesStream, collectBytes, patternBytes } from "../util/streams.ts";
-import { startTestReapiServer } from "../worker/test_reapi_server.ts";
+import { startTestReapiServer } from "../../tests/fixtures/test_reapi_server.ts";
 import { assertRejectsWithCode } from "./conformance_suite.ts";
 import type { FastSlowStore } from "./fast_slow_store.ts";
 import { acKey, getBytes, has } from "./helpers.ts";
