@@ -20,16 +20,15 @@ import { CairnError, Code } from "../util/error.ts";
 import { FastCdc } from "../util/fastcdc.ts";
 import { bytesStream, cancelled, collectBytes, forEachChunk } from "../util/streams.ts";
 import {
+  beginUpload,
   checkFields,
   emptyStream,
-  expectedUploadSize,
   getBytes,
   isDigestKey,
   keyToString,
   notFoundError,
   resolveRange,
   transformedWriteOptions,
-  uploadLimit,
 } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
@@ -154,14 +153,7 @@ export class DedupStore implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    let exact: number | undefined;
-    try {
-      exact = expectedUploadSize(key, size);
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
-    const limit = exact ?? uploadLimit(size);
+    const budget = await beginUpload(key, data, size);
     const cdc = new FastCdc(this.#cdc);
     const chunks: Digest[] = [];
     const inflight = new Set<Promise<void>>();
@@ -184,32 +176,18 @@ export class DedupStore implements StoreDriver {
       if (inflight.size >= UPLOAD_CONCURRENCY) await Promise.race(inflight);
       if (failure !== undefined) throw failure;
     };
-    let count = 0;
-    const name = keyToString(key);
     try {
       await forEachChunk(data, async (piece) => {
-        count += piece.byteLength;
-        if (count > limit) {
-          throw new CairnError(
-            Code.InvalidArgument,
-            exact !== undefined
-              ? `Size mismatch for ${name}: expected ${exact} bytes, got at least ${count}`
-              : `Too much data for ${name}: more than the limit of ${limit} bytes`,
-          );
-        }
+        budget.add(piece.byteLength);
         for (const chunk of cdc.push(piece)) await store(chunk);
       }, options?.signal);
-      if (exact !== undefined && count !== exact) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          `Size mismatch for ${name}: expected ${exact} bytes, got ${count}`,
-        );
-      }
+      budget.finish();
       for (const chunk of cdc.finish()) await store(chunk);
     } finally {
       await Promise.all(inflight);
     }
     if (failure !== undefined) throw CairnError.from(failure);
+    const count = budget.count;
     const index = encodeIndex(chunks, count);
     const announced = isDigestKey(key) ? Math.max(index.byteLength, key.size) : index.byteLength;
     await this.#index.write(key, bytesStream(index), { max: announced }, transformedWriteOptions(options));

@@ -36,17 +36,17 @@ import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
 import { cancelled, forEachChunk } from "../util/streams.ts";
 import {
   acKey,
+  beginUpload,
   checkFields,
   emptyStream,
   evictionPolicyFrom,
-  expectedUploadSize,
   isAcKey,
   isDigestKey,
   keyToString,
   notFoundError,
   resolveRange,
-  uploadLimit,
 } from "./helpers.ts";
+import { Semaphore } from "../util/async.ts";
 import { IoThread } from "../util/io_thread.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreUsage, UploadSize, WriteOptions } from "./types.ts";
@@ -108,11 +108,10 @@ export class FilesystemStore implements StoreDriver {
   readonly #index: LruIndex<Entry>;
   readonly #locks = new Map<string, Promise<void>>();
   readonly #pending = new Set<Promise<void>>();
-  readonly #maxWrites: number;
+  /** At most `max_concurrent_writes` writes at once (0: no limit). */
+  readonly #writes: Semaphore;
   readonly #threadWriteMin: number;
   readonly #threadAlways: boolean;
-  #activeWrites = 0;
-  #writeWaiters: (() => void)[] = [];
   #started: Promise<void> | undefined;
   #thread: IoThread | undefined;
   #tempSeq = 0;
@@ -123,7 +122,7 @@ export class FilesystemStore implements StoreDriver {
     this.tempPath = options.tempPath.replace(/\/+$/, "") || "/";
     this.#readChunk = options.readBufferSize || DEFAULT_READ_CHUNK;
     this.#blockSize = options.blockSize || 4096;
-    this.#maxWrites = options.maxConcurrentWrites ?? 0;
+    this.#writes = new Semaphore(options.maxConcurrentWrites ?? 0);
     this.#threadWriteMin = options.threadWriteMinBytes ?? THREAD_WRITE_MIN;
     this.#threadAlways = options.threadWritesAlways ?? false;
     this.#now = options.now ?? Date.now;
@@ -248,19 +247,14 @@ export class FilesystemStore implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    let exact: number | undefined;
-    try {
+    const budget = await beginUpload(key, data, size, async () => {
       await this.#ready();
-      exact = expectedUploadSize(key, size);
       if (options?.signal?.aborted) throw cancelled(options.signal, `Write of ${keyToString(key)}`);
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
-    const limit = exact ?? uploadLimit(size);
+    });
+    const { exact, limit } = budget;
     const name = keyToString(key);
     const id = this.#id(key);
-    await this.#acquireWrite();
+    const releaseWrite = await this.#writes.acquire();
     const tmp = `${this.tempPath}/${this.#tempPrefix}-${(this.#tempSeq++).toString(36)}`;
     let sink: FileOut | undefined;
     try {
@@ -269,25 +263,12 @@ export class FilesystemStore implements StoreDriver {
         ? await this.#writeThread().open(tmp, CONTENT_MODE)
         : await MainThreadFile.open(tmp, Math.min(WRITE_BUFFER, Math.max(limit, 1)));
       const out = sink;
-      let count = 0;
       await forEachChunk(data, (chunk) => {
-        count += chunk.byteLength;
-        if (count > limit) {
-          throw new CairnError(
-            Code.InvalidArgument,
-            exact !== undefined
-              ? `Size mismatch for ${name}: expected ${exact} bytes, got at least ${count}`
-              : `Too much data for ${name}: more than the limit of ${limit} bytes`,
-          );
-        }
+        budget.add(chunk.byteLength);
         return out.push(chunk);
       }, options?.signal);
-      if (exact !== undefined && count !== exact) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          `Size mismatch for ${name}: expected ${exact} bytes, got ${count}`,
-        );
-      }
+      budget.finish();
+      const count = budget.count;
       await out.finish(new Date(this.#now()));
       sink = undefined;
       const rel = !isDigestKey(key)
@@ -315,7 +296,7 @@ export class FilesystemStore implements StoreDriver {
       const e = CairnError.from(err, `Cannot write ${name} to filesystem store`);
       throw e;
     } finally {
-      this.#releaseWrite();
+      releaseWrite();
     }
   }
 
@@ -479,20 +460,6 @@ export class FilesystemStore implements StoreDriver {
       this.#index.delete(id);
       await Deno.remove(`${this.contentPath}/${entry.file}`).catch(() => {});
     });
-  }
-
-  #acquireWrite(): Promise<void> {
-    if (this.#maxWrites <= 0 || this.#activeWrites < this.#maxWrites) {
-      this.#activeWrites++;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.#writeWaiters.push(resolve));
-  }
-
-  #releaseWrite(): void {
-    const next = this.#writeWaiters.shift();
-    if (next) next();
-    else this.#activeWrites--;
   }
 }
 

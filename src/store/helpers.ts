@@ -15,7 +15,7 @@
  */
 import { type Digest, formatDigest } from "../digest/digest.ts";
 import { CairnError, Code } from "../util/error.ts";
-import { bytesStream, collectBytes } from "../util/streams.ts";
+import { bytesStream, collectBytes, UploadBudget } from "../util/streams.ts";
 import { type EvictionPolicy, NO_EVICTION } from "../util/lru.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
 import type {
@@ -152,6 +152,28 @@ export function expectedUploadSize(key: StoreKey, size: UploadSize): number | un
   return "exact" in size ? key.size : undefined;
 }
 
+/**
+ * The preamble of every store's `write`, before any byte moves: runs `before` (the store's own checks), then
+ * checks the announced size against the key ({@linkcode expectedUploadSize}); on a refusal cancels `data` (so
+ * the sender stops) and rethrows. Returns the budget to count the bytes against (the exact size a digest
+ * key expects, else the announced one).
+ */
+export async function beginUpload(
+  key: StoreKey,
+  data: ReadableStream<Uint8Array>,
+  size: UploadSize,
+  before?: () => unknown,
+): Promise<UploadBudget> {
+  try {
+    await before?.();
+    const exact = expectedUploadSize(key, size);
+    return new UploadBudget(exact !== undefined ? { exact } : size, keyToString(key));
+  } catch (err) {
+    await data.cancel(err).catch(() => {});
+    throw err;
+  }
+}
+
 /** Reads NativeLink's `eviction_policy` object (`max_bytes`, `evict_bytes`, `max_seconds`, `max_count`). */
 export function evictionPolicyFrom(fields: SpecFields, ctx: StoreBuildContext): EvictionPolicy {
   const p = ctx.object(fields, "eviction_policy");
@@ -241,10 +263,17 @@ export function emptyStream(): ReadableStream<Uint8Array> {
  */
 export class WrapperStore implements StoreDriver {
   readonly kind: string = "wrapper";
-  readonly inner: StoreDriver;
+  readonly #inner: StoreDriver | undefined;
 
-  constructor(inner: StoreDriver) {
-    this.inner = inner;
+  /** `inner` may be left out only by a subclass that overrides the `inner` getter (`ref_store`). */
+  constructor(inner?: StoreDriver) {
+    this.#inner = inner;
+  }
+
+  /** The wrapped store. */
+  get inner(): StoreDriver {
+    if (!this.#inner) throw new CairnError(Code.Internal, `The ${this.kind} store wraps no store`);
+    return this.#inner;
   }
 
   hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {

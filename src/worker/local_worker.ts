@@ -43,6 +43,7 @@ import {
 } from "../gen/cairn/worker/v1/worker_api_pb.ts";
 import { StatusSchema } from "../gen/google/rpc/status_pb.ts";
 import type { StoreDriver, StoreLookup } from "../store/types.ts";
+import { delay } from "../util/async.ts";
 import { CairnError, Code } from "../util/error.ts";
 import {
   type LocalWorkerSpec,
@@ -449,17 +450,4 @@ class Worker implements LocalWorker {
       this.#undelivered.push(update);
     }
   }
-}
-
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

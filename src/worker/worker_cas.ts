@@ -28,6 +28,7 @@ import { FastSlowStore } from "../store/fast_slow_store.ts";
 import { CONTENT_MODE, FilesystemStore } from "../store/filesystem_store.ts";
 import { getBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
+import { mapLimit } from "../util/async.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { checkMessageSize, MAX_DECODED_MESSAGE_BYTES } from "../util/limits.ts";
 
@@ -110,11 +111,7 @@ export class WorkerCas {
     if (unique.length === 0) return;
     const sizes = await this.fast.hasMany(unique);
     const missing = unique.filter((_, i) => sizes[i] === undefined);
-    let next = 0;
-    const workers = Array.from({ length: Math.min(FETCH_CONCURRENCY, missing.length) }, async () => {
-      while (next < missing.length) await this.#fetch(missing[next++]!);
-    });
-    await Promise.all(workers);
+    await mapLimit(missing, FETCH_CONCURRENCY, (d) => this.#fetch(d));
   }
 
   /**
