@@ -2,6 +2,7 @@
 // port), built from a services config by buildServiceBindings with real memory stores.
 import assert from "node:assert/strict";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   ActionCache,
   Capabilities,
@@ -15,7 +16,8 @@ import { formatReadResourceName, formatWriteResourceName } from "../src/digest/r
 import { buildServiceBindings } from "../src/service/mod.ts";
 import { toProto } from "../src/service/cas_service.ts";
 import { zstdCompress, zstdDecompress } from "../src/service/zstd_stream.ts";
-import { createStoreManager } from "../src/store/store_manager.ts";
+import { acKey, putBytes } from "../src/store/helpers.ts";
+import { createStoreManager, type StoreManager } from "../src/store/store_manager.ts";
 import { createCairnServer } from "../src/transport/server.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
 import { concatBytes, patternBytes } from "../src/util/streams.ts";
@@ -29,6 +31,7 @@ async function withCache(
     caps: Client<typeof Capabilities>;
     health: Client<typeof Health>;
     base: string;
+    stores: StoreManager;
   }) => Promise<void>,
 ) {
   const stores = await createStoreManager({ CAS: { memory: {} }, AC: { memory: {} } });
@@ -57,6 +60,7 @@ async function withCache(
       caps: createClient(Capabilities, transport),
       health: createClient(Health, transport),
       base: `http://127.0.0.1:${port}`,
+      stores,
     });
   } finally {
     await server.close(100);
@@ -208,5 +212,30 @@ Deno.test("Bazel's HTTP cache protocol and the status route on the same port", a
     assert.deepEqual(new Uint8Array(await get.arrayBuffer()), body);
     const status = await fetch(`${base}/status`);
     assert.deepEqual(await status.json(), { status: "ok", stores: { CAS: "ok", AC: "ok" } });
+  });
+});
+
+Deno.test("GetActionResult answers a damaged entry alike over gRPC (encoded fast path) and Connect (decoded)", async () => {
+  await withCache(async ({ ac, base, stores }) => {
+    const connect = createClient(ActionCache, createConnectTransport({ baseUrl: base, httpVersion: "2" }));
+    // Well-formed at the top level (exit_code, then output_files as a length-delimited field), but the
+    // OutputFile inside is cut short: its path claims 127 bytes and holds 2.
+    const nested = new Uint8Array([0x20, 0x00, 0x12, 0x04, 0x0a, 0x7f, 0x61, 0x62]);
+    // Damaged at the top level: a length running past the end.
+    const top = new Uint8Array([0x0a, 0x7f, 0x01, 0x02]);
+    for (const [name, bytes] of [["nested", nested], ["top level", top]] as const) {
+      const action = digestOf(new TextEncoder().encode(`damaged ${name}`));
+      await putBytes(stores.get("AC"), acKey(action), bytes);
+      const codes: (Code | undefined)[] = [];
+      for (const client of [ac, connect]) {
+        const err = await client.getActionResult({ instanceName: "main", actionDigest: toProto(action) })
+          .then(
+            () => undefined,
+            (e) => ConnectError.from(e),
+          );
+        codes.push(err?.code as Code | undefined);
+      }
+      assert.deepEqual(codes, [Code.NotFound, Code.NotFound], `${name}: gRPC and Connect codes`);
+    }
   });
 });
