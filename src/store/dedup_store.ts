@@ -22,10 +22,14 @@ import { bytesStream, cancelled, collectBytes, forEachChunk } from "../util/stre
 import {
   beginUpload,
   checkFields,
+  closeAll,
+  deleteIn,
   emptyStream,
   getBytes,
+  initAll,
   isDigestKey,
   keyToString,
+  listIn,
   notFoundError,
   resolveRange,
   transformedWriteOptions,
@@ -250,30 +254,20 @@ export class DedupStore implements StoreDriver {
     }, { highWaterMark: 0 });
   }
 
-  async delete(key: StoreKey): Promise<boolean> {
-    if (!this.#index.delete) {
-      throw new CairnError(
-        Code.Unimplemented,
-        `Cannot delete ${keyToString(key)}: ${this.#index.kind} store has no delete`,
-      );
-    }
-    return await this.#index.delete(key); // chunks may be shared; they age out of the content store
+  delete(key: StoreKey): Promise<boolean> {
+    return deleteIn(this.#index, key); // chunks may be shared; they age out of the content store
   }
 
-  async *list(): AsyncIterable<StoreKey> {
-    if (!this.#index.list) {
-      throw new CairnError(Code.Unimplemented, `Cannot list keys: ${this.#index.kind} store has no list`);
-    }
-    yield* this.#index.list();
+  list(): AsyncIterable<StoreKey> {
+    return listIn(this.#index);
   }
 
-  async init(stores: StoreLookup): Promise<void> {
-    await this.#index.init?.(stores);
-    await this.#content.init?.(stores);
+  init(stores: StoreLookup): Promise<void> {
+    return initAll([this.#index, this.#content], stores);
   }
 
-  async close(): Promise<void> {
-    await Promise.all([this.#index.close?.(), this.#content.close?.()]);
+  close(): Promise<void> {
+    return closeAll([this.#index, this.#content]);
   }
 }
 

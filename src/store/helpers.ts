@@ -246,6 +246,35 @@ export function emptyStream(): ReadableStream<Uint8Array> {
   });
 }
 
+/** `store.delete(key)`; UNIMPLEMENTED naming the store when it has no delete. */
+export async function deleteIn(store: StoreDriver, key: StoreKey): Promise<boolean> {
+  if (!store.delete) {
+    throw new CairnError(
+      Code.Unimplemented,
+      `Cannot delete ${keyToString(key)}: ${store.kind} store has no delete`,
+    );
+  }
+  return await store.delete(key);
+}
+
+/** `store.list()`; UNIMPLEMENTED naming the store when it has no list. */
+export async function* listIn(store: StoreDriver): AsyncIterable<StoreKey> {
+  if (!store.list) {
+    throw new CairnError(Code.Unimplemented, `Cannot list keys: ${store.kind} store has no list`);
+  }
+  yield* store.list();
+}
+
+/** Initializes the nested stores of a composite store, in order. */
+export async function initAll(stores: readonly StoreDriver[], lookup: StoreLookup): Promise<void> {
+  for (const s of stores) await s.init?.(lookup);
+}
+
+/** Closes the nested stores of a composite store, all at once. */
+export async function closeAll(stores: readonly StoreDriver[]): Promise<void> {
+  await Promise.all(stores.map((s) => s.close?.()));
+}
+
 /**
  * A forwarding base for wrapper stores: every method delegates to `inner`, and `init`/`close` are
  * forwarded (a wrapper owns its nested stores). Override what the wrapper changes.
@@ -293,21 +322,12 @@ export class WrapperStore implements StoreDriver {
     return this.inner.write(key, data, size, options);
   }
 
-  async delete(key: StoreKey): Promise<boolean> {
-    if (!this.inner.delete) {
-      throw new CairnError(
-        Code.Unimplemented,
-        `Cannot delete ${keyToString(key)}: ${this.inner.kind} store has no delete`,
-      );
-    }
-    return await this.inner.delete(key);
+  delete(key: StoreKey): Promise<boolean> {
+    return deleteIn(this.inner, key);
   }
 
-  async *list(): AsyncIterable<StoreKey> {
-    if (!this.inner.list) {
-      throw new CairnError(Code.Unimplemented, `Cannot list keys: ${this.inner.kind} store has no list`);
-    }
-    yield* this.inner.list();
+  list(): AsyncIterable<StoreKey> {
+    return listIn(this.inner);
   }
 
   async init(stores: StoreLookup): Promise<void> {
