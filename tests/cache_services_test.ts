@@ -13,12 +13,11 @@ import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { Health, HealthCheckResponse_ServingStatus } from "../src/gen/grpc/health/v1/health_pb.ts";
 import { digestOf } from "../src/digest/digest.ts";
 import { formatReadResourceName, formatWriteResourceName } from "../src/digest/resource_name.ts";
-import { buildServiceBindings } from "../src/service/mod.ts";
 import { toProto } from "../src/service/cas_service.ts";
 import { zstdCompress, zstdDecompress } from "../src/service/zstd_stream.ts";
 import { acKey, putBytes } from "../src/store/helpers.ts";
-import { createStoreManager, type StoreManager } from "../src/store/store_manager.ts";
-import { createCairnServer } from "../src/transport/server.ts";
+import type { StoreManager } from "../src/store/store_manager.ts";
+import { startCacheServer } from "./fixtures/cache_server.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
 import { concatBytes, patternBytes } from "../src/util/streams.ts";
 import { Code } from "../src/util/error.ts";
@@ -34,8 +33,8 @@ async function withCache(
     stores: StoreManager;
   }) => Promise<void>,
 ) {
-  const stores = await createStoreManager({ CAS: { memory: {} }, AC: { memory: {} } });
-  const built = buildServiceBindings({
+  const server = await startCacheServer({
+    instance: "main",
     services: {
       cas: [{ instance_name: "main", cas_store: "CAS" }],
       ac: [{ instance_name: "main", ac_store: "AC" }],
@@ -43,14 +42,8 @@ async function withCache(
       capabilities: [{ instance_name: "main" }],
       health: {},
     },
-    stores,
   });
-  const server = createCairnServer({
-    listener: { socket_address: "127.0.0.1:0" },
-    bindings: built.bindings,
-    routes: built.routes,
-  });
-  const { port } = await server.listen();
+  const { port, stores } = server;
   const transport = createGrpcClientTransport(`grpc://127.0.0.1:${port}`);
   try {
     await fn({
@@ -63,9 +56,7 @@ async function withCache(
       stores,
     });
   } finally {
-    await server.close(100);
-    await built.close();
-    await stores.close();
+    await server.close();
   }
 }
 
