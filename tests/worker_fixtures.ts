@@ -100,7 +100,7 @@ export const pd = (d: Digest): ProtoDigest =>
 
 /** Uploads an action with `files` (path → content, `+x` suffix in the key for executables). */
 export function uploadAction(
-  server: TestReapiServer,
+  server: Pick<TestReapiServer, "put">,
   command: MessageInitShape<typeof CommandSchema>,
   files: Record<string, string>,
   action: { timeout?: ReturnType<typeof durationFromMs>; doNotCache?: boolean } = {},
