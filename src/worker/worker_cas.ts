@@ -68,7 +68,7 @@ export class WorkerCas {
     if (!(top instanceof FastSlowStore)) {
       throw new CairnError(
         Code.InvalidArgument,
-        `Cannot start worker: ${name} must be a fast_slow store (its fast side a filesystem store), got ${top.kind}`,
+        `Cannot start worker: ${name} must be a fast_slow store (inputs are made resident in its fast side), got ${top.kind}`,
       );
     }
     return new WorkerCas(store, top.fast, top.slow, execDir);
