@@ -21,12 +21,11 @@ import {
   ContentAddressableStorage,
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { type Digest, digestOf } from "../src/digest/digest.ts";
-import { buildServiceBindings } from "../src/service/mod.ts";
 import { createHttpCacheRoute } from "../src/service/http_cache_route.ts";
 import type { FastSlowStore } from "../src/store/fast_slow_store.ts";
 import { acKey, has } from "../src/store/helpers.ts";
 import { createStoreManager, type StoreManager } from "../src/store/store_manager.ts";
-import { createCairnServer } from "../src/transport/server.ts";
+import { startCacheServer } from "./fixtures/cache_server.ts";
 import { grpcJsClient } from "./fixtures/transport_fixtures.ts";
 
 const AcClient = grpcJsClient(ActionCache);
@@ -68,20 +67,14 @@ interface Running {
 }
 
 async function start(dir: string): Promise<Running> {
-  const stores = await createStoreManager(storesConfig(dir));
-  const built = buildServiceBindings({
+  const server = await startCacheServer({
+    stores: storesConfig(dir),
     services: {
       cas: [{ instance_name: "main", cas_store: "cas_STORE" }],
       ac: [{ instance_name: "main", ac_store: "AC_STORE" }],
     },
-    stores,
   });
-  const server = createCairnServer({
-    listener: { socket_address: "127.0.0.1:0" },
-    bindings: built.bindings,
-    routes: built.routes,
-  });
-  const { port } = await server.listen();
+  const { port, stores } = server;
   const ac = new AcClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   const cas = new CasClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   return {
@@ -91,9 +84,7 @@ async function start(dir: string): Promise<Running> {
     async stop() {
       ac.close();
       cas.close();
-      await server.close(100);
-      await built.close();
-      await stores.close();
+      await server.close();
     },
   };
 }

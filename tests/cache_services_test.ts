@@ -2,6 +2,7 @@
 // port), built from a services config by buildServiceBindings with real memory stores.
 import assert from "node:assert/strict";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   ActionCache,
   Capabilities,
@@ -12,11 +13,11 @@ import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
 import { Health, HealthCheckResponse_ServingStatus } from "../src/gen/grpc/health/v1/health_pb.ts";
 import { digestOf } from "../src/digest/digest.ts";
 import { formatReadResourceName, formatWriteResourceName } from "../src/digest/resource_name.ts";
-import { buildServiceBindings } from "../src/service/mod.ts";
 import { toProto } from "../src/service/cas_service.ts";
 import { zstdCompress, zstdDecompress } from "../src/service/zstd_stream.ts";
-import { createStoreManager } from "../src/store/store_manager.ts";
-import { createCairnServer } from "../src/transport/server.ts";
+import { acKey, putBytes } from "../src/store/helpers.ts";
+import type { StoreManager } from "../src/store/store_manager.ts";
+import { startCacheServer } from "./fixtures/cache_server.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
 import { concatBytes, patternBytes } from "../src/util/streams.ts";
 import { Code } from "../src/util/error.ts";
@@ -29,10 +30,11 @@ async function withCache(
     caps: Client<typeof Capabilities>;
     health: Client<typeof Health>;
     base: string;
+    stores: StoreManager;
   }) => Promise<void>,
 ) {
-  const stores = await createStoreManager({ CAS: { memory: {} }, AC: { memory: {} } });
-  const built = buildServiceBindings({
+  const server = await startCacheServer({
+    instance: "main",
     services: {
       cas: [{ instance_name: "main", cas_store: "CAS" }],
       ac: [{ instance_name: "main", ac_store: "AC" }],
@@ -40,14 +42,8 @@ async function withCache(
       capabilities: [{ instance_name: "main" }],
       health: {},
     },
-    stores,
   });
-  const server = createCairnServer({
-    listener: { socket_address: "127.0.0.1:0" },
-    bindings: built.bindings,
-    routes: built.routes,
-  });
-  const { port } = await server.listen();
+  const { port, stores } = server;
   const transport = createGrpcClientTransport(`grpc://127.0.0.1:${port}`);
   try {
     await fn({
@@ -57,11 +53,10 @@ async function withCache(
       caps: createClient(Capabilities, transport),
       health: createClient(Health, transport),
       base: `http://127.0.0.1:${port}`,
+      stores,
     });
   } finally {
-    await server.close(100);
-    await built.close();
-    await stores.close();
+    await server.close();
   }
 }
 
@@ -208,5 +203,30 @@ Deno.test("Bazel's HTTP cache protocol and the status route on the same port", a
     assert.deepEqual(new Uint8Array(await get.arrayBuffer()), body);
     const status = await fetch(`${base}/status`);
     assert.deepEqual(await status.json(), { status: "ok", stores: { CAS: "ok", AC: "ok" } });
+  });
+});
+
+Deno.test("GetActionResult answers a damaged entry alike over gRPC (encoded fast path) and Connect (decoded)", async () => {
+  await withCache(async ({ ac, base, stores }) => {
+    const connect = createClient(ActionCache, createConnectTransport({ baseUrl: base, httpVersion: "2" }));
+    // Well-formed at the top level (exit_code, then output_files as a length-delimited field), but the
+    // OutputFile inside is cut short: its path claims 127 bytes and holds 2.
+    const nested = new Uint8Array([0x20, 0x00, 0x12, 0x04, 0x0a, 0x7f, 0x61, 0x62]);
+    // Damaged at the top level: a length running past the end.
+    const top = new Uint8Array([0x0a, 0x7f, 0x01, 0x02]);
+    for (const [name, bytes] of [["nested", nested], ["top level", top]] as const) {
+      const action = digestOf(new TextEncoder().encode(`damaged ${name}`));
+      await putBytes(stores.get("AC"), acKey(action), bytes);
+      const codes: (Code | undefined)[] = [];
+      for (const client of [ac, connect]) {
+        const err = await client.getActionResult({ instanceName: "main", actionDigest: toProto(action) })
+          .then(
+            () => undefined,
+            (e) => ConnectError.from(e),
+          );
+        codes.push(err?.code as Code | undefined);
+      }
+      assert.deepEqual(codes, [Code.NotFound, Code.NotFound], `${name}: gRPC and Connect codes`);
+    }
   });
 });

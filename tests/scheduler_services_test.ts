@@ -37,7 +37,7 @@ import { SimpleScheduler } from "../src/scheduler/simple_scheduler.ts";
 import type { SimpleSpec } from "../src/scheduler/scheduler_spec.ts";
 import { createExecutionService } from "../src/service/execution_service.ts";
 import { createOperationsService } from "../src/service/operations_service.ts";
-import { rejectsWithCode, serviceClient } from "../src/service/testing.ts";
+import { rejectsWithCode, serviceClient } from "./fixtures/service_testing.ts";
 import { createWorkerApiService } from "../src/service/worker_api_service.ts";
 import { acKey, putBytes } from "../src/store/helpers.ts";
 import { MemoryStore } from "../src/store/memory_store.ts";

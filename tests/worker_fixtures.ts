@@ -21,7 +21,7 @@ import {
   SchedulerMessageSchema,
   type WorkerMessage,
 } from "../src/gen/cairn/worker/v1/worker_api_pb.ts";
-import type { TestReapiServer } from "../src/worker/test_reapi_server.ts";
+import type { TestReapiServer } from "./fixtures/test_reapi_server.ts";
 
 /** A fake scheduler: records Hello and updates, pushes StartExecution. */
 export class FakeScheduler {
@@ -100,7 +100,7 @@ export const pd = (d: Digest): ProtoDigest =>
 
 /** Uploads an action with `files` (path → content, `+x` suffix in the key for executables). */
 export function uploadAction(
-  server: TestReapiServer,
+  server: Pick<TestReapiServer, "put">,
   command: MessageInitShape<typeof CommandSchema>,
   files: Record<string, string>,
   action: { timeout?: ReturnType<typeof durationFromMs>; doNotCache?: boolean } = {},

@@ -4,12 +4,15 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { digestOf, formatDigest } from "../src/digest/digest.ts";
 import { TreeSchema } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { FastSlowStore } from "../src/store/fast_slow_store.ts";
-import type { FilesystemStore } from "../src/store/filesystem_store.ts";
+import { FilesystemStore } from "../src/store/filesystem_store.ts";
 import { createStoreManager, type StoreManager } from "../src/store/store_manager.ts";
-import { Code } from "../src/util/error.ts";
+import { CairnError, Code } from "../src/util/error.ts";
+import { WorkerApi } from "../src/gen/cairn/worker/v1/worker_api_pb.ts";
+import { bindService } from "../src/transport/bind_service.ts";
+import { makeTestCerts, startServer } from "./fixtures/transport_fixtures.ts";
 import { createLocalWorker, type LocalWorker } from "../src/worker/local_worker.ts";
 import type { LocalWorkerSpec } from "../src/worker/local_worker_spec.ts";
-import { startTestReapiServer, type TestReapiServer } from "../src/worker/test_reapi_server.ts";
+import { startTestReapiServer, type TestReapiServer } from "./fixtures/test_reapi_server.ts";
 import { silentWorkerLog } from "../src/worker/worker_log.ts";
 import { blob, enc, FakeScheduler, start, uploadAction } from "./worker_fixtures.ts";
 
@@ -21,10 +24,15 @@ interface Fixture {
   dir: string;
   work: string;
   fast: FilesystemStore;
+  /** Where the fast store's files are. */
+  cas: string;
   cleanup(): Promise<void>;
 }
 
-async function setup(extra: Partial<LocalWorkerSpec> = {}): Promise<Fixture> {
+async function setup(
+  extra: Partial<LocalWorkerSpec> = {},
+  wrapFast: (filesystem: Record<string, unknown>) => Record<string, unknown> = (fs) => fs,
+): Promise<Fixture> {
   const scheduler = new FakeScheduler();
   const server = await startTestReapiServer({ workerApi: scheduler.impl });
   const dir = await Deno.makeTempDir({ prefix: "cairn-worker-test-" });
@@ -32,7 +40,7 @@ async function setup(extra: Partial<LocalWorkerSpec> = {}): Promise<Fixture> {
   const stores = await createStoreManager({
     WORKER_CAS: {
       fast_slow: {
-        fast: { filesystem: { content_path: `${dir}/cas`, temp_path: `${dir}/tmp` } },
+        fast: wrapFast({ filesystem: { content_path: `${dir}/cas`, temp_path: `${dir}/tmp` } }),
         slow: { grpc: { endpoints: [{ address: server.address }], store_type: "cas" } },
       },
     },
@@ -48,7 +56,9 @@ async function setup(extra: Partial<LocalWorkerSpec> = {}): Promise<Fixture> {
     ...extra,
   }, { stores, log: silentWorkerLog });
   await worker.start();
-  const fast = (stores.get("WORKER_CAS") as FastSlowStore).fast as FilesystemStore;
+  let fast = (stores.get("WORKER_CAS") as FastSlowStore).fast;
+  while (!(fast instanceof FilesystemStore) && fast.innerStore) fast = fast.innerStore();
+  if (!(fast instanceof FilesystemStore)) fast = (fast as unknown as { inner: FilesystemStore }).inner;
   return {
     server,
     scheduler,
@@ -56,7 +66,8 @@ async function setup(extra: Partial<LocalWorkerSpec> = {}): Promise<Fixture> {
     worker,
     dir,
     work,
-    fast,
+    fast: fast as FilesystemStore,
+    cas: `${dir}/cas`,
     async cleanup() {
       await worker.stop();
       await stores.close();
@@ -242,5 +253,116 @@ Deno.test("worker: a failing precondition script declines work; query_cmd values
     await assert.rejects(Deno.stat(marker), Deno.errors.NotFound);
   } finally {
     await f.cleanup();
+  }
+});
+
+/** Every file under `dir` with its permission bits. */
+async function modes(dir: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const walk = async (d: string): Promise<void> => {
+    for await (const e of Deno.readDir(d)) {
+      const p = `${d}/${e.name}`;
+      if (e.isDirectory) await walk(p);
+      else if (e.isFile) out.set(p, (await Deno.stat(p)).mode! & 0o7777);
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
+for (
+  const [name, wrap] of [
+    [
+      "compression",
+      (fs: Record<string, unknown>) => ({ compression: { backend: fs, compression_algorithm: { lz4: {} } } }),
+    ],
+    [
+      "verify",
+      (fs: Record<string, unknown>) => ({ verify: { backend: fs, verify_size: true, verify_hash: true } }),
+    ],
+  ] as const
+) {
+  Deno.test(`worker: a ${name} fast store serves correct inputs and its files keep their mode`, async () => {
+    const f = await setup({}, wrap);
+    try {
+      const script = [
+        "set -e",
+        "cat src/data.txt > out/copy.txt; ./tool.sh > out/tool.txt; stat -c %a src/data.txt tool.sh > out/modes",
+        "test -x tool.sh && test ! -x src/data.txt && test ! -w src/data.txt",
+      ].join("\n");
+      const data = "input data, long enough to be compressed: " + "abc".repeat(200) + "\n";
+      const a = uploadAction(f.server, {
+        arguments: ["/bin/bash", "-c", script],
+        environmentVariables: [{ name: "PATH", value: "/usr/bin:/bin" }],
+        outputFiles: ["out/copy.txt", "out/tool.txt", "out/modes"],
+      }, { "src/data.txt": data, "tool.sh+x": "#!/bin/sh\necho tool ran\n" });
+      start(f.scheduler, "op-1", a);
+      const u = await f.scheduler.waitFor(() => f.scheduler.terminal("op-1"));
+      assert.equal(
+        u.update.case,
+        "response",
+        u.update.case === "internalError" ? u.update.value.message : "",
+      );
+      const res = u.update.case === "response" ? u.update.value : undefined;
+      assert.equal(res?.status?.code ?? 0, 0, res?.status?.message ?? "");
+      const r = res!.result!;
+      assert.equal(r.exitCode, 0, await blob(f.server, r.stderrDigest));
+      const byPath = new Map(r.outputFiles.map((o) => [o.path, o]));
+      assert.equal(await blob(f.server, byPath.get("out/copy.txt")?.digest), data);
+      assert.equal(await blob(f.server, byPath.get("out/tool.txt")?.digest), "tool ran\n");
+      assert.equal(await blob(f.server, byPath.get("out/modes")?.digest), "444\n555\n");
+      // The store's own files were never chmod-ed by the worker.
+      const files = await modes(f.cas);
+      assert.ok(files.size >= 2, `expected the inputs in the fast store, found ${files.size} files`);
+      for (const [path, mode] of files) assert.equal(mode, 0o444, `${path} has mode ${mode.toString(8)}`);
+    } finally {
+      await f.cleanup();
+    }
+  });
+}
+
+Deno.test("worker: reaches a TLS worker API with mTLS (worker_api_endpoint.tls_config); plain grpc:// is refused", async () => {
+  const certs = await makeTestCerts();
+  const scheduler = new FakeScheduler();
+  const { server, port } = await startServer({
+    bindings: [bindService(WorkerApi, scheduler.impl)],
+    listener: {
+      tls: { cert_file: certs.serverCert, key_file: certs.serverKey, client_ca_file: certs.caCert },
+    },
+  });
+  const dir = await Deno.makeTempDir({ prefix: "cairn-worker-tls-" });
+  const stores = await createStoreManager({
+    WORKER_CAS: {
+      fast_slow: {
+        fast: { filesystem: { content_path: `${dir}/cas`, temp_path: `${dir}/tmp` } },
+        slow: { memory: {} },
+      },
+    },
+  });
+  const spec = (uri: string): LocalWorkerSpec => ({
+    worker_api_endpoint: {
+      uri,
+      tls_config: { ca_file: certs.caCert, cert_file: certs.clientCert, key_file: certs.clientKey },
+    },
+    cas_fast_slow_store: "WORKER_CAS",
+    work_directory: `${dir}/work`,
+    sandbox: "none",
+  });
+  const worker = createLocalWorker(spec(`grpcs://localhost:${port}`), { stores, log: silentWorkerLog });
+  try {
+    assert.throws(
+      () => createLocalWorker(spec(`grpc://localhost:${port}`), { stores, log: silentWorkerLog }),
+      (e: unknown) =>
+        e instanceof CairnError && e.code === Code.InvalidArgument && /needs a grpcs/.test(e.message),
+    );
+    await worker.start();
+    const hello = await scheduler.waitFor(() => scheduler.hellos[0]);
+    assert.equal(hello.msg.case, "hello");
+  } finally {
+    await worker.stop();
+    await stores.close();
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(certs.dir, { recursive: true });
   }
 });

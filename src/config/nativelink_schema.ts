@@ -238,7 +238,7 @@ const localWorker = s.object({
   worker_api_endpoint: s.object({
     uri: s.string(),
     timeout: s.optional(s.duration()),
-    tls_config: s.optional(s.unsupported()),
+    tls_config: s.optional(clientTls),
     /** Cairn: the credential presented to the worker API (default `$CAIRN_WORKER_TOKEN`). */
     worker_token: s.optional(s.string()),
   }),

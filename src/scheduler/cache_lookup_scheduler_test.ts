@@ -7,9 +7,9 @@ import {
 import { acKey, putBytes } from "../store/helpers.ts";
 import { MemoryStore } from "../store/memory_store.ts";
 import { CacheLookupScheduler } from "./cache_lookup_scheduler.ts";
-import { FakeWorker } from "./fake_worker.ts";
+import { FakeWorker } from "../../tests/fixtures/fake_worker.ts";
 import { SimpleScheduler } from "./simple_scheduler.ts";
-import { actionRequest } from "./test_actions.ts";
+import { actionRequest } from "../../tests/fixtures/test_actions.ts";
 import type { ActionHandle, OperationState } from "./types.ts";
 
 async function states(handle: ActionHandle): Promise<OperationState[]> {

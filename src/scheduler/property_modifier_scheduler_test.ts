@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { FakeWorker } from "./fake_worker.ts";
+import { FakeWorker } from "../../tests/fixtures/fake_worker.ts";
 import { modifyPlatform, PropertyModifierScheduler } from "./property_modifier_scheduler.ts";
 import { SimpleScheduler } from "./simple_scheduler.ts";
-import { actionRequest } from "./test_actions.ts";
+import { actionRequest } from "../../tests/fixtures/test_actions.ts";
 
 Deno.test("modifications add, remove and replace properties in order", () => {
   const out = modifyPlatform(

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { ExecutionStage_Value } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { CairnError, Code } from "../util/error.ts";
-import { exitResponse, FakeWorker } from "./fake_worker.ts";
+import { exitResponse, FakeWorker } from "../../tests/fixtures/fake_worker.ts";
 
 const exit0 = () => exitResponse(0);
 import type { SimpleSpec } from "./scheduler_spec.ts";
 import { SimpleScheduler } from "./simple_scheduler.ts";
-import { actionRequest } from "./test_actions.ts";
+import { actionRequest } from "../../tests/fixtures/test_actions.ts";
 import type { ActionHandle, OperationState } from "./types.ts";
 
 const S = ExecutionStage_Value;

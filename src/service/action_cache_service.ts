@@ -21,7 +21,6 @@
  */
 import { recordAcLookup } from "./cache_metrics.ts";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   type ActionCache,
@@ -71,30 +70,17 @@ export async function readActionResult(acStore: StoreDriver, digest: Digest): Pr
   return decodeActionResult(bytes, digest);
 }
 
-/** The stored bytes of an ActionResult, checked to be a well-formed message; NOT_FOUND otherwise. */
+/**
+ * The stored bytes of an ActionResult, to serve as stored; NOT_FOUND when absent or not a valid ActionResult.
+ * The bytes are decoded in full to check them, so this path refuses exactly what {@linkcode readActionResult}
+ * refuses, damage in a nested field included; it still saves the re-encoding (decoding alone measured at
+ * 40–80% of decoding and encoding again, for results of 1 KB to 2.4 MB; a top-level-only wire check was 4 to
+ * 24 times cheaper than decoding but let nested damage through).
+ */
 export async function readEncodedActionResult(acStore: StoreDriver, digest: Digest): Promise<Uint8Array> {
   const bytes = await getBytes(acStore, acKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
-  if (!isWellFormedMessage(bytes)) decodeActionResult(bytes, digest); // throws NOT_FOUND with the reason
+  decodeActionResult(bytes, digest); // throws NOT_FOUND with the reason
   return bytes;
-}
-
-/**
- * Whether `bytes` parse as protobuf wire format at the top level: every field has a valid number and wire
- * type, and every length stays inside the message (a cheap check for truncated or foreign bytes).
- */
-export function isWellFormedMessage(bytes: Uint8Array): boolean {
-  const reader = new BinaryReader(bytes);
-  try {
-    while (reader.pos < reader.len) {
-      const [fieldNo, wireType] = reader.tag();
-      // Groups do not occur in these messages.
-      if (wireType === WireType.StartGroup || wireType === WireType.EndGroup) return false;
-      reader.skip(wireType, fieldNo);
-    }
-  } catch {
-    return false;
-  }
-  return reader.pos === reader.len;
 }
 
 function decodeActionResult(bytes: Uint8Array, digest: Digest): ActionResult {

@@ -9,9 +9,9 @@ import { digestOf, EMPTY_DIGEST } from "../digest/digest.ts";
 import { acKey, has, putBytes } from "../store/helpers.ts";
 import { createMemoryStore } from "../store/memory_store.ts";
 import { Code } from "../util/error.ts";
-import { createActionCacheService, isWellFormedMessage } from "./action_cache_service.ts";
+import { createActionCacheService } from "./action_cache_service.ts";
 import { toProto } from "./cas_service.ts";
-import { rejectsWithCode, serviceClient } from "./testing.ts";
+import { rejectsWithCode, serviceClient } from "../../tests/fixtures/service_testing.ts";
 
 const enc = new TextEncoder();
 
@@ -181,21 +181,4 @@ Deno.test("The encoded GetActionResult (gRPC fast path) answers as the decoded o
     (e: { code?: number }) => e.code === Code.NotFound,
   );
   await rejectsWithCode(client.getActionResult({ actionDigest: toProto(damaged) }), Code.NotFound);
-});
-
-Deno.test("isWellFormedMessage accepts protobuf wire format and refuses truncated or foreign bytes", () => {
-  const good = toBinary(
-    ActionResultSchema,
-    create(ActionResultSchema, {
-      exitCode: 300,
-      stdoutRaw: new Uint8Array(200),
-      outputFiles: [{ path: "x" }],
-    }),
-  );
-  assert.equal(isWellFormedMessage(good), true);
-  assert.equal(isWellFormedMessage(new Uint8Array(0)), true, "the empty message");
-  assert.equal(isWellFormedMessage(good.subarray(0, good.byteLength - 1)), false, "truncated");
-  assert.equal(isWellFormedMessage(enc.encode('{"exitCode": 0}')), false, "JSON");
-  assert.equal(isWellFormedMessage(new Uint8Array([0x00, 0x01])), false, "field number 0");
-  assert.equal(isWellFormedMessage(new Uint8Array([0x0b, 0x0c])), false, "groups");
 });

@@ -12,7 +12,7 @@ import type { StoreDriver } from "../store/types.ts";
 import { Code } from "../util/error.ts";
 import { concatBytes, patternBytes } from "../util/streams.ts";
 import { createByteStreamService } from "./byte_stream_service.ts";
-import { rejectsWithCode, serviceClient } from "./testing.ts";
+import { rejectsWithCode, serviceClient } from "../../tests/fixtures/service_testing.ts";
 import { zstdCompress, zstdDecompress } from "./zstd_stream.ts";
 
 type WriteInit = MessageInitShape<typeof WriteRequestSchema>;

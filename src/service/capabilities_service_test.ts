@@ -7,7 +7,7 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Code } from "../util/error.ts";
 import { createCapabilitiesService } from "./capabilities_service.ts";
-import { rejectsWithCode, serviceClient } from "./testing.ts";
+import { rejectsWithCode, serviceClient } from "../../tests/fixtures/service_testing.ts";
 
 Deno.test("GetCapabilities is truthful per instance and NOT_FOUND for unknown instances", async () => {
   const client = serviceClient(

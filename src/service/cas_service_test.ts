@@ -12,7 +12,7 @@ import { getBytes, has, putBytes } from "../store/helpers.ts";
 import { createMemoryStore } from "../store/memory_store.ts";
 import { Code } from "../util/error.ts";
 import { createCasService, toProto } from "./cas_service.ts";
-import { rejectsWithCode, serviceClient } from "./testing.ts";
+import { rejectsWithCode, serviceClient } from "../../tests/fixtures/service_testing.ts";
 import { zstdCompress, zstdDecompress } from "./zstd_stream.ts";
 import { patternBytes } from "../util/streams.ts";
 import { MAX_DECODED_MESSAGE_BYTES } from "../util/limits.ts";

@@ -5,7 +5,7 @@ import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { createHealthService } from "./health_service.ts";
 import { createStatusRoute } from "./status_route.ts";
-import { rejectsWithCode, serviceClient } from "./testing.ts";
+import { rejectsWithCode, serviceClient } from "../../tests/fixtures/service_testing.ts";
 
 const CAS = "build.bazel.remote.execution.v2.ContentAddressableStorage";
 

@@ -12,7 +12,7 @@ import { createStoreManager } from "../store/store_manager.ts";
 import { Code } from "../util/error.ts";
 import { toProto } from "./cas_service.ts";
 import { buildServiceBindings } from "./mod.ts";
-import { rejectsWithCode, serviceClient } from "./testing.ts";
+import { rejectsWithCode, serviceClient } from "../../tests/fixtures/service_testing.ts";
 
 async function stores() {
   return await createStoreManager({

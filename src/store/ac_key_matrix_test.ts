@@ -17,7 +17,7 @@ import { type Digest, digestOf } from "../digest/digest.ts";
 import { ActionResultSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Code } from "../util/error.ts";
 import { bytesStream, collectBytes, patternBytes } from "../util/streams.ts";
-import { startTestReapiServer } from "../worker/test_reapi_server.ts";
+import { startCacheServer } from "../../tests/fixtures/cache_server.ts";
 import { assertRejectsWithCode } from "./conformance_suite.ts";
 import type { FastSlowStore } from "./fast_slow_store.ts";
 import { acKey, getBytes, has } from "./helpers.ts";
@@ -185,7 +185,7 @@ const CASES: readonly Case[] = [
 for (const c of CASES) {
   Deno.test(`AC keys through ${c.name}: results of any length round trip`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "cairn-ackey-" });
-    const upstream = c.name.startsWith("grpc") ? await startTestReapiServer() : undefined;
+    const upstream = c.name.startsWith("grpc") ? await startCacheServer({ instance: "main" }) : undefined;
     const stores = await createStoreManager(c.config(dir, upstream?.address ?? "grpc://127.0.0.1:1"));
     try {
       const store: StoreDriver = stores.get("AC");

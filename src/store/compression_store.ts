@@ -27,17 +27,16 @@
 import { Buffer } from "node:buffer";
 import { compressSync, uncompressSync } from "lz4-napi";
 import { CairnError, Code } from "../util/error.ts";
-import { cancelled, collectBytes, sliceStream } from "../util/streams.ts";
+import { cancelled, collectBytes, sliceStream, type UploadBudget } from "../util/streams.ts";
 import {
+  beginUpload,
   checkFields,
   emptyStream,
-  expectedUploadSize,
   isDigestKey,
   keyToString,
   notFoundError,
   resolveRange,
   transformedWriteOptions,
-  uploadLimit,
   WrapperStore,
 } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
@@ -114,19 +113,12 @@ export class CompressionStore extends WrapperStore {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    let check: UploadSize;
-    try {
-      const exact = expectedUploadSize(key, size);
-      check = exact !== undefined ? { exact } : size;
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
-    const compressed = pullThrough(data, compressor(this.#blockSize, check, key));
+    const budget = await beginUpload(key, data, size);
+    const compressed = pullThrough(data, compressor(this.#blockSize, budget));
     await this.inner.write(
       key,
       compressed,
-      { max: maxStoredSize(uploadLimit(check), this.#blockSize) },
+      { max: maxStoredSize(budget.limit, this.#blockSize) },
       transformedWriteOptions(options),
     );
   }
@@ -272,14 +264,11 @@ function pullThrough(
   }, { highWaterMark: 0 });
 }
 
-/** A step producing the stored layout from uncompressed bytes, counting them against `size`. */
-function compressor(blockSize: number, size: UploadSize, key: StoreKey): Step {
-  const exact = "exact" in size ? size.exact : undefined;
-  const limit = uploadLimit(size);
+/** A step producing the stored layout from uncompressed bytes, counting them against `budget`. */
+function compressor(blockSize: number, budget: UploadBudget): Step {
   const block = new Uint8Array(blockSize);
   let fill = 0;
   let pos = 0; // stored bytes emitted so far
-  let total = 0;
   const offsets: number[] = [];
   const emitBlock = (enqueue: (out: Uint8Array) => void) => {
     offsets.push(pos);
@@ -293,13 +282,6 @@ function compressor(blockSize: number, size: UploadSize, key: StoreKey): Step {
     pos += out.byteLength;
     fill = 0;
   };
-  const tooBig = (n: number) =>
-    new CairnError(
-      Code.InvalidArgument,
-      exact !== undefined
-        ? `Size mismatch for ${keyToString(key)}: expected ${exact} bytes, got ${n}`
-        : `Too much data for ${keyToString(key)}: more than the limit of ${limit} bytes`,
-    );
   return (chunk, enqueue) => {
     if (pos === 0) {
       const head = new Uint8Array(HEADER_SIZE);
@@ -311,8 +293,7 @@ function compressor(blockSize: number, size: UploadSize, key: StoreKey): Step {
       pos = HEADER_SIZE;
     }
     if (chunk !== undefined) {
-      total += chunk.byteLength;
-      if (total > limit) throw tooBig(total);
+      budget.add(chunk.byteLength);
       let i = 0;
       while (i < chunk.byteLength) {
         const n = Math.min(blockSize - fill, chunk.byteLength - i);
@@ -323,7 +304,8 @@ function compressor(blockSize: number, size: UploadSize, key: StoreKey): Step {
       }
       return;
     }
-    if (exact !== undefined && total !== exact) throw tooBig(total);
+    budget.finish();
+    const total = budget.count;
     if (fill > 0) emitBlock(enqueue);
     offsets.push(pos); // the end marker
     const tail = new Uint8Array(4 + offsets.length * 8 + TRAILER_SIZE);

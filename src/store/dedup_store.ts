@@ -29,16 +29,19 @@ import { CairnError, Code } from "../util/error.ts";
 import { FastCdc } from "../util/fastcdc.ts";
 import { bytesStream, cancelled, collectBytes, forEachChunk } from "../util/streams.ts";
 import {
+  beginUpload,
   checkFields,
+  closeAll,
+  deleteIn,
   emptyStream,
-  expectedUploadSize,
   getBytes,
+  initAll,
   isDigestKey,
   keyToString,
+  listIn,
   notFoundError,
   resolveRange,
   transformedWriteOptions,
-  uploadLimit,
 } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
@@ -163,14 +166,7 @@ export class DedupStore implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    let exact: number | undefined;
-    try {
-      exact = expectedUploadSize(key, size);
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
-    const limit = exact ?? uploadLimit(size);
+    const budget = await beginUpload(key, data, size);
     const cdc = new FastCdc(this.#cdc);
     const chunks: Digest[] = [];
     const inflight = new Set<Promise<void>>();
@@ -193,32 +189,18 @@ export class DedupStore implements StoreDriver {
       if (inflight.size >= UPLOAD_CONCURRENCY) await Promise.race(inflight);
       if (failure !== undefined) throw failure;
     };
-    let count = 0;
-    const name = keyToString(key);
     try {
       await forEachChunk(data, async (piece) => {
-        count += piece.byteLength;
-        if (count > limit) {
-          throw new CairnError(
-            Code.InvalidArgument,
-            exact !== undefined
-              ? `Size mismatch for ${name}: expected ${exact} bytes, got at least ${count}`
-              : `Too much data for ${name}: more than the limit of ${limit} bytes`,
-          );
-        }
+        budget.add(piece.byteLength);
         for (const chunk of cdc.push(piece)) await store(chunk);
       }, options?.signal);
-      if (exact !== undefined && count !== exact) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          `Size mismatch for ${name}: expected ${exact} bytes, got ${count}`,
-        );
-      }
+      budget.finish();
       for (const chunk of cdc.finish()) await store(chunk);
     } finally {
       await Promise.all(inflight);
     }
     if (failure !== undefined) throw CairnError.from(failure);
+    const count = budget.count;
     const index = encodeIndex(chunks, count);
     const announced = isDigestKey(key) ? Math.max(index.byteLength, key.size) : index.byteLength;
     await this.#index.write(key, bytesStream(index), { max: announced }, transformedWriteOptions(options));
@@ -281,30 +263,20 @@ export class DedupStore implements StoreDriver {
     }, { highWaterMark: 0 });
   }
 
-  async delete(key: StoreKey): Promise<boolean> {
-    if (!this.#index.delete) {
-      throw new CairnError(
-        Code.Unimplemented,
-        `Cannot delete ${keyToString(key)}: ${this.#index.kind} store has no delete`,
-      );
-    }
-    return await this.#index.delete(key); // chunks may be shared; they age out of the content store
+  delete(key: StoreKey): Promise<boolean> {
+    return deleteIn(this.#index, key); // chunks may be shared; they age out of the content store
   }
 
-  async *list(): AsyncIterable<StoreKey> {
-    if (!this.#index.list) {
-      throw new CairnError(Code.Unimplemented, `Cannot list keys: ${this.#index.kind} store has no list`);
-    }
-    yield* this.#index.list();
+  list(): AsyncIterable<StoreKey> {
+    return listIn(this.#index);
   }
 
-  async init(stores: StoreLookup): Promise<void> {
-    await this.#index.init?.(stores);
-    await this.#content.init?.(stores);
+  init(stores: StoreLookup): Promise<void> {
+    return initAll([this.#index, this.#content], stores);
   }
 
-  async close(): Promise<void> {
-    await Promise.all([this.#index.close?.(), this.#content.close?.()]);
+  close(): Promise<void> {
+    return closeAll([this.#index, this.#content]);
   }
 }
 

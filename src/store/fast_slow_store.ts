@@ -30,8 +30,10 @@ import { CairnError, Code } from "../util/error.ts";
 import { cancelled, collectBytes } from "../util/streams.ts";
 import {
   checkFields,
+  closeAll,
   emptyStream,
   getBytes,
+  initAll,
   keyId,
   keyToString,
   notFoundError,
@@ -321,14 +323,13 @@ export class FastSlowStore implements StoreDriver {
     }
   }
 
-  async init(stores: StoreLookup): Promise<void> {
-    await this.fast.init?.(stores);
-    await this.slow.init?.(stores);
+  init(stores: StoreLookup): Promise<void> {
+    return initAll([this.fast, this.slow], stores);
   }
 
   async close(): Promise<void> {
     await this.settled();
-    await Promise.all([this.fast.close?.(), this.slow.close?.()]);
+    await closeAll([this.fast, this.slow]);
   }
 }
 

@@ -12,8 +12,9 @@
  * output) go to `<hash>-<size>@<stored size>`, so every file name states its expected size.
  * At start `temp_path` is emptied and the index (sizes, access order from file mtimes) is rebuilt from
  * disk; files whose size disagrees with their name are deleted. Reads touch the file's mtime so access
- * order survives restarts. Content files are read-only and executable (0555) so workers can hard-link
- * them as inputs ({@linkcode FilesystemStore.pathOf}).
+ * order survives restarts. Content files are read-only (0444) and never change mode: a worker places them as
+ * inputs through {@linkcode FilesystemStore.linkInto}, a hard link when the mode it wants is the file's and
+ * a copy otherwise, so nothing outside the store ever modifies a stored file.
  *
  * The store checks sizes itself; hashes are checked by a `verify` wrapper. Files are not fsynced: the
  * rename-after-complete protocol is safe against process crashes, and a file cut short by a power loss
@@ -35,18 +36,18 @@ import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
 import { cancelled, collectBytes, forEachChunk } from "../util/streams.ts";
 import {
   acKey,
+  beginUpload,
   checkFields,
   emptyStream,
   evictionPolicyFrom,
-  expectedUploadSize,
   isAcKey,
   isDigestKey,
   keyToString,
   notFoundError,
   resolveRange,
   tooLargeError,
-  uploadLimit,
 } from "./helpers.ts";
+import { Semaphore } from "../util/async.ts";
 import { IoThread } from "../util/io_thread.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreUsage, UploadSize, WriteOptions } from "./types.ts";
@@ -106,6 +107,9 @@ const AC_NAME = /^([0-9a-f]{64})-(\d+)$/;
 const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const encoder = new TextEncoder();
 
+/** Permission bits of every content file (read-only; see {@linkcode FilesystemStore.linkInto}). */
+export const CONTENT_MODE = 0o444;
+
 /** A store of files on a local filesystem. */
 export class FilesystemStore implements StoreDriver {
   readonly kind = "filesystem";
@@ -117,11 +121,10 @@ export class FilesystemStore implements StoreDriver {
   readonly #index: LruIndex<Entry>;
   readonly #locks = new Map<string, Promise<void>>();
   readonly #pending = new Set<Promise<void>>();
-  readonly #maxWrites: number;
+  /** At most `max_concurrent_writes` writes at once (0: no limit). */
+  readonly #writes: Semaphore;
   readonly #threadWriteMin: number;
   readonly #threadAlways: boolean;
-  #activeWrites = 0;
-  #writeWaiters: (() => void)[] = [];
   #started: Promise<void> | undefined;
   #thread: IoThread | undefined;
   #tempSeq = 0;
@@ -132,7 +135,7 @@ export class FilesystemStore implements StoreDriver {
     this.tempPath = options.tempPath.replace(/\/+$/, "") || "/";
     this.#readChunk = options.readBufferSize || DEFAULT_READ_CHUNK;
     this.#blockSize = options.blockSize || 4096;
-    this.#maxWrites = options.maxConcurrentWrites ?? 0;
+    this.#writes = new Semaphore(options.maxConcurrentWrites ?? 0);
     this.#threadWriteMin = options.threadWriteMinBytes ?? THREAD_WRITE_MIN;
     this.#threadAlways = options.threadWritesAlways ?? false;
     this.#now = options.now ?? Date.now;
@@ -162,6 +165,36 @@ export class FilesystemStore implements StoreDriver {
    */
   pathOf(digest: Digest): string {
     return `${this.contentPath}/${digestFile(digest)}`;
+  }
+
+  /**
+   * Places the blob of `digest` at `dest` (which must not exist) with permission bits `mode`, never changing
+   * the store's own file: a hard link when the stored file has exactly `mode` (content files are 0444, so
+   * read-only inputs cost nothing), otherwise, or across filesystems, a copy then set to `mode`.
+   * NOT_FOUND when the blob is absent (or was evicted meanwhile).
+   */
+  async linkInto(digest: Digest, dest: string, mode: number): Promise<void> {
+    await this.#ready();
+    const entry = this.#index.get(this.#id(digest));
+    if (!entry) throw notFoundError(this.kind, digest);
+    const path = `${this.contentPath}/${entry.file}`;
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw notFoundError(this.kind, digest);
+      throw err;
+    }
+    if (((info.mode ?? 0) & 0o7777) === mode) {
+      try {
+        await Deno.link(path, dest);
+        return;
+      } catch (err) {
+        if ((err as { code?: string }).code !== "EXDEV") throw err;
+      }
+    }
+    await Deno.copyFile(path, dest);
+    await Deno.chmod(dest, mode);
   }
 
   /** Empties `temp_path` and rebuilds the index from disk. Called once; every operation awaits it. */
@@ -246,48 +279,30 @@ export class FilesystemStore implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    let exact: number | undefined;
-    try {
+    const budget = await beginUpload(key, data, size, async () => {
       await this.#ready();
-      exact = expectedUploadSize(key, size);
       if (options?.signal?.aborted) throw cancelled(options.signal, `Write of ${keyToString(key)}`);
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
-    const limit = exact ?? uploadLimit(size);
+    });
+    const { exact, limit } = budget;
     const name = keyToString(key);
     const id = this.#id(key);
     // No write slot, temp file or buffer before the first bytes: a stalled upload holds no file open.
     data = await afterFirstChunk(data, options?.signal);
-    await this.#acquireWrite();
+    const releaseWrite = await this.#writes.acquire();
     const tmp = `${this.tempPath}/${this.#tempPrefix}-${(this.#tempSeq++).toString(36)}`;
     let sink: FileOut | undefined;
     try {
       sink = exact !== undefined &&
           (this.#threadAlways || (options?.offload === true && exact >= this.#threadWriteMin))
-        ? await this.#writeThread().open(tmp, 0o555)
+        ? await this.#writeThread().open(tmp, CONTENT_MODE)
         : await MainThreadFile.open(tmp, Math.min(WRITE_BUFFER, Math.max(limit, 1)));
       const out = sink;
-      let count = 0;
       await forEachChunk(data, (chunk) => {
-        count += chunk.byteLength;
-        if (count > limit) {
-          throw new CairnError(
-            Code.InvalidArgument,
-            exact !== undefined
-              ? `Size mismatch for ${name}: expected ${exact} bytes, got at least ${count}`
-              : `Too much data for ${name}: more than the limit of ${limit} bytes`,
-          );
-        }
+        budget.add(chunk.byteLength);
         return out.push(chunk);
       }, options?.signal);
-      if (exact !== undefined && count !== exact) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          `Size mismatch for ${name}: expected ${exact} bytes, got ${count}`,
-        );
-      }
+      budget.finish();
+      const count = budget.count;
       await out.finish(new Date(this.#now()));
       sink = undefined;
       const rel = !isDigestKey(key)
@@ -315,7 +330,7 @@ export class FilesystemStore implements StoreDriver {
       const e = CairnError.from(err, `Cannot write ${name} to filesystem store`);
       throw e;
     } finally {
-      this.#releaseWrite();
+      releaseWrite();
     }
   }
 
@@ -527,20 +542,6 @@ export class FilesystemStore implements StoreDriver {
       await Deno.remove(`${this.contentPath}/${entry.file}`).catch(() => {});
     });
   }
-
-  #acquireWrite(): Promise<void> {
-    if (this.#maxWrites <= 0 || this.#activeWrites < this.#maxWrites) {
-      this.#activeWrites++;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.#writeWaiters.push(resolve));
-  }
-
-  #releaseWrite(): void {
-    const next = this.#writeWaiters.shift();
-    if (next) next();
-    else this.#activeWrites--;
-  }
 }
 
 /** NOT_FOUND for a digest whose file has another size than the digest's (it has been removed). */
@@ -694,7 +695,7 @@ class MainThreadFile implements FileOut {
 
   static async open(path: string, bufferSize: number): Promise<MainThreadFile> {
     return new MainThreadFile(
-      await Deno.open(path, { write: true, createNew: true, mode: 0o555 }),
+      await Deno.open(path, { write: true, createNew: true, mode: CONTENT_MODE }),
       bufferSize,
     );
   }

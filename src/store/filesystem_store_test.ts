@@ -199,7 +199,7 @@ Deno.test("filesystem: pathOf names a read-only file holding the blob", async ()
     const path = store.pathOf(b.digest);
     assert.ok(path.endsWith(`/${formatDigest(b.digest)}`));
     assert.deepEqual(await Deno.readFile(path), b.bytes);
-    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o555);
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o444);
     // A reader holding the file keeps its bytes even if the blob is deleted meanwhile.
     const stream = await store.read(b.digest);
     assert.equal(await store.delete(b.digest), true);

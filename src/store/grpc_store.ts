@@ -29,10 +29,11 @@
  * ```
  * @module
  */
-import { readFileSync } from "node:fs";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type Client, ConnectError, createClient, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import type { Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcClient, type GrpcClient } from "../transport/grpc_client.ts";
+import { delay, Semaphore } from "../util/async.ts";
 import { type Digest, formatDigest } from "../digest/digest.ts";
 import {
   ActionCache,
@@ -44,7 +45,7 @@ import {
 import { ByteStream, type WriteRequest, WriteRequestSchema } from "../gen/google/bytestream/bytestream_pb.ts";
 import { CairnError, Code, codeName } from "../util/error.ts";
 import { bytesStream, cancelled, collectBytes, sizeCheckStream } from "../util/streams.ts";
-import { checkFields, expectedUploadSize, isAcKey, uploadLimit } from "./helpers.ts";
+import { beginUpload, checkFields, isAcKey, uploadLimit } from "./helpers.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
 import type { AcKey, ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -173,9 +174,7 @@ export class GrpcStore implements StoreDriver {
   #storeType: "cas" | "ac";
   #connections: Connection[] = [];
   #next = 0;
-  #limit: number;
-  #active = 0;
-  #waiting: (() => void)[] = [];
+  readonly #requests: Semaphore;
   #maxRetries: number;
   #delay: number;
   #jitter: number;
@@ -196,7 +195,7 @@ export class GrpcStore implements StoreDriver {
     }
     this.#instance = spec.instance_name ?? "";
     this.#storeType = spec.store_type;
-    this.#limit = spec.max_concurrent_requests || Infinity;
+    this.#requests = new Semaphore(spec.max_concurrent_requests || 0);
     this.#maxRetries = spec.retry?.max_retries ?? 0;
     this.#delay = spec.retry?.delay ?? 0;
     this.#jitter = spec.retry?.jitter ?? 0;
@@ -293,16 +292,9 @@ export class GrpcStore implements StoreDriver {
     size: UploadSize,
     options: WriteOptions = {},
   ): Promise<void> {
-    let digest: Digest;
-    let ac: boolean;
-    try {
-      ac = this.#isAc(key);
-      digest = ac ? (key as AcKey).ac : key as Digest;
-      if (!ac) expectedUploadSize(digest, size);
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
+    await beginUpload(key, data, size, () => this.#isAc(key));
+    const ac = isAcKey(key);
+    const digest = ac ? key.ac : key as Digest;
     if (ac) {
       const bytes = await collectBytes(
         data.pipeThrough(sizeCheckStream(size)),
@@ -474,7 +466,7 @@ export class GrpcStore implements StoreDriver {
           const e = this.#map(err, `ByteStream.Read of ${formatDigest(digest)}`);
           if (signal?.aborted) throw cancelled(signal, "Read");
           if (retries < this.#maxRetries && this.#retryCodes.has(e.code) && e.code !== Code.NotFound) {
-            await sleep(this.#backoff(retries++));
+            await delay(this.#backoff(retries++));
             continue;
           }
           throw e;
@@ -509,7 +501,7 @@ export class GrpcStore implements StoreDriver {
                 !signal?.aborted && retries < this.#maxRetries && this.#retryCodes.has(e.code) &&
                 position < end
               ) {
-                await sleep(this.#backoff(retries++));
+                await delay(this.#backoff(retries++));
                 try {
                   next = await open();
                 } catch (err2) {
@@ -593,7 +585,7 @@ export class GrpcStore implements StoreDriver {
         if (signal?.aborted) throw cancelled(signal, what);
         const e = this.#map(err, what);
         if (!retry || attempt >= this.#maxRetries || !this.#retryCodes.has(e.code)) throw e;
-        await sleep(this.#backoff(attempt));
+        await delay(this.#backoff(attempt));
       } finally {
         release();
       }
@@ -620,16 +612,8 @@ export class GrpcStore implements StoreDriver {
     return c;
   }
 
-  async #acquire(): Promise<() => void> {
-    if (this.#active >= this.#limit) await new Promise<void>((r) => this.#waiting.push(r));
-    this.#active++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.#active--;
-      this.#waiting.shift()?.();
-    };
+  #acquire(): Promise<() => void> {
+    return this.#requests.acquire();
   }
 
   #prefix(): string {
@@ -649,32 +633,27 @@ export class GrpcStore implements StoreDriver {
 }
 
 function connect(endpoint: GrpcEndpointSpec): Connection {
-  const m = /^(grpcs?|https?):\/\/([^/]+)\/?$/.exec(endpoint.address ?? "");
-  if (!m) {
+  let client: GrpcClient;
+  try {
+    client = createGrpcClient(endpoint.address ?? "", {
+      tls: endpoint.tls_config,
+      pingIntervalMs: (endpoint.http2_keepalive_interval_s || 30) * 1000,
+      pingTimeoutMs: (endpoint.http2_keepalive_timeout_s || 20) * 1000,
+      idleConnectionTimeoutMs: 60_000,
+    });
+  } catch (err) {
+    const e = CairnError.from(err);
     throw new CairnError(
-      Code.InvalidArgument,
-      `Invalid endpoint address ${
-        JSON.stringify(endpoint.address)
-      }: expected grpc://host:port or grpcs://host:port`,
+      e.code,
+      `Invalid endpoint address ${JSON.stringify(endpoint.address)}: ${e.message}`,
+      {
+        cause: err,
+      },
     );
   }
-  const secure = m[1] === "grpcs" || m[1] === "https";
-  const baseUrl = `${secure ? "https" : "http"}://${m[2]}`;
-  const tls = endpoint.tls_config;
-  const nodeOptions: Record<string, unknown> = {};
-  if (secure && tls) {
-    if (tls.ca_file) nodeOptions["ca"] = readFileSync(tls.ca_file);
-    if (tls.cert_file) nodeOptions["cert"] = readFileSync(tls.cert_file);
-    if (tls.key_file) nodeOptions["key"] = readFileSync(tls.key_file);
-  }
-  const manager = new Http2SessionManager(baseUrl, {
-    pingIntervalMs: (endpoint.http2_keepalive_interval_s || 30) * 1000,
-    pingTimeoutMs: (endpoint.http2_keepalive_timeout_s || 20) * 1000,
-    idleConnectionTimeoutMs: 60_000,
-  }, nodeOptions);
-  const transport: Transport = createGrpcTransport({ baseUrl, sessionManager: manager });
+  const transport = client.transport;
   return {
-    manager,
+    manager: client.session,
     cas: createClient(ContentAddressableStorage, transport),
     ac: createClient(ActionCache, transport),
     bytestream: createClient(ByteStream, transport),
@@ -703,8 +682,4 @@ function parseCodeName(name: string): Code {
   }
   if (wanted === "canceled") return Code.Cancelled;
   throw new CairnError(Code.InvalidArgument, `Unknown gRPC code "${name}" in retry_on_errors`);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

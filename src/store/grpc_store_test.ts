@@ -4,7 +4,7 @@ import { digestOf } from "../digest/digest.ts";
 import { ActionResultSchema } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { Code } from "../util/error.ts";
 import { patternBytes } from "../util/streams.ts";
-import { startTestReapiServer } from "../worker/test_reapi_server.ts";
+import { startTestReapiServer } from "../../tests/fixtures/test_reapi_server.ts";
 import { assertRejectsWithCode, runStoreConformance } from "./conformance_suite.ts";
 import { createGrpcStore } from "./grpc_store.ts";
 import { acKey, getBytes, has, putBytes } from "./helpers.ts";

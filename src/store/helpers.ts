@@ -17,7 +17,7 @@
  */
 import { type Digest, formatDigest } from "../digest/digest.ts";
 import { CairnError, Code } from "../util/error.ts";
-import { bytesStream, collectBytes } from "../util/streams.ts";
+import { bytesStream, collectBytes, UploadBudget } from "../util/streams.ts";
 import { type EvictionPolicy, NO_EVICTION } from "../util/lru.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
 import type {
@@ -154,6 +154,28 @@ export function expectedUploadSize(key: StoreKey, size: UploadSize): number | un
   return "exact" in size ? key.size : undefined;
 }
 
+/**
+ * The preamble of every store's `write`, before any byte moves: runs `before` (the store's own checks), then
+ * checks the announced size against the key ({@linkcode expectedUploadSize}); on a refusal cancels `data` (so
+ * the sender stops) and rethrows. Returns the budget to count the bytes against (the exact size a digest
+ * key expects, else the announced one).
+ */
+export async function beginUpload(
+  key: StoreKey,
+  data: ReadableStream<Uint8Array>,
+  size: UploadSize,
+  before?: () => unknown,
+): Promise<UploadBudget> {
+  try {
+    await before?.();
+    const exact = expectedUploadSize(key, size);
+    return new UploadBudget(exact !== undefined ? { exact } : size, keyToString(key));
+  } catch (err) {
+    await data.cancel(err).catch(() => {});
+    throw err;
+  }
+}
+
 /** Reads NativeLink's `eviction_policy` object (`max_bytes`, `evict_bytes`, `max_seconds`, `max_count`). */
 export function evictionPolicyFrom(fields: SpecFields, ctx: StoreBuildContext): EvictionPolicy {
   const p = ctx.object(fields, "eviction_policy");
@@ -226,6 +248,35 @@ export function emptyStream(): ReadableStream<Uint8Array> {
   });
 }
 
+/** `store.delete(key)`; UNIMPLEMENTED naming the store when it has no delete. */
+export async function deleteIn(store: StoreDriver, key: StoreKey): Promise<boolean> {
+  if (!store.delete) {
+    throw new CairnError(
+      Code.Unimplemented,
+      `Cannot delete ${keyToString(key)}: ${store.kind} store has no delete`,
+    );
+  }
+  return await store.delete(key);
+}
+
+/** `store.list()`; UNIMPLEMENTED naming the store when it has no list. */
+export async function* listIn(store: StoreDriver): AsyncIterable<StoreKey> {
+  if (!store.list) {
+    throw new CairnError(Code.Unimplemented, `Cannot list keys: ${store.kind} store has no list`);
+  }
+  yield* store.list();
+}
+
+/** Initializes the nested stores of a composite store, in order. */
+export async function initAll(stores: readonly StoreDriver[], lookup: StoreLookup): Promise<void> {
+  for (const s of stores) await s.init?.(lookup);
+}
+
+/** Closes the nested stores of a composite store, all at once. */
+export async function closeAll(stores: readonly StoreDriver[]): Promise<void> {
+  await Promise.all(stores.map((s) => s.close?.()));
+}
+
 /**
  * A forwarding base for wrapper stores: every method delegates to `inner`, and `init`/`close` are
  * forwarded (a wrapper owns its nested stores). Override what the wrapper changes.
@@ -243,10 +294,17 @@ export function emptyStream(): ReadableStream<Uint8Array> {
  */
 export class WrapperStore implements StoreDriver {
   readonly kind: string = "wrapper";
-  readonly inner: StoreDriver;
+  readonly #inner: StoreDriver | undefined;
 
-  constructor(inner: StoreDriver) {
-    this.inner = inner;
+  /** `inner` may be left out only by a subclass that overrides the `inner` getter (`ref_store`). */
+  constructor(inner?: StoreDriver) {
+    this.#inner = inner;
+  }
+
+  /** The wrapped store. */
+  get inner(): StoreDriver {
+    if (!this.#inner) throw new CairnError(Code.Internal, `The ${this.kind} store wraps no store`);
+    return this.#inner;
   }
 
   hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
@@ -266,21 +324,12 @@ export class WrapperStore implements StoreDriver {
     return this.inner.write(key, data, size, options);
   }
 
-  async delete(key: StoreKey): Promise<boolean> {
-    if (!this.inner.delete) {
-      throw new CairnError(
-        Code.Unimplemented,
-        `Cannot delete ${keyToString(key)}: ${this.inner.kind} store has no delete`,
-      );
-    }
-    return await this.inner.delete(key);
+  delete(key: StoreKey): Promise<boolean> {
+    return deleteIn(this.inner, key);
   }
 
-  async *list(): AsyncIterable<StoreKey> {
-    if (!this.inner.list) {
-      throw new CairnError(Code.Unimplemented, `Cannot list keys: ${this.inner.kind} store has no list`);
-    }
-    yield* this.inner.list();
+  list(): AsyncIterable<StoreKey> {
+    return listIn(this.inner);
   }
 
   async init(stores: StoreLookup): Promise<void> {

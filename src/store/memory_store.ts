@@ -9,21 +9,19 @@
  * ```
  * @module
  */
-import { CairnError, Code } from "../util/error.ts";
+import { CairnError } from "../util/error.ts";
 import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
 import { forEachChunk } from "../util/streams.ts";
 import {
+  beginUpload,
   checkFields,
   emptyStream,
   evictionPolicyFrom,
-  expectedUploadSize,
   type GetBytesOptions,
   keyId,
-  keyToString,
   notFoundError,
   resolveRange,
   tooLargeError,
-  uploadLimit,
 } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreUsage, UploadSize, WriteOptions } from "./types.ts";
@@ -116,15 +114,8 @@ export class MemoryStore implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    let exact: number | undefined;
-    try {
-      exact = expectedUploadSize(key, size);
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
-    const limit = exact ?? uploadLimit(size);
-    const name = keyToString(key);
+    const budget = await beginUpload(key, data, size);
+    const { exact, limit } = budget;
     // Copy into our own segments: producers may reuse their buffers.
     const segments: Uint8Array[] = [];
     let current = new Uint8Array(0);
@@ -132,14 +123,7 @@ export class MemoryStore implements StoreDriver {
     let count = 0;
     let nextSize = 64 * 1024;
     await forEachChunk(data, (chunk) => {
-      if (count + chunk.byteLength > limit) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          exact !== undefined
-            ? `Size mismatch for ${name}: expected ${exact} bytes, got at least ${count + chunk.byteLength}`
-            : `Too much data for ${name}: more than the limit of ${limit} bytes`,
-        );
-      }
+      budget.add(chunk.byteLength);
       let pos = 0;
       while (pos < chunk.byteLength) {
         if (used === current.byteLength) {
@@ -157,12 +141,7 @@ export class MemoryStore implements StoreDriver {
       }
       count += chunk.byteLength;
     }, options?.signal);
-    if (exact !== undefined && count !== exact) {
-      throw new CairnError(
-        Code.InvalidArgument,
-        `Size mismatch for ${name}: expected ${exact} bytes, got ${count}`,
-      );
-    }
+    budget.finish();
     if (used > 0) segments.push(used === current.byteLength ? current : current.slice(0, used));
     this.#index.set(keyId(key), { key, segments, size: count }, count);
   }

@@ -12,9 +12,8 @@
  * @module
  */
 import { forEachChunk } from "../util/streams.ts";
-import { checkFields, expectedUploadSize, notFoundError, uploadLimit } from "./helpers.ts";
+import { beginUpload, checkFields, notFoundError } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
-import { CairnError, Code } from "../util/error.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
 /** A store that stores nothing. Writes still consume (and size-check) their stream. */
@@ -35,25 +34,11 @@ export class NoopStore implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    let limit: number;
-    let exact: number | undefined;
-    try {
-      exact = expectedUploadSize(key, size);
-      limit = exact ?? uploadLimit(size);
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
-    let count = 0;
+    const budget = await beginUpload(key, data, size);
     await forEachChunk(data, (chunk) => {
-      count += chunk.byteLength;
-      if (count > limit) {
-        throw new CairnError(Code.InvalidArgument, `Too much data: more than ${limit} bytes`);
-      }
+      budget.add(chunk.byteLength);
     }, options?.signal);
-    if (exact !== undefined && count !== exact) {
-      throw new CairnError(Code.InvalidArgument, `Size mismatch: expected ${exact} bytes, got ${count}`);
-    }
+    budget.finish();
   }
 
   delete(_key: StoreKey): Promise<boolean> {

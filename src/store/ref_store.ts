@@ -21,13 +21,13 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, getBytes } from "./helpers.ts";
+import { checkFields, getBytes, WrapperStore } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
-import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
+import type { ReadOptions, StoreDriver, StoreKey, StoreLookup } from "./types.ts";
 
-/** Forwards to the store of another name. */
-export class RefStore implements StoreDriver {
-  readonly kind = "ref_store";
+/** Forwards to the store of another name (the {@linkcode WrapperStore} forwarding, to a store resolved late). */
+export class RefStore extends WrapperStore {
+  override readonly kind = "ref_store";
   /** The referenced store's name. */
   readonly name: string;
   readonly #where: string;
@@ -35,8 +35,14 @@ export class RefStore implements StoreDriver {
 
   /** `where` names the owner in messages (e.g. `store "ac"`). */
   constructor(name: string, where = "ref_store") {
+    super();
     this.name = name;
     this.#where = where;
+  }
+
+  /** The resolved store (after `init`): what every call is forwarded to. */
+  override get inner(): StoreDriver {
+    return this.target;
   }
 
   /** The resolved store (after `init`). */
@@ -50,7 +56,8 @@ export class RefStore implements StoreDriver {
     return this.#target;
   }
 
-  init(stores: StoreLookup): Promise<void> {
+  /** Resolves the name (the target is initialized by the store manager, not through the ref). */
+  override init(stores: StoreLookup): Promise<void> {
     try {
       let target = stores.get(this.name);
       // Follow chains of refs to catch cycles early.
@@ -83,46 +90,18 @@ export class RefStore implements StoreDriver {
     }
   }
 
-  hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    return this.target.hasMany(keys);
-  }
-
-  read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
-    return this.target.read(key, options);
-  }
-
   /** The referenced store's shortcut for small values, if it has one. */
   readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
     return getBytes(this.target, key, options);
   }
 
-  write(
-    key: StoreKey,
-    data: ReadableStream<Uint8Array>,
-    size: UploadSize,
-    options?: WriteOptions,
-  ): Promise<void> {
-    return this.target.write(key, data, size, options);
-  }
-
-  async delete(key: StoreKey): Promise<boolean> {
-    const t = this.target;
-    if (!t.delete) {
-      throw new CairnError(Code.Unimplemented, `Cannot delete: store "${this.name}" has no delete`);
-    }
-    return await t.delete(key);
-  }
-
-  async *list(): AsyncIterable<StoreKey> {
-    const t = this.target;
-    if (!t.list) {
-      throw new CairnError(Code.Unimplemented, `Cannot list keys: store "${this.name}" has no list`);
-    }
-    yield* t.list();
+  /** The referenced store: a ref changes nothing. */
+  innerStore(): StoreDriver {
+    return this.target;
   }
 
   /** Does not close the target: the store manager owns it. */
-  close(): Promise<void> {
+  override close(): Promise<void> {
     return Promise.resolve();
   }
 }

@@ -21,7 +21,16 @@
  */
 import { createHash } from "node:crypto";
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, getBytes, keyToString, routingDigest } from "./helpers.ts";
+import {
+  checkFields,
+  closeAll,
+  deleteIn,
+  getBytes,
+  initAll,
+  keyToString,
+  listIn,
+  routingDigest,
+} from "./helpers.ts";
 import type { SpecFields, StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 
@@ -103,31 +112,19 @@ export class ShardStore implements StoreDriver {
   }
 
   async delete(key: StoreKey): Promise<boolean> {
-    const store = this.#stores[this.shardIndex(key)]!;
-    if (!store.delete) {
-      throw new CairnError(
-        Code.Unimplemented,
-        `Cannot delete ${keyToString(key)}: ${store.kind} store has no delete`,
-      );
-    }
-    return await store.delete(key);
+    return await deleteIn(this.#stores[this.shardIndex(key)]!, key);
   }
 
   async *list(): AsyncIterable<StoreKey> {
-    for (const store of this.#stores) {
-      if (!store.list) {
-        throw new CairnError(Code.Unimplemented, `Cannot list keys: ${store.kind} store has no list`);
-      }
-      yield* store.list();
-    }
+    for (const store of this.#stores) yield* listIn(store);
   }
 
-  async init(stores: StoreLookup): Promise<void> {
-    for (const s of this.#stores) await s.init?.(stores);
+  init(stores: StoreLookup): Promise<void> {
+    return initAll(this.#stores, stores);
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#stores.map((s) => s.close?.()));
+    await closeAll(this.#stores);
   }
 }
 

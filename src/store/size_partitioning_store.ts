@@ -21,7 +21,16 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, getBytes, keyToString, routingDigest } from "./helpers.ts";
+import {
+  checkFields,
+  closeAll,
+  deleteIn,
+  getBytes,
+  initAll,
+  keyToString,
+  listIn,
+  routingDigest,
+} from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 import type { Digest } from "../digest/digest.ts";
@@ -97,35 +106,24 @@ export class SizePartitioningStore implements StoreDriver {
   }
 
   async delete(key: StoreKey): Promise<boolean> {
-    const store = this.#storeFor(key);
-    if (!store.delete) {
-      throw new CairnError(
-        Code.Unimplemented,
-        `Cannot delete ${keyToString(key)}: ${store.kind} store has no delete`,
-      );
-    }
-    return await store.delete(key);
+    return await deleteIn(this.#storeFor(key), key);
   }
 
   async *list(): AsyncIterable<StoreKey> {
     for (const store of [this.#lower, this.#upper]) {
-      if (!store.list) {
-        throw new CairnError(Code.Unimplemented, `Cannot list keys: ${store.kind} store has no list`);
-      }
-      for await (const key of store.list()) {
+      for await (const key of listIn(store)) {
         const digest = routingDigest(key);
         if (digest !== undefined && (digest.size < this.#size) === (store === this.#lower)) yield key;
       }
     }
   }
 
-  async init(stores: StoreLookup): Promise<void> {
-    await this.#lower.init?.(stores);
-    await this.#upper.init?.(stores);
+  init(stores: StoreLookup): Promise<void> {
+    return initAll([this.#lower, this.#upper], stores);
   }
 
-  async close(): Promise<void> {
-    await Promise.all([this.#lower.close?.(), this.#upper.close?.()]);
+  close(): Promise<void> {
+    return closeAll([this.#lower, this.#upper]);
   }
 }
 

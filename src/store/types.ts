@@ -117,6 +117,15 @@ export interface StoreDriver {
 
   /** What a store holding its own data uses against its eviction limit (for metrics and the status page). */
   usage?(): StoreUsage;
+
+  /**
+   * The store this one forwards every value to byte for byte (reads unchanged), so a caller needing a
+   * capability of the store behind it (a worker hard-linking a `filesystem` store's files) may reach it.
+   * Implemented only by pass-through kinds (`ref_store`, `verify`); a store that changes
+   * bytes (`compression`, `dedup`) or routes them (`fast_slow`, `shard`) has none, so callers keep going
+   * through it. Optional.
+   */
+  innerStore?(): StoreDriver;
 }
 
 /** Bytes and entries a store holds, and its `eviction_policy.max_bytes` (0: no limit). */

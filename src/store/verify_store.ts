@@ -45,6 +45,11 @@ export class VerifyStore extends WrapperStore {
     return getBytes(this.inner, key, options);
   }
 
+  /** The backend: reads pass through unchanged and only uploads are checked. */
+  innerStore(): StoreDriver {
+    return this.inner;
+  }
+
   override write(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,

@@ -1,7 +1,10 @@
 /**
- * A connect `Transport` speaking gRPC over HTTP/2 to an endpoint URI (`grpc://`, `grpcs://`, `http://`,
- * `https://`), with TLS/mTLS from NativeLink's `ClientTlsConfig` file paths. Use it with connect-es
- * `createClient(Service, transport)`.
+ * The one gRPC client factory: a connect `Transport` speaking gRPC over HTTP/2 to an endpoint URI
+ * (`grpc://`, `grpcs://`, `http://`, `https://`), with TLS/mTLS from NativeLink's `ClientTlsConfig` file
+ * paths, headers sent with every call (`authorization`), HTTP/2 keep-alive pings and gzip. The grpc store,
+ * the worker's worker-API client and the tests all build their clients here. Use it with connect-es
+ * `createClient(Service, transport)`; {@linkcode createGrpcClient} also hands back the HTTP/2 session to
+ * close it.
  *
  * @example
  * ```ts ignore
@@ -15,7 +18,7 @@
  */
 import type { SecureClientSessionOptions } from "node:http2";
 import type { Transport } from "@connectrpc/connect";
-import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
+import { compressionGzip, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { CairnError, Code } from "../util/error.ts";
 
 /** Client TLS files, as NativeLink's `ClientTlsConfig`. */
@@ -36,6 +39,10 @@ export interface GrpcClientOptions {
   readonly gzip?: boolean | undefined;
   /** HTTP/2 keep-alive ping interval. */
   readonly pingIntervalMs?: number | undefined;
+  /** How long a keep-alive ping may go unanswered before the connection is closed. */
+  readonly pingTimeoutMs?: number | undefined;
+  /** Headers sent with every call (e.g. `authorization: Bearer …`). */
+  readonly headers?: Readonly<Record<string, string>> | undefined;
   /** Close the HTTP/2 connection after this long without calls. */
   readonly idleConnectionTimeoutMs?: number | undefined;
   /** Deadline for calls that set none. */
@@ -44,8 +51,20 @@ export interface GrpcClientOptions {
   readonly readMaxBytes?: number | undefined;
 }
 
+/** A gRPC client connection: the transport for `createClient`, and its HTTP/2 session to close. */
+export interface GrpcClient {
+  readonly transport: Transport;
+  /** The HTTP/2 session manager; `abort()` closes the connection and fails its calls. */
+  readonly session: Http2SessionManager;
+}
+
 /** Creates a gRPC transport to `uri` (`grpc://host:port`, `grpcs://host:port`, or an http(s) URL). */
 export function createGrpcClientTransport(uri: string, options: GrpcClientOptions = {}): Transport {
+  return createGrpcClient(uri, options).transport;
+}
+
+/** Like {@linkcode createGrpcClientTransport}, also handing back the HTTP/2 session. */
+export function createGrpcClient(uri: string, options: GrpcClientOptions = {}): GrpcClient {
   const baseUrl = toBaseUrl(uri);
   const secure = baseUrl.startsWith("https:");
   const nodeOptions: SecureClientSessionOptions = {};
@@ -67,18 +86,31 @@ export function createGrpcClientTransport(uri: string, options: GrpcClientOption
       );
     }
   }
-  return createGrpcTransport({
-    baseUrl,
-    nodeOptions,
-    acceptCompression: [compressionGzip],
-    ...(options.gzip ? { sendCompression: compressionGzip } : {}),
+  const session = new Http2SessionManager(baseUrl, {
     ...(options.pingIntervalMs !== undefined ? { pingIntervalMs: options.pingIntervalMs } : {}),
+    ...(options.pingTimeoutMs !== undefined ? { pingTimeoutMs: options.pingTimeoutMs } : {}),
     ...(options.idleConnectionTimeoutMs !== undefined
       ? { idleConnectionTimeoutMs: options.idleConnectionTimeoutMs }
       : {}),
+  }, nodeOptions);
+  const headers = Object.entries(options.headers ?? {});
+  const transport = createGrpcTransport({
+    baseUrl,
+    sessionManager: session,
+    acceptCompression: [compressionGzip],
+    ...(options.gzip ? { sendCompression: compressionGzip } : {}),
     ...(options.defaultTimeoutMs !== undefined ? { defaultTimeoutMs: options.defaultTimeoutMs } : {}),
     ...(options.readMaxBytes !== undefined ? { readMaxBytes: options.readMaxBytes } : {}),
+    ...(headers.length > 0
+      ? {
+        interceptors: [(next) => (req) => {
+          for (const [name, value] of headers) req.header.set(name, value);
+          return next(req);
+        }],
+      }
+      : {}),
   });
+  return { transport, session };
 }
 
 /** `grpc://h:p` → `http://h:p`, `grpcs://h:p` → `https://h:p`; http(s) URLs pass unchanged. */

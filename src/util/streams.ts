@@ -118,6 +118,50 @@ export function cancelled(signal: AbortSignal, what = "Operation"): CairnError {
 }
 
 /**
+ * Counts an upload's bytes against its announced size, with the one wording of every size error: `add`
+ * throws INVALID_ARGUMENT as soon as more than the limit have come, `finish` when an exact size was announced
+ * and not reached.
+ */
+export class UploadBudget {
+  /** Bytes counted so far. */
+  count = 0;
+  /** What the bytes are for, in messages. */
+  readonly name: string;
+  readonly exact: number | undefined;
+  /** Most bytes allowed (`exact` when set). */
+  readonly limit: number;
+
+  constructor(size: { readonly exact: number } | { readonly max: number }, name = "upload") {
+    this.name = name;
+    this.exact = "exact" in size ? size.exact : undefined;
+    this.limit = "exact" in size ? size.exact : size.max;
+  }
+
+  /** Counts `n` more bytes. */
+  add(n: number): void {
+    this.count += n;
+    if (this.count > this.limit) {
+      throw new CairnError(
+        Code.InvalidArgument,
+        this.exact !== undefined
+          ? `Size mismatch for ${this.name}: expected ${this.exact} bytes, got at least ${this.count}`
+          : `Too much data for ${this.name}: more than the limit of ${this.limit} bytes`,
+      );
+    }
+  }
+
+  /** At the end of the bytes. */
+  finish(): void {
+    if (this.exact !== undefined && this.count !== this.exact) {
+      throw new CairnError(
+        Code.InvalidArgument,
+        `Size mismatch for ${this.name}: expected ${this.exact} bytes, got ${this.count}`,
+      );
+    }
+  }
+}
+
+/**
  * Checks the byte count of a stream: errors with INVALID_ARGUMENT as soon as more than `limit` bytes pass,
  * and at the end when `exact` is set and fewer arrived.
  */
@@ -125,29 +169,14 @@ export function sizeCheckStream(
   size: { readonly exact: number } | { readonly max: number },
   what = "upload",
 ): TransformStream<Uint8Array, Uint8Array> {
-  const exact = "exact" in size ? size.exact : undefined;
-  const limit = "exact" in size ? size.exact : size.max;
-  let count = 0;
+  const budget = new UploadBudget(size, what);
   return new TransformStream({
     transform(chunk, controller) {
-      count += chunk.byteLength;
-      if (count > limit) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          exact !== undefined
-            ? `Size mismatch for ${what}: expected ${exact} bytes, got at least ${count}`
-            : `Too much data for ${what}: more than the limit of ${limit} bytes`,
-        );
-      }
+      budget.add(chunk.byteLength);
       controller.enqueue(chunk);
     },
     flush() {
-      if (exact !== undefined && count !== exact) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          `Size mismatch for ${what}: expected ${exact} bytes, got ${count}`,
-        );
-      }
+      budget.finish();
     },
   });
 }

@@ -45,6 +45,7 @@ import {
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { putBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
+import { mapLimit } from "../util/async.ts";
 import { CairnError, Code } from "../util/error.ts";
 import {
   type FileIdentity,
@@ -350,21 +351,17 @@ export async function uploadBlobs(
   if (list.length === 0) return 0;
   const sizes = await store.hasMany(list.map((b) => b.digest));
   const missing = list.filter((_, i) => sizes[i] === undefined);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, async () => {
-    while (next < missing.length) {
-      const b = missing[next++]!;
-      if ("bytes" in b) {
-        await putBytes(store, b.digest, b.bytes);
-      } else if ("id" in b) {
-        const handle = await openVerified(b.path, b.id);
-        await store.write(b.digest, handleStream(handle, b.id.size), { exact: b.digest.size });
-      } else {
-        const file = await Deno.open(b.path, { read: true });
-        await store.write(b.digest, file.readable, { exact: b.digest.size });
-      }
+  await mapLimit(missing, concurrency, async (b) => {
+    if ("bytes" in b) {
+      await putBytes(store, b.digest, b.bytes);
+    } else if ("id" in b) {
+      const handle = await openVerified(b.path, b.id);
+      await store.write(b.digest, handleStream(handle, b.id.size), { exact: b.digest.size });
+    } else {
+      const file = await Deno.open(b.path, { read: true });
+      await store.write(b.digest, file.readable, { exact: b.digest.size });
     }
-  }));
+  });
   return missing.length;
 }
 

@@ -26,7 +26,6 @@
 import { create } from "@bufbuild/protobuf";
 import { durationMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   ExecutedActionMetadataSchema,
   ExecutionStage_Value,
@@ -44,6 +43,7 @@ import {
 } from "../gen/cairn/worker/v1/worker_api_pb.ts";
 import { StatusSchema } from "../gen/google/rpc/status_pb.ts";
 import type { StoreDriver, StoreLookup } from "../store/types.ts";
+import { delay } from "../util/async.ts";
 import { CairnError, Code } from "../util/error.ts";
 import {
   type LocalWorkerSpec,
@@ -53,6 +53,7 @@ import {
 import { type ActionContext, removeTree, runAction } from "./run_action.ts";
 import { traceAction } from "./worker_tracing.ts";
 import { createSandbox, type Sandbox } from "./sandbox.ts";
+import { createGrpcClient, type GrpcClient } from "../transport/grpc_client.ts";
 import { WorkerCas } from "./worker_cas.ts";
 import { consoleWorkerLog, type WorkerLog } from "./worker_log.ts";
 
@@ -197,7 +198,7 @@ class Worker implements LocalWorker {
   readonly closed: Promise<void>;
   #loop: Promise<void> | undefined;
   #ctx: ActionContext | undefined;
-  #manager: Http2SessionManager | undefined;
+  #client: GrpcClient | undefined;
   #sleepAbort = new AbortController();
 
   constructor(spec: ResolvedWorkerSpec, deps: LocalWorkerDeps) {
@@ -232,8 +233,13 @@ class Worker implements LocalWorker {
     const acStore: StoreDriver | undefined = spec.acStore ? this.#deps.stores.get(spec.acStore) : undefined;
     this.#properties = await queryPlatformProperties(spec.platformProperties);
     this.#ctx = { spec, cas, acStore, sandbox, workerId: () => this.#workerId, log: this.#log };
-    const baseUrl = spec.endpoint.replace(/^grpcs:/, "https:").replace(/^grpc:/, "http:").replace(/\/$/, "");
-    this.#manager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000, pingTimeoutMs: 15_000 });
+    const token = spec.workerToken ?? this.#deps.workerToken;
+    this.#client = createGrpcClient(spec.endpoint, {
+      tls: spec.endpointTls,
+      pingIntervalMs: 30_000,
+      pingTimeoutMs: 15_000,
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
     this.#loop = this.#connectLoop();
   }
 
@@ -274,7 +280,7 @@ class Worker implements LocalWorker {
   }
 
   async #finish(): Promise<void> {
-    this.#manager?.abort();
+    this.#client?.session.abort();
     this.#closedResolve();
     await this.closed;
   }
@@ -298,11 +304,7 @@ class Worker implements LocalWorker {
   }
 
   async #session_(): Promise<void> {
-    const transport = createGrpcTransport({
-      baseUrl: this.#spec.endpoint.replace(/^grpcs:/, "https:").replace(/^grpc:/, "http:").replace(/\/$/, ""),
-      sessionManager: this.#manager!,
-    });
-    const client = createClient(WorkerApi, transport);
+    const client = createClient(WorkerApi, this.#client!.transport);
     const outbox = new Outbox<WorkerMessage>();
     const session = new AbortController();
     this.#outbox = outbox;
@@ -325,9 +327,7 @@ class Worker implements LocalWorker {
     let lastHeard = Date.now();
     let keepAlive: ReturnType<typeof setInterval> | undefined;
     try {
-      const token = this.#spec.workerToken ?? this.#deps.workerToken;
-      const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
-      for await (const message of client.connect(outbox, { signal: session.signal, headers })) {
+      for await (const message of client.connect(outbox, { signal: session.signal })) {
         lastHeard = Date.now();
         if (message.msg.case === "welcome") {
           this.#workerId = message.msg.value.workerId || this.#workerId;
@@ -455,17 +455,4 @@ class Worker implements LocalWorker {
       this.#undelivered.push(update);
     }
   }
-}
-
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

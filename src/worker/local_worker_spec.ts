@@ -38,6 +38,7 @@
  */
 import type {
   ActionLimitsConfig,
+  ClientTlsConfig,
   EnvironmentSource,
   LocalWorkerConfig,
   WorkerProperty,
@@ -64,6 +65,8 @@ export interface ResolvedWorkerSpec {
   readonly endpointTimeoutS: number;
   /** `worker_api_endpoint.worker_token`, when configured. */
   readonly workerToken: string | undefined;
+  /** `worker_api_endpoint.tls_config` (a `grpcs://` uri), when configured. */
+  readonly endpointTls: ClientTlsConfig | undefined;
   readonly maxActionTimeoutS: number;
   readonly timeoutHandledExternally: boolean;
   readonly maxInflightTasks: number;
@@ -128,6 +131,9 @@ export function resolveLocalWorkerSpec(spec: LocalWorkerSpec, index = 0): Resolv
   if (!uri || !/^(grpcs?|https?):\/\/[^/]+\/?$/.test(uri)) {
     throw fail(`worker_api_endpoint.uri must be grpc://host:port, got ${JSON.stringify(uri)}`);
   }
+  if (spec.worker_api_endpoint.tls_config && !/^(grpcs|https):/.test(uri)) {
+    throw fail(`worker_api_endpoint.tls_config needs a grpcs:// uri, got ${JSON.stringify(uri)}`);
+  }
   if (!spec.cas_fast_slow_store) throw fail("cas_fast_slow_store is missing");
   if (!spec.work_directory) throw fail("work_directory is missing");
   const sandbox = spec.sandbox ?? "bwrap";
@@ -140,6 +146,7 @@ export function resolveLocalWorkerSpec(spec: LocalWorkerSpec, index = 0): Resolv
     endpoint: uri,
     endpointTimeoutS: spec.worker_api_endpoint.timeout ?? 5,
     workerToken: spec.worker_api_endpoint.worker_token || undefined,
+    endpointTls: spec.worker_api_endpoint.tls_config,
     maxActionTimeoutS: spec.max_action_timeout_s || DEFAULT_MAX_ACTION_TIMEOUT_S,
     timeoutHandledExternally: spec.timeout_handled_externally ?? false,
     maxInflightTasks: spec.max_inflight_tasks || navigator.hardwareConcurrency || 1,

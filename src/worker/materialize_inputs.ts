@@ -16,6 +16,7 @@ import {
   type Directory,
   DirectorySchema,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { mapLimit } from "../util/async.ts";
 import { CairnError, Code } from "../util/error.ts";
 import type { WorkerCas } from "./worker_cas.ts";
 import { MAX_TREE_ENTRIES, sliceByBytes, TreeBudget } from "../util/limits.ts";
@@ -109,15 +110,11 @@ export async function materializeInputs(
     if (owner) await Deno.chown(d, owner.uid, owner.gid);
   }
   await cas.ensureLocal(files.map((f) => f.digest));
-  let next = 0;
   let bytes = 0;
-  await Promise.all(Array.from({ length: Math.min(LINK_CONCURRENCY, files.length) }, async () => {
-    while (next < files.length) {
-      const f = files[next++]!;
-      await cas.linkInto(f.digest, f.executable, f.path);
-      bytes += f.digest.size;
-    }
-  }));
+  await mapLimit(files, LINK_CONCURRENCY, async (f) => {
+    await cas.linkInto(f.digest, f.executable, f.path);
+    bytes += f.digest.size;
+  });
   await createSymlinks(symlinks);
   return { files: files.length, directories: dirs.length, bytes };
 }

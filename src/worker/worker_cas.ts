@@ -1,13 +1,16 @@
 /**
- * The worker's view of its CAS (`cas_fast_slow_store`): a `fast_slow` store whose fast side is a
- * `filesystem` store. Inputs are hard-linked from the fast store's files, so every input blob is first
- * made resident there (copied from the slow side, once even when many actions want it at once).
+ * The worker's view of its CAS (`cas_fast_slow_store`): a `fast_slow` store. Every input blob is first made
+ * resident in the fast side (copied from the slow side, once even when many actions want it at once), then
+ * placed in the action's input root.
  *
- * Modes: hard links share the inode's mode, so a file can be linked only where its mode is right. The CAS
- * file itself is used for non-executable inputs and kept at 0444 (the worker owns its fast store and
- * makes such files read-only on first use). Executable inputs get a private 0555 copy per digest under
- * `{work_directory}/exec/` (made once, then hard-linked), so chmod on one never changes the other.
- * Across filesystems (EXDEV) files are copied instead.
+ * Stores stay opaque: the worker reaches the `fast_slow` store and, behind its fast side, a `filesystem`
+ * store only through {@linkcode StoreDriver.innerStore}, which only pass-through kinds (`ref_store`,
+ * `verify`) implement. When it reaches one, inputs are placed by {@linkcode FilesystemStore.linkInto}, which
+ * never changes the store's files: non-executable inputs (0444, the store's own mode) are hard links of the
+ * stored file; executable inputs get a private 0555 copy per digest under `{work_directory}/exec/` (made
+ * once, then hard-linked). When the fast side changes bytes (`compression`, `dedup`), inputs are read
+ * through it into a private copy per digest and mode under the same folder, then hard-linked. Across
+ * filesystems (EXDEV) files are copied instead.
  *
  * @example
  * ```ts ignore
@@ -21,15 +24,13 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { fromBinary } from "@bufbuild/protobuf";
 import { type Digest, formatDigest } from "../digest/digest.ts";
+import { FastSlowStore } from "../store/fast_slow_store.ts";
+import { CONTENT_MODE, FilesystemStore } from "../store/filesystem_store.ts";
 import { getBytes } from "../store/helpers.ts";
 import type { StoreDriver } from "../store/types.ts";
+import { mapLimit } from "../util/async.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { checkMessageSize, MAX_DECODED_MESSAGE_BYTES } from "../util/limits.ts";
-
-/** A store whose values are files that may be hard-linked (the `filesystem` store). */
-export interface LinkableStore extends StoreDriver {
-  pathOf(digest: Digest): string;
-}
 
 /** Largest protobuf message (Directory, Command, Action) read into memory. */
 const MAX_MESSAGE = MAX_DECODED_MESSAGE_BYTES;
@@ -40,42 +41,42 @@ const FETCH_CONCURRENCY = 8;
 export class WorkerCas {
   /** The whole `cas_fast_slow_store` (reads fall through to slow; writes reach both). */
   readonly store: StoreDriver;
-  readonly fast: LinkableStore;
+  /** The fast side as configured: blobs are made resident through it (so a `verify` still checks them). */
+  readonly fast: StoreDriver;
   readonly slow: StoreDriver;
+  /** The filesystem store behind `fast` (through pass-through stores only), whose files may be linked. */
+  readonly #files: FilesystemStore | undefined;
   readonly #execDir: string;
   readonly #inflight = new Map<string, Promise<void>>();
   readonly #variants = new Map<string, Promise<string>>();
 
-  constructor(store: StoreDriver, fast: LinkableStore, slow: StoreDriver, execDir: string) {
+  constructor(store: StoreDriver, fast: StoreDriver, slow: StoreDriver, execDir: string) {
     this.store = store;
     this.fast = fast;
     this.slow = slow;
+    const files = passThrough(fast);
+    this.#files = files instanceof FilesystemStore ? files : undefined;
     this.#execDir = execDir;
   }
 
   /**
-   * Finds the fast filesystem store and the slow store inside `store` (a `fast_slow` store, possibly
-   * behind `ref_store`s). Anything else is INVALID_ARGUMENT naming the requirement.
+   * Finds the `fast_slow` store inside `store` (possibly behind pass-through stores such as `ref_store`).
+   * Anything else is INVALID_ARGUMENT naming the requirement.
    */
   static from(store: StoreDriver, execDir: string, name = "cas_fast_slow_store"): WorkerCas {
-    const top = unwrap(store);
-    const parts = top as unknown as { fast?: StoreDriver; slow?: StoreDriver };
-    if (!parts.fast || !parts.slow) {
+    const top = passThrough(store);
+    if (!(top instanceof FastSlowStore)) {
       throw new CairnError(
         Code.InvalidArgument,
-        `Cannot start worker: ${name} must be a fast_slow store (its fast side a filesystem store), got ${top.kind}`,
+        `Cannot start worker: ${name} must be a fast_slow store (inputs are made resident in its fast side), got ${top.kind}`,
       );
     }
-    const fast = unwrap(parts.fast) as Partial<LinkableStore>;
-    if (typeof fast.pathOf !== "function") {
-      throw new CairnError(
-        Code.InvalidArgument,
-        `Cannot start worker: the fast side of ${name} must be a filesystem store (inputs are hard-linked), got ${
-          (fast as StoreDriver).kind
-        }`,
-      );
-    }
-    return new WorkerCas(store, fast as LinkableStore, parts.slow, execDir);
+    return new WorkerCas(store, top.fast, top.slow, execDir);
+  }
+
+  /** Whether inputs are hard links of the fast store's files (false: read through the fast store). */
+  get linksFiles(): boolean {
+    return this.#files !== undefined;
   }
 
   /** Reads and decodes a protobuf message (Action, Command, Directory) from the CAS. */
@@ -110,34 +111,29 @@ export class WorkerCas {
     if (unique.length === 0) return;
     const sizes = await this.fast.hasMany(unique);
     const missing = unique.filter((_, i) => sizes[i] === undefined);
-    let next = 0;
-    const workers = Array.from({ length: Math.min(FETCH_CONCURRENCY, missing.length) }, async () => {
-      while (next < missing.length) await this.#fetch(missing[next++]!);
-    });
-    await Promise.all(workers);
+    await mapLimit(missing, FETCH_CONCURRENCY, (d) => this.#fetch(d));
   }
 
   /**
-   * Hard-links (or on another filesystem copies) the blob to `dest` with mode 0444, or 0555 when
-   * `executable`. The blob should be resident (see {@linkcode ensureLocal}); if it was evicted meanwhile
-   * it is fetched again.
+   * Places the blob at `dest` with mode 0444, or 0555 when `executable`: a hard link (or on another
+   * filesystem a copy) of the fast store's file or of a private copy (see the module doc). The blob should
+   * be resident (see {@linkcode ensureLocal}); if it was evicted meanwhile it is fetched again.
    */
   async linkInto(digest: Digest, executable: boolean, dest: string): Promise<void> {
+    const mode = executable ? 0o555 : 0o444;
     if (digest.size === 0) {
-      await Deno.writeFile(dest, new Uint8Array(0), { mode: executable ? 0o555 : 0o444 });
-      await Deno.chmod(dest, executable ? 0o555 : 0o444);
+      await Deno.writeFile(dest, new Uint8Array(0), { mode });
+      await Deno.chmod(dest, mode);
       return;
     }
     for (let attempt = 0;; attempt++) {
       try {
-        const source = executable
-          ? await this.#executableVariant(digest)
-          : await this.#readOnlySource(digest);
-        await linkOrCopy(source, dest, executable ? 0o555 : 0o444);
+        if (this.#files && mode === CONTENT_MODE) await this.#files.linkInto(digest, dest, mode);
+        else await linkOrCopy(await this.#variant(digest, mode), dest, mode);
         return;
       } catch (err) {
-        if (attempt === 0 && err instanceof Deno.errors.NotFound) {
-          this.#variants.delete(formatDigest(digest));
+        if (attempt === 0 && isNotFound(err)) {
+          this.#variants.delete(variantKey(digest, mode));
           await this.#fetch(digest);
           continue;
         }
@@ -146,15 +142,9 @@ export class WorkerCas {
     }
   }
 
-  async #readOnlySource(digest: Digest): Promise<string> {
-    const path = this.fast.pathOf(digest);
-    const info = await Deno.stat(path);
-    if (((info.mode ?? 0) & 0o333) !== 0) await Deno.chmod(path, 0o444);
-    return path;
-  }
-
-  #executableVariant(digest: Digest): Promise<string> {
-    const key = formatDigest(digest);
+  /** A private copy of the blob with `mode` under the exec folder, made once per digest and mode. */
+  #variant(digest: Digest, mode: number): Promise<string> {
+    const key = variantKey(digest, mode);
     let p = this.#variants.get(key);
     if (!p) {
       p = (async () => {
@@ -167,9 +157,26 @@ export class WorkerCas {
         }
         await Deno.mkdir(this.#execDir, { recursive: true });
         const tmp = `${dest}.${crypto.randomUUID()}.tmp`;
-        await Deno.copyFile(this.fast.pathOf(digest), tmp);
-        await Deno.chmod(tmp, 0o555);
-        await Deno.rename(tmp, dest);
+        try {
+          if (this.#files) {
+            await this.#files.linkInto(digest, tmp, mode);
+          } else {
+            const stream = await this.fast.read(digest);
+            await Deno.writeFile(tmp, stream, { mode, createNew: true });
+            const size = (await Deno.stat(tmp)).size;
+            if (size !== digest.size) {
+              throw new CairnError(
+                Code.DataLoss,
+                `Input ${formatDigest(digest)} read back as ${size} bytes from the ${this.fast.kind} store`,
+              );
+            }
+          }
+          await Deno.chmod(tmp, mode);
+          await Deno.rename(tmp, dest);
+        } catch (err) {
+          await Deno.remove(tmp).catch(() => {});
+          throw err;
+        }
         return dest;
       })();
       p.catch(() => this.#variants.delete(key));
@@ -221,14 +228,18 @@ async function linkOrCopy(source: string, dest: string, mode: number): Promise<v
   }
 }
 
-function unwrap(store: StoreDriver): StoreDriver {
+/** Steps through pass-through stores (those offering {@linkcode StoreDriver.innerStore}). */
+function passThrough(store: StoreDriver): StoreDriver {
   let s = store;
-  for (let i = 0; i < 16; i++) {
-    const x = s as unknown as { target?: StoreDriver; inner?: StoreDriver; kind: string };
-    if (s.kind === "ref_store" && x.target) s = x.target;
-    else if (x.inner && !(s as unknown as { fast?: unknown }).fast && !(s as Partial<LinkableStore>).pathOf) {
-      s = x.inner;
-    } else break;
-  }
+  for (let i = 0; i < 16 && s.innerStore; i++) s = s.innerStore();
   return s;
+}
+
+/** The file name of a private copy: the digest for the executable one (as before), else `<digest>-<mode>`. */
+function variantKey(digest: Digest, mode: number): string {
+  return mode === 0o555 ? formatDigest(digest) : `${formatDigest(digest)}-${mode.toString(8)}`;
+}
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof Deno.errors.NotFound || (err instanceof CairnError && err.code === Code.NotFound);
 }

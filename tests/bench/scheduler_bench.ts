@@ -15,11 +15,11 @@ import {
   Execution,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { type Digest, digestOf } from "../../src/digest/digest.ts";
-import { exitResponse, FakeWorker } from "../../src/scheduler/fake_worker.ts";
+import { exitResponse, FakeWorker } from "../fixtures/fake_worker.ts";
 import { SimpleScheduler } from "../../src/scheduler/simple_scheduler.ts";
-import { actionRequest } from "../../src/scheduler/test_actions.ts";
+import { actionRequest } from "../fixtures/test_actions.ts";
 import { createExecutionService } from "../../src/service/execution_service.ts";
-import { serviceClient } from "../../src/service/testing.ts";
+import { serviceClient } from "../fixtures/service_testing.ts";
 import { putBytes } from "../../src/store/helpers.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";
 
