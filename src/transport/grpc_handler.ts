@@ -534,6 +534,10 @@ class GrpcCall implements HandlerContext {
   }
 
   /** Streams messages, each written as a frame header followed by its pieces (no copy unless gzipped). */
+  /** The session of the response stream and the bytes written to it, for the send backlog. */
+  #sentSession: ServerHttp2Stream["session"] | undefined;
+  #queuedBytes = 0;
+
   async #pump(messages: AsyncIterable<readonly Uint8Array[]>): Promise<void> {
     const stream = this.#stream;
     try {
@@ -550,6 +554,8 @@ class GrpcCall implements HandlerContext {
           for (const p of pieces) ok = stream.write(p);
         }
         if (!ok) await drained(stream);
+        this.#sentSession ??= stream.session;
+        this.#queuedBytes += length + 5;
         await this.#owner.backlog.wait(stream.session, length + 5, () => this.#state >= State.Ending);
         if (this.#state >= State.Ending) return;
       }
@@ -704,6 +710,8 @@ class GrpcCall implements HandlerContext {
   #closed(): void {
     if (this.#state !== State.Done) {
       this.#state = State.Done;
+      // Reset before it finished: what it queued and HTTP/2 dropped must not count as the session's backlog.
+      this.#owner.backlog.forgive(this.#sentSession, this.#queuedBytes);
       this.#finish(new ConnectError("The client cancelled the call", ConnectCode.Canceled));
     } else {
       this.#finish(undefined);

@@ -40,6 +40,18 @@ export class SendBacklog {
     return c.queued - (sentBytes(session) - c.base);
   }
 
+  /**
+   * Forgets up to `bytes` of `session`'s backlog: the bytes a stream queued before its client reset it.
+   * HTTP/2 drops the unsent data of a reset stream, so they never reach the socket; counted on, they would
+   * keep the session above its limit and stall every later writer on that connection.
+   */
+  forgive(session: Http2Session | undefined, bytes: number): void {
+    if (!session || bytes <= 0) return;
+    const c = this.#sessions.get(session);
+    if (!c) return;
+    c.queued -= Math.min(bytes, Math.max(0, this.backlog(session)));
+  }
+
   /** Records `bytes` just written on `session`, then waits until its backlog is under the limit. */
   async wait(session: Http2Session | undefined, bytes: number, isGone: () => boolean): Promise<void> {
     if (!session) return;
