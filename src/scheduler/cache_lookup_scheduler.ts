@@ -7,7 +7,7 @@
  * counts as a miss.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { CacheLookupScheduler } from "./cache_lookup_scheduler.ts";
  * import { SimpleScheduler } from "./simple_scheduler.ts";
  * import { actionRequest } from "./test_actions.ts";

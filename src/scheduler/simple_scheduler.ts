@@ -17,7 +17,7 @@
  *   (`StartExecution.upload_to_action_cache`), as NativeLink workers do.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { SimpleScheduler } from "./simple_scheduler.ts";
  * import { FakeWorker } from "./fake_worker.ts";
  * import { actionRequest } from "./test_actions.ts";

@@ -6,7 +6,7 @@
  * tracing off the store itself is returned.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { tracedStore } from "./store_tracing.ts";
  * const cas = tracedStore("CAS", stores.get("CAS"));
  * ```

@@ -20,7 +20,7 @@
  * UNAVAILABLE naming the store and its address until Redis answers again, then work by themselves.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createRedisStore } from "./redis_store.ts";
  * const store = createRedisStore({ addresses: ["redis://127.0.0.1:6379/0"], keyPrefix: "cas/" });
  * await store.init?.({ get: () => store });

@@ -7,7 +7,8 @@
  * ```ts
  * import { Retrier } from "./retry.ts";
  * const retrier = Retrier.from({ max_retries: 3, delay: 0.1, jitter: 0.5 });
- * const value = await retrier.run(() => fetchSomething());
+ * let calls = 0;
+ * const value = await retrier.run(() => Promise.resolve(++calls)); // 1: no error, no retry
  * ```
  * @module
  */

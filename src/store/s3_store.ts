@@ -17,7 +17,7 @@
  * requests report UNAVAILABLE naming the store, and work again when it is back.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { createS3Store } from "./s3_store.ts";
  * const store = createS3Store({ bucket: "cas", region: "us-east-1", keyPrefix: "cas/0/" });
  * await store.init?.({ get: () => store });

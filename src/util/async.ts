@@ -6,11 +6,16 @@
  * @example
  * ```ts
  * import { delay, mapLimit, Semaphore } from "./async.ts";
- * await delay(250, signal);
+ * await delay(25, AbortSignal.timeout(1000));
  * const writes = new Semaphore(4);
  * const release = await writes.acquire();
- * try { await work(); } finally { release(); }
- * await mapLimit(digests, 8, (d) => fetch(d));
+ * try {
+ *   await delay(1);
+ * } finally {
+ *   release();
+ * }
+ * const seen: number[] = [];
+ * await mapLimit([1, 2, 3], 2, (n) => Promise.resolve(seen.push(n))); // at most 2 calls at once
  * ```
  * @module
  */

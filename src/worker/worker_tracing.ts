@@ -5,7 +5,7 @@
  * ActionResult's ExecutedActionMetadata reports, so the trace and the REAPI metadata agree.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { traceAction } from "./worker_tracing.ts";
  * const outcome = await traceAction(task, "worker-1", () => runAction(ctx, task, signal));
  * ```
