@@ -28,6 +28,7 @@
  * ```
  * @module
  */
+import { createProgress } from "../util/progress.ts";
 import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { type Digest, formatDigest } from "../digest/digest.ts";
@@ -404,7 +405,11 @@ export class FilesystemStore implements StoreDriver {
     // readdir/lstat calls run several times faster without a promise each.
     const found: { id: string; rel: string; key: StoreKey | undefined; size: number; mtime: number }[] = [];
     const doomed: string[] = [];
-    for (const dir of [...SHARDS.map((s) => `d/${s}`), "s"]) {
+    const dirs = [...SHARDS.map((s) => `d/${s}`), "s"];
+    // Digests spread evenly over the shard directories: the share of them scanned estimates the total.
+    const progress = createProgress(`Indexing filesystem store ${this.contentPath}`, { everyMs: 2000 });
+    for (const [n, dir] of dirs.entries()) {
+      if (n > 0) progress.update(found.length, Math.round(found.length * dirs.length / n));
       for (const e of Deno.readDirSync(`${this.contentPath}/${dir}`)) {
         const name = e.name;
         const rel = `${dir}/${name}`;
@@ -436,6 +441,8 @@ export class FilesystemStore implements StoreDriver {
         found.push({ id, rel, key, size: stat.size, mtime: stat.mtime?.getTime() ?? 0 });
       }
     }
+    progress.update(found.length, found.length);
+    progress.finish();
     await pool(doomed, 16, (path) => Deno.remove(path, { recursive: true }).catch(() => {}));
     found.sort((a, b) => a.mtime - b.mtime);
     for (const f of found) {

@@ -510,7 +510,10 @@ Deno.test("filesystem: readBytes never serves a half-written temp file, and an A
     const acUpload = halfThenWait(fresh);
     const acWrite = store.write(ac, acUpload.stream, { exact: fresh.byteLength });
     await Promise.all([blobUpload.started, acUpload.started]);
-    assert.equal([...Deno.readDirSync(`${t.dir}/tmp`)].length, 2, "both temp files exist");
+    // The store opens a temp file once the first bytes are in hand (asynchronously): wait for both.
+    const tempFiles = () => [...Deno.readDirSync(`${t.dir}/tmp`)].length;
+    for (let i = 0; i < 500 && tempFiles() < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(tempFiles(), 2, "both temp files exist");
     await assertRejectsWithCode(store.readBytes(b.digest, { maxSize: 1000 }), Code.NotFound);
     assert.deepEqual(await store.readBytes(ac, { maxSize: 1000 }), old);
     // The blob's upload fails: nothing is stored. The AC entry's completes: the new value replaces the old.
