@@ -198,9 +198,15 @@ export class FilesystemStore implements StoreDriver {
     await Deno.chmod(dest, mode);
   }
 
-  /** Empties `temp_path` and rebuilds the index from disk. Called once; every operation awaits it. */
-  init(): Promise<void> {
-    return this.#ready();
+  /**
+   * Checks the directories and empties `temp_path`, then rebuilds the index from disk in the background:
+   * the server can listen (and show the rebuild's progress on its status page) while a large store is
+   * indexed; every operation awaits the index. Resolves once the directories are usable.
+   */
+  async init(): Promise<void> {
+    const ready = this.#ready();
+    await this.#prepared;
+    ready.catch(() => {}); // an index failure reaches every operation that awaits it
   }
 
   hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
@@ -379,7 +385,22 @@ export class FilesystemStore implements StoreDriver {
     return this.#started;
   }
 
-  async #start(): Promise<void> {
+  /** Settles once the directories are checked and `temp_path` is empty (before the index is rebuilt). */
+  #prepared: Promise<void> | undefined;
+
+  #start(): Promise<void> {
+    let prepared!: () => void;
+    let failed!: (err: unknown) => void;
+    this.#prepared = new Promise<void>((resolve, reject) => {
+      prepared = resolve;
+      failed = reject;
+    });
+    const run = this.#startSteps(() => prepared());
+    run.catch((err) => failed(err));
+    return run;
+  }
+
+  async #startSteps(prepared: () => void): Promise<void> {
     if (this.contentPath === this.tempPath) {
       throw new CairnError(
         Code.InvalidArgument,
@@ -394,6 +415,7 @@ export class FilesystemStore implements StoreDriver {
       const stale: string[] = [];
       for await (const e of Deno.readDir(this.tempPath)) stale.push(e.name);
       await pool(stale, 16, (n) => Deno.remove(`${this.tempPath}/${n}`, { recursive: true }).catch(() => {}));
+      prepared();
       await this.#rebuildIndex();
     } catch (err) {
       throw CairnError.from(err, `Cannot open filesystem store at ${this.contentPath}`);
@@ -401,8 +423,8 @@ export class FilesystemStore implements StoreDriver {
   }
 
   async #rebuildIndex(): Promise<void> {
-    // Synchronous on purpose: this runs once at start, before the store serves anything, and a million
-    // readdir/lstat calls run several times faster without a promise each.
+    // Synchronous reads on purpose: this runs once at start, before the store serves anything, and a million
+    // readdir/lstat calls run several times faster without a promise each (it yields between directories).
     const found: { id: string; rel: string; key: StoreKey | undefined; size: number; mtime: number }[] = [];
     const doomed: string[] = [];
     const dirs = [...SHARDS.map((s) => `d/${s}`), "s"];
@@ -410,6 +432,8 @@ export class FilesystemStore implements StoreDriver {
     const progress = createProgress(`Indexing filesystem store ${this.contentPath}`, { everyMs: 2000 });
     for (const [n, dir] of dirs.entries()) {
       if (n > 0) progress.update(found.length, Math.round(found.length * dirs.length / n));
+      // Let the server answer (status page, health) between shard directories of a large store.
+      if (n % 16 === 15 && found.length > 10_000) await new Promise((r) => setTimeout(r, 0));
       for (const e of Deno.readDirSync(`${this.contentPath}/${dir}`)) {
         const name = e.name;
         const rel = `${dir}/${name}`;
