@@ -433,7 +433,7 @@ export class FilesystemStore implements StoreDriver {
     for (const [n, dir] of dirs.entries()) {
       if (n > 0) progress.update(found.length, Math.round(found.length * dirs.length / n));
       // Let the server answer (status page, health) between shard directories of a large store.
-      if (n % 16 === 15 && found.length > 10_000) await new Promise((r) => setTimeout(r, 0));
+      if (found.length > 10_000) await new Promise((r) => setTimeout(r, 0));
       for (const e of Deno.readDirSync(`${this.contentPath}/${dir}`)) {
         const name = e.name;
         const rel = `${dir}/${name}`;
