@@ -137,8 +137,13 @@ Deno.test("monitoring: seed 000's rules and metrics work in a real Prometheus du
     // One worker is connected; the build hit the cache the second time.
     const workers = await query(base, "sum(nativelink_worker_active_count)");
     assert.equal(Number(workers[0]!.value[1]), 1);
-    const hits = await query(base, "sum(nativelink_ac_hits)");
-    assert.ok(Number(hits[0]!.value[1]) > 0, "the rebuild had action-cache hits");
+    // The rebuild was answered from the action cache (Prometheus sees it at its next scrape).
+    const hits = await until("action-cache hits in Prometheus", async () => {
+      const r = await query(base, "sum(nativelink_ac_hits)");
+      const v = r[0] ? Number(r[0].value[1]) : 0;
+      return v > 0 ? v : undefined;
+    });
+    assert.ok(hits > 0);
   } finally {
     await ws.cleanup();
     try {

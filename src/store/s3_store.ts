@@ -350,6 +350,20 @@ export class S3Store implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
+    try {
+      return await this.#write(key, data, size, options);
+    } catch (err) {
+      // A failing source (the client went away) is an error of this write, with its cause.
+      throw CairnError.from(err);
+    }
+  }
+
+  async #write(
+    key: StoreKey,
+    data: ReadableStream<Uint8Array>,
+    size: UploadSize,
+    options?: WriteOptions,
+  ): Promise<void> {
     const expected = expectedUploadSize(key, size);
     const limit = uploadLimit(size);
     const label = keyToString(key);
