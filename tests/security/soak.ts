@@ -15,7 +15,7 @@
  * @module
  */
 import http2 from "node:http2";
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { zstdCompress } from "node:zlib";
 import { promisify } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -36,15 +36,29 @@ const MINUTES = minutesArg >= 0 ? Number(args[minutesArg + 1]) : 10;
 if (!(MINUTES > 0)) throw new Error("--minutes needs a positive number");
 const DURATION_MS = MINUTES * 60_000;
 const STREAMS = 64;
+/** Which attack clients run (`--attacks reset,stall,bomb`, all by default). */
+const attacksArg = args.indexOf("--attacks");
+const ATTACKS = new Set((attacksArg >= 0 ? args[attacksArg + 1]! : "reset,stall,bomb").split(","));
 /** Attack bursts: every BURST_EVERY_MS, for BURST_MS. */
 const BURST_EVERY_MS = 30_000;
 const BURST_MS = 10_000;
+const ATTACKER = new URL("./h2_attacker.ts", import.meta.url).pathname;
 
 const dataDir = await Deno.makeTempDir({ prefix: "cairn-soak-" });
 const cairn = await startAllInOne({ dataDir });
 const port = Number(new URL(cairn.url.replace("grpc:", "http:")).port);
 const pid = cairn.process.pid;
 console.log(`soak: Cairn pid ${pid} on ${cairn.url}, ${MINUTES} min, ${STREAMS} streams`);
+
+// Stopping the soak stops the server it started.
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(sig, () => {
+    try {
+      Deno.kill(pid, "SIGTERM");
+    } catch { /* gone */ }
+    Deno.exit(130);
+  });
+}
 
 const transport = createGrpcClientTransport(cairn.url, { defaultTimeoutMs: 10_000 });
 const exec = new ExecClient(cairn.url);
@@ -55,7 +69,7 @@ const probeBs: Client<typeof ByteStream> = createClient(ByteStream, probeTranspo
 const probeCaps: Client<typeof Capabilities> = createClient(Capabilities, probeTransport);
 
 // Fixtures the well-behaved client reads back.
-const small = blobOf(crypto.getRandomValues(new Uint8Array(4096)));
+const small = blobOf(new Uint8Array(randomBytes(4096)));
 await exec.upload([small]);
 const cachedAction = buildAction({ argv: ["/bin/echo", "soak"] });
 await exec.upload(cachedAction.blobs);
@@ -119,7 +133,7 @@ async function wellBehaved(i: number): Promise<void> {
     if (digestOf(got).hash !== small.digest.hash) throw new Error("read returned the wrong bytes");
     count("read");
   } else if (roll < 0.6) {
-    const blob = blobOf(crypto.getRandomValues(new Uint8Array(1024 + Math.floor(Math.random() * 15 * 1024))));
+    const blob = blobOf(new Uint8Array(randomBytes(1024 + Math.floor(Math.random() * 15 * 1024))));
     await exec.upload([blob]);
     const missing = await exec.cas.findMissingBlobs({ blobDigests: [blob.digest] });
     if (missing.missingBlobDigests.length !== 0) throw new Error("an uploaded blob is missing");
@@ -129,7 +143,7 @@ async function wellBehaved(i: number): Promise<void> {
     if (r.stdoutDigest?.hash !== small.digest.hash) throw new Error("wrong action result");
     count("ac-hit");
   } else if (roll < 0.9) {
-    const bytes = crypto.getRandomValues(new Uint8Array(256 * 1024));
+    const bytes = new Uint8Array(randomBytes(256 * 1024));
     const d = digestOf(bytes);
     const name = `uploads/${randomUUID()}/blobs/${d.hash}/${d.sizeBytes}`;
     const chunks = async function* () {
@@ -219,26 +233,26 @@ function connect(): Promise<http2.ClientHttp2Session> {
   });
 }
 
-/** HEADERS then RST_STREAM, as fast as the connection takes them, on 4 connections. */
+/**
+ * HEADERS then RST_STREAM as fast as the connections take them (4 connections), from a process of its own
+ * (`h2_attacker.ts`), so the probe measures the server and not this process's event loop.
+ */
 async function rapidReset(untilMs: number): Promise<void> {
-  const sessions = await Promise.all([0, 1, 2, 3].map(() => connect().catch(() => undefined)));
-  await Promise.all(sessions.map(async (s) => {
-    if (!s) return;
-    while (Date.now() < untilMs && !s.destroyed && !s.closed) {
-      for (let k = 0; k < 200 && !s.destroyed && !s.closed; k++) {
-        try {
-          const req = s.request(grpcHeaders("/build.bazel.remote.execution.v2.Capabilities/GetCapabilities"));
-          req.on("error", () => {});
-          req.close(http2.constants.NGHTTP2_CANCEL);
-          stats.attacks.resets++;
-        } catch {
-          break;
-        }
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    s.destroy();
-  }));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", ATTACKER, "rapid-reset", String(port), "4", "5000"],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* done */ }
+  }, Math.max(0, untilMs - Date.now()));
+  const out = await new Response(child.stdout).text();
+  await child.status;
+  clearTimeout(timer);
+  const sent = /sent (\d+)/.exec(out);
+  stats.attacks.resets += sent ? Number(sent[1]) : 0;
 }
 
 /** ByteStream Writes that send 1 KiB and then wait, on 8 connections, held until the burst ends. */
@@ -309,11 +323,19 @@ async function attackLoop(): Promise<void> {
     if (!running()) return;
     const until = Math.min(endAt, Date.now() + BURST_MS);
     console.log(`soak: attack burst at ${Math.round((Date.now() - started) / 1000)} s`);
-    await Promise.all([rapidReset(until), stalledUploads(until), zstdBomb(), zstdBomb()]);
+    await Promise.all([
+      ATTACKS.has("reset") ? rapidReset(until) : undefined,
+      ATTACKS.has("stall") ? stalledUploads(until) : undefined,
+      ATTACKS.has("bomb") ? zstdBomb() : undefined,
+      ATTACKS.has("bomb") ? zstdBomb() : undefined,
+    ]);
   }
 }
 
+let shownErrors = 0;
 const progress = setInterval(() => {
+  for (const e of stats.errors.slice(shownErrors, 5)) console.log(`soak: error: ${e}`);
+  shownErrors = Math.min(stats.errors.length, 5);
   const last = rss.at(-1);
   const total = [...stats.ops.values()].reduce((a, b) => a + b, 0);
   console.log(
