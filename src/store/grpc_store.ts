@@ -29,6 +29,7 @@
  * ```
  * @module
  */
+import { DEFAULT_RETRY_CODES } from "./retry.ts";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
@@ -110,17 +111,6 @@ export const WRITE_CHUNK_MAX = 1024 * 1024;
 const FIND_MISSING_BATCH = 4096;
 /** Largest ActionResult the AC side accepts for writing. */
 const AC_MAX = 64 * 1024 * 1024;
-
-const DEFAULT_RETRY_CODES: readonly Code[] = [
-  Code.Unknown,
-  Code.Cancelled,
-  Code.DeadlineExceeded,
-  Code.ResourceExhausted,
-  Code.Aborted,
-  Code.Internal,
-  Code.Unavailable,
-  Code.DataLoss,
-];
 
 const SPEC_FIELDS = [
   "instance_name",
