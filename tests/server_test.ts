@@ -561,7 +561,13 @@ Deno.test("main.ts over TLS (grpcs) and mTLS", async (t) => {
         assert.match(e1.rawMessage, /certificate|EPIPE|ECONNRESET/);
         const plain = connectClients(`grpc://127.0.0.1:${cairn.port}`);
         const e2 = await connectError(plain.health.check({}, { timeoutMs: 30_000 }));
-        assert.ok([Code.Canceled, Code.Unavailable].includes(e2.code), `${Code[e2.code]}: ${e2.message}`);
+        // Canceled/Unavailable when the server's close is seen first; INTERNAL naming a broken pipe or reset when
+        // the client's write races the close (under load).
+        assert.ok(
+          [Code.Canceled, Code.Unavailable].includes(e2.code) ||
+            (e2.code === Code.Internal && /EPIPE|ECONNRESET/.test(e2.rawMessage)),
+          `${Code[e2.code]}: ${e2.message}`,
+        );
         // The server is up all along: the failures above are the clients' (a trusting client is served).
         assert.equal((await c.health.check({})).status, HealthCheckResponse_ServingStatus.SERVING);
       } finally {

@@ -332,8 +332,9 @@ export class FilesystemStore implements StoreDriver {
         if (old && old.file !== rel) await Deno.remove(`${this.contentPath}/${old.file}`).catch(() => {});
       });
     } catch (err) {
-      await sink?.abort();
+      // Unlink first (an open file can be unlinked): the temp file is gone even if the abort is slow.
       await Deno.remove(tmp).catch(() => {});
+      await sink?.abort().catch(() => {});
       const e = CairnError.from(err, `Cannot write ${name} to filesystem store`);
       throw e;
     } finally {

@@ -240,7 +240,8 @@ abstract class Channel {
     this.#ended = true;
     this.#current = undefined;
     this.#used = 0;
-    await this.thread.call({ t: "abort", id: this.id }).catch(() => {});
+    // A stopped thread already closed the file: asking would only start a fresh worker for nothing.
+    if (this.#error === undefined) await this.thread.call({ t: "abort", id: this.id }).catch(() => {});
     this.thread.forget(this.id);
   }
 

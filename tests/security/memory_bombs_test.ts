@@ -308,13 +308,14 @@ Deno.test({
       await t.step("a 100 KB instance name is INVALID_ARGUMENT with a short message", async () => {
         const name = "i".repeat(100_000);
         for (
-          const p of [
-            cas.findMissingBlobs({ instanceName: name }),
-            ac.getActionResult({ instanceName: name, actionDigest: toProto(sd) }),
-            drain(bs.read({ resourceName: `${name}/blobs/${sd.hash}/${sd.size}` })),
+          // Thunks: each call starts only when awaited, so no rejection is ever left unhandled.
+          const call of [
+            () => cas.findMissingBlobs({ instanceName: name }),
+            () => ac.getActionResult({ instanceName: name, actionDigest: toProto(sd) }),
+            () => drain(bs.read({ resourceName: `${name}/blobs/${sd.hash}/${sd.size}` })),
           ]
         ) {
-          const r = await codeOf(p);
+          const r = await codeOf(call());
           assert.equal(r.code, Code.InvalidArgument, r.message.slice(0, 300));
           assert.ok(r.message.length < 400, `message of ${r.message.length} characters`);
         }
