@@ -27,7 +27,6 @@ import {
   deleteIn,
   getBytes,
   initAll,
-  keyToString,
   listIn,
   routingDigest,
 } from "./helpers.ts";
