@@ -18,7 +18,7 @@ import assert from "node:assert/strict";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { ExecutionStage_Value } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import type { Operation } from "../src/gen/google/longrunning/operations_pb.ts";
-import { type RedisServer, startRedis } from "./fixtures/backends.ts";
+import { freeLoopbackPort, type RedisServer, startRedis } from "./fixtures/backends.ts";
 import { type CairnProcess, memoryCacheConfig, startCairnProcess } from "./fixtures/cairn_process.ts";
 import {
   type BuiltAction,
@@ -348,5 +348,120 @@ Deno.test({
     await cluster.stop();
     await proxy?.close();
     await redis?.stop();
+  }
+});
+
+/** A redis-server with AOF persistence (`appendfsync always`) in `dir`, on `port`; `kill()` is a SIGKILL. */
+async function startPersistentRedis(dir: string, port: number): Promise<{ kill(): Promise<void> }> {
+  const child = new Deno.Command("redis-server", {
+    args: [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--dir",
+      dir,
+      "--save",
+      "",
+      "--appendonly",
+      "yes",
+      "--appendfsync",
+      "always",
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("Ready to accept connections")) {
+    const { done, value } = await reader.read();
+    if (done) {
+      await child.status;
+      throw new Error(`redis-server did not start on port ${port}:\n${text}`);
+    }
+    text += value;
+  }
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })().catch(() => {});
+  return {
+    async kill() {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // gone already
+      }
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "redis scheduler: a Redis restart keeps operations when persisted; when its state is lost clients execute again",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async (t) => {
+  const cluster = new Cluster();
+  let redis: { kill(): Promise<void> } | undefined;
+  try {
+    await cluster.init();
+    const redisDir = `${cluster.dir}/redis`;
+    await Deno.mkdir(redisDir);
+    const port = freeLoopbackPort();
+    redis = await startPersistentRedis(redisDir, port);
+    const redisUrl = `redis://127.0.0.1:${port}`;
+    const cas = await cluster.cas();
+    const casClient = new ExecClient(cas.url);
+    const env = { CAIRN_SCHEDULER_WORKER_TIMEOUT_S: "20" };
+    const a = await cluster.replica(redisUrl, cas.url, env);
+    const b = await cluster.replica(redisUrl, cas.url, env);
+    const w1 = await cluster.worker(cas.url, b.workerApiUrl, "w1");
+
+    await t.step("AOF-persisted Redis killed and restarted mid-run: the operation completes", async () => {
+      const action = gatedAction("persisted");
+      await casClient.upload(action.blobs);
+      const exec = executeNamed(a.client, action);
+      const name = await withTimeout(exec.named, "the operation name");
+      const [root] = await waitRunning(w1, 1, "the action on w1");
+      await redis!.kill();
+      redis = await startPersistentRedis(redisDir, port);
+      await release(root!);
+      const run = await withTimeout(exec.run, "the Execute stream on A to finish");
+      const out = await stdoutText(casClient, run);
+      assert.match(out, /^\d+\n$/);
+      const waited = await withTimeout(b.client.waitExecution(name), "WaitExecution on B");
+      assert.equal(await stdoutText(casClient, waited), out);
+    });
+
+    await t.step(
+      "Redis restarted empty: the stream ends UNAVAILABLE, the old run is killed, Execute again works",
+      async () => {
+        const action = gatedAction("lost");
+        await casClient.upload(action.blobs);
+        const exec = executeNamed(a.client, action);
+        await waitRunning(w1, 1, "the action on w1");
+        await redis!.kill();
+        await Deno.remove(redisDir, { recursive: true });
+        await Deno.mkdir(redisDir);
+        redis = await startPersistentRedis(redisDir, port);
+        const lost = await withTimeout(exec.run, "the Execute stream on A to end");
+        assert.equal(lost.response.status?.code, 14, /* UNAVAILABLE */ lost.response.status?.message);
+        assert.match(lost.response.status?.message ?? "", /gone from the scheduler state/);
+        // Nobody holds the old run any more: B kills it.
+        await waitUntil(async () => (await runningRoots(w1)).length === 0, {
+          what: "the orphaned run to be killed",
+        });
+        const again = executeNamed(a.client, action);
+        const [root] = await waitRunning(w1, 1, "the action to run again");
+        await release(root!);
+        const run = await withTimeout(again.run, "the second Execute to finish");
+        assert.match(await stdoutText(casClient, run), /^\d+\n$/);
+      },
+    );
+  } finally {
+    await cluster.stop();
+    await redis?.kill();
   }
 });

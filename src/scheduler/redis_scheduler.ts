@@ -630,8 +630,23 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
         do {
           w.again = false;
           const s = await this.#readState(w.name);
-          if (s === undefined) continue;
           const prev = w.watch.state;
+          if (s === undefined) {
+            // Gone from Redis (it restarted without persistence, or the keys were deleted): the client
+            // should execute the action again; UNAVAILABLE is what Bazel retries.
+            w.watch.set({
+              ...prev,
+              stage: ExecutionStage_Value.COMPLETED,
+              done: true,
+              response: errorResponse(
+                new CairnError(
+                  Code.Unavailable,
+                  `Operation "${w.name}" is gone from the scheduler state in Redis; execute the action again`,
+                ),
+              ),
+            });
+            break;
+          }
           if (
             s.done !== prev.done || s.stage !== prev.stage ||
             (s.partialExecutionMetadata !== undefined && prev.partialExecutionMetadata === undefined)
