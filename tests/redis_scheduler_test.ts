@@ -465,3 +465,42 @@ Deno.test({
     await redis?.kill();
   }
 });
+
+Deno.test({
+  name:
+    "redis scheduler: a worker killed mid-run loses its lease; the action reruns once on another replica's worker",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const cluster = new Cluster();
+  let redis: RedisServer | undefined;
+  try {
+    await cluster.init();
+    redis = await startRedis();
+    const cas = await cluster.cas();
+    const casClient = new ExecClient(cas.url);
+    const env = { CAIRN_SCHEDULER_WORKER_TIMEOUT_S: "2" };
+    const a = await cluster.replica(redis.url, cas.url, env);
+    const b = await cluster.replica(redis.url, cas.url, env);
+    const w1 = await cluster.worker(cas.url, a.workerApiUrl, "w1");
+    const action = gatedAction("worker-dies");
+    await casClient.upload(action.blobs);
+    const exec = executeNamed(a.client, action);
+    await waitRunning(w1, 1, "the action on w1 (attached to A)");
+    const w2 = await cluster.worker(cas.url, b.workerApiUrl, "w2");
+    const killedAt = Date.now();
+    await w1.launcher.kill();
+    // The lease lapses (2 s), the sweeping replica requeues it, and B's worker takes it.
+    const [root] = await waitRunning(w2, 1, "the rerun on w2 (attached to B)");
+    await release(root!);
+    const run = await withTimeout(exec.run, "the Execute stream on A to finish");
+    assert.match(await stdoutText(casClient, run), /^\d+\n$/);
+    const meta = run.response.result?.executionMetadata;
+    assert.ok(meta?.workerStartTimestamp);
+    assert.ok(timestampMs(meta.workerStartTimestamp) > killedAt, "the result must come from the rerun");
+    await waitUntil(async () => (await runningRoots(w2)).length === 0, { what: "w2 to be idle" });
+  } finally {
+    await cluster.stop();
+    await redis?.stop();
+  }
+});
