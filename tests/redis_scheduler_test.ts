@@ -30,6 +30,7 @@ import {
   startSplitWorker,
 } from "./fixtures/exec_fixtures.ts";
 import { waitUntil, withTimeout } from "./fixtures/wait.ts";
+import { Code } from "../src/util/error.ts";
 
 const REPLICA_CONFIG = new URL("../config/replicated/scheduler.json5", import.meta.url);
 
@@ -447,7 +448,7 @@ Deno.test({
         await Deno.mkdir(redisDir);
         redis = await startPersistentRedis(redisDir, port);
         const lost = await withTimeout(exec.run, "the Execute stream on A to end");
-        assert.equal(lost.response.status?.code, 14, /* UNAVAILABLE */ lost.response.status?.message);
+        assert.equal(lost.response.status?.code, Code.Unavailable, lost.response.status?.message ?? "");
         assert.match(lost.response.status?.message ?? "", /gone from the scheduler state/);
         // Nobody holds the old run any more: B kills it.
         await waitUntil(async () => (await runningRoots(w1)).length === 0, {

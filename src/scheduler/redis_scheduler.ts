@@ -377,17 +377,19 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
     for (const id of await this.#state.active()) {
       const a = await this.#state.action(id);
       if (a === undefined || a.stage === "d") continue;
+      const parsed = this.#parsed(a);
       if (snapshot.length < 500) {
         snapshot.push({
           id,
-          digest: "",
+          digest: parsed === undefined
+            ? ""
+            : `${parsed.request.actionDigest.hash}/${parsed.request.actionDigest.size}`,
           stage: a.stage === "x" ? "executing" : "queued",
           queuedAt: a.queuedAt,
           worker: a.worker,
           attempts: a.attempts,
         });
       }
-      const parsed = this.#parsed(a);
       if (now - a.clientSeen > this.#clientTimeoutMs) {
         const err = new CairnError(
           Code.DeadlineExceeded,
@@ -397,7 +399,6 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
         continue;
       }
       if (a.stage !== "q" || parsed === undefined) continue;
-      snapshot.at(-1)!.digest = `${parsed.request.actionDigest.hash}/${parsed.request.actionDigest.size}`;
       if (offers.some((o) => this.#matcher.satisfies(parsed.reqs, o, "total"))) {
         if (a.unmatched !== undefined) await this.#state.setUnmatched(id, undefined);
       } else if (a.unmatched === undefined) {
