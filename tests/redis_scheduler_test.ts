@@ -489,10 +489,19 @@ Deno.test({
     const exec = executeNamed(a.client, action);
     await waitRunning(w1, 1, "the action on w1 (attached to A)");
     const w2 = await cluster.worker(cas.url, b.workerApiUrl, "w2");
+    // A crash: SIGKILL the worker process itself first (its parent would stop it gracefully, reporting the
+    // killed action as finished), then the parent. Its sandbox dies with it (bwrap --die-with-parent).
+    const workerPid = Number(/cairn: worker 0 started \(pid (\d+)\)/.exec(w1.launcher.log)?.[1]);
+    assert.ok(workerPid > 0, w1.launcher.log);
     const killedAt = Date.now();
+    Deno.kill(workerPid, "SIGKILL");
     await w1.launcher.kill();
     // The lease lapses (2 s), the sweeping replica requeues it, and B's worker takes it.
-    const [root] = await waitRunning(w2, 1, "the rerun on w2 (attached to B)");
+    const [root] = await waitRunning(w2, 1, "the rerun on w2 (attached to B)").catch((err) => {
+      throw new Error(
+        `${err.message}\n--- A:\n${a.process.logs()}\n--- B:\n${b.process.logs()}\n--- w2:\n${w2.launcher.log}`,
+      );
+    });
     await release(root!);
     const run = await withTimeout(exec.run, "the Execute stream on A to finish");
     assert.match(await stdoutText(casClient, run), /^\d+\n$/);
