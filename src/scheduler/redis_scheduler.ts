@@ -277,6 +277,7 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
           replica: this.#replica,
           properties: w.properties,
           seen: now,
+          draining: w.draining,
         })),
       );
       const listened = new Set<string>();
@@ -360,18 +361,9 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
       );
     }
 
-    const workers = await this.#state.workers();
-    const stale = workers.filter((w) => now - w.seen > this.#leaseMs * 2).map((w) => w.id);
-    await this.#state.removeWorkers(stale);
-    const offers: Offer[] = [];
-    for (const w of workers) {
-      if (now - w.seen > this.#leaseMs * 2) continue;
-      try {
-        offers.push(this.#matcher.parseOffer(w.properties));
-      } catch {
-        // registered by a replica with other supported properties; not ours to judge
-      }
-    }
+    const stale = (await this.#state.workers()).filter((w) => now - w.seen > this.#leaseMs * 2);
+    await this.#state.removeWorkers(stale.map((w) => w.id));
+    const offers = await this.#liveOffers(now);
 
     const snapshot: Mutable<SchedulerSnapshot["actions"][number]>[] = [];
     for (const id of await this.#state.active()) {
@@ -411,6 +403,20 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
     this.#snapshotActions = snapshot;
   }
 
+  /** Offers of the workers registered by every replica (and not stale), draining ones excluded. */
+  async #liveOffers(now: number): Promise<Offer[]> {
+    const offers: Offer[] = [];
+    for (const w of await this.#state.workers()) {
+      if (now - w.seen > this.#leaseMs * 2 || w.draining) continue;
+      try {
+        offers.push(this.#matcher.parseOffer(w.properties));
+      } catch {
+        // registered by a replica with other supported properties; not ours to judge
+      }
+    }
+    return offers;
+  }
+
   // ---------------------------------------------------------------------------------------------------------
   // Client side
 
@@ -439,6 +445,11 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
     const reqs = this.#matcher.parseRequirements(request.platform);
     const name = request.operationName ?? newOperationName(request.instanceName);
     const key = request.doNotCache ? "" : mergeKey(request);
+    // As in memory: with workers registered (on any replica) of which none could ever run it, fail at once.
+    const offers = await this.#liveOffers(Date.now());
+    if (offers.length > 0 && !offers.some((o) => this.#matcher.satisfies(reqs, o, "total"))) {
+      throw this.#unmatchedError(request, reqs, offers);
+    }
     const { id, merged } = await this.#state.add({
       op: name,
       id: name,
@@ -697,7 +708,9 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
       removed: false,
     };
     this.#workers.set(id, worker);
-    void this.#state.putWorkers([{ id, replica: this.#replica, properties: worker.properties, seen: now }])
+    void this.#state.putWorkers([
+      { id, replica: this.#replica, properties: worker.properties, seen: now, draining: false },
+    ])
       .catch(() => {});
     this.#adoptRunning(worker, registration.runningOperationIds ?? []);
     this.#scheduleMatch();

@@ -15,7 +15,8 @@
  * - `x` set: executing action ids; `l/{id}`: the lease of an executing action (value: the worker id) with
  *   a PX expiry, renewed by the replica the worker is connected to. An executing action whose lease is gone
  *   is requeued (or re-adopted by its worker when it reconnects first).
- * - `active` set: unfinished actions; `w` hash: worker id → `{ r: replica, p: properties, s: last seen }`.
+ * - `active` set: unfinished actions; `w` hash: worker id → `{ r: replica, p: properties, s: last seen,
+ *   g: going away }`.
  * - `sweeper`: which replica runs the global sweeps (a lock with PX expiry).
  * - channel `ev`: `q` (the queue changed), `a:{id}` (an action or one of its operations changed),
  *   `k:{id}:{worker}` (kill that action on that worker).
@@ -248,6 +249,8 @@ export interface StoredWorker {
   readonly replica: string;
   readonly properties: { name: string; value: string }[];
   readonly seen: number;
+  /** It said GoingAway: takes no new work. */
+  readonly draining: boolean;
 }
 
 type Scripts = Record<string, (...args: (string | number)[]) => Promise<unknown>>;
@@ -489,7 +492,10 @@ export class RedisSchedulerState {
       this.#redis.hset(
         `${this.#p}w`,
         Object.fromEntries(
-          workers.map((w) => [w.id, JSON.stringify({ r: w.replica, p: w.properties, s: w.seen })]),
+          workers.map((w) => [
+            w.id,
+            JSON.stringify({ r: w.replica, p: w.properties, s: w.seen, g: w.draining }),
+          ]),
         ),
       ));
   }
@@ -506,8 +512,13 @@ export class RedisSchedulerState {
     const out: StoredWorker[] = [];
     for (const [id, text] of Object.entries(all)) {
       try {
-        const v = JSON.parse(text) as { r: string; p: { name: string; value: string }[]; s: number };
-        out.push({ id, replica: v.r, properties: v.p, seen: v.s });
+        const v = JSON.parse(text) as {
+          r: string;
+          p: { name: string; value: string }[];
+          s: number;
+          g?: boolean;
+        };
+        out.push({ id, replica: v.r, properties: v.p, seen: v.s, draining: v.g === true });
       } catch {
         // A malformed entry is ignored (and expires as stale).
       }

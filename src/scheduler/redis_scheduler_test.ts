@@ -64,17 +64,27 @@ Deno.test("RedisScheduler: a cancel on one replica kills the run on the other re
   });
 });
 
-Deno.test("RedisScheduler: an action no registered worker can run fails FAILED_PRECONDITION after the grace", async () => {
+Deno.test("RedisScheduler: an action no worker of any replica could run fails FAILED_PRECONDITION", async () => {
   await withReplicas(
     { ...FAST, supported_platform_properties: { os: "exact" }, no_matching_worker_grace_s: 0.2 },
     async (a, b) => {
-      const worker = new FakeWorker(a, { properties: [{ name: "os", value: "linux" }] });
+      // No worker at all: it waits the grace, then fails.
       const handle = await b.addAction(actionRequest("mac", { platform: [{ name: "os", value: "mac" }] }));
       const state = await until(handle, (s) => s.done);
       assert.equal(state.response?.status?.code, Code.FailedPrecondition);
-      assert.match(state.response?.status?.message ?? "", /os/);
-      assert.equal(worker.tasks.length, 0);
+      assert.match(state.response?.status?.message ?? "", /no worker is connected/);
       handle.close();
+      // A worker on replica A that could never run it: B refuses it at once, naming the property.
+      const worker = new FakeWorker(a, { properties: [{ name: "os", value: "linux" }] });
+      await waitUntil(async () => {
+        try {
+          await b.addAction(actionRequest("mac2", { platform: [{ name: "os", value: "mac" }] }));
+          return false;
+        } catch (err) {
+          return (err as CairnError).code === Code.FailedPrecondition && /os/.test((err as Error).message);
+        }
+      }, { what: "the refusal" });
+      assert.equal(worker.tasks.length, 0);
     },
   );
 });
