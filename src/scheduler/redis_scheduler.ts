@@ -17,8 +17,9 @@
  * - Queue order, `max_job_retries`, `client_action_timeout_s`, `no_matching_worker_grace_s`,
  *   `max_action_executing_timeout_s` and `retain_completed_for_s` behave as in the in-memory scheduler.
  *
- * The in-memory scheduler ({@linkcode SimpleScheduler}) is unchanged; both share the property matcher,
- * operation watches and error responses.
+ * The in-memory scheduler (`simple_scheduler.ts`) is unchanged; both share the settings and helpers of
+ * `simple_settings.ts`, the property matcher, operation watches and error responses. The Redis keys and Lua
+ * scripts are in `redis_scheduler_state.ts`.
  *
  * @example
  * ```ts ignore
@@ -40,7 +41,6 @@ import {
   ExecuteResponseSchema,
   ExecutionStage_Value,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { formatDigest } from "../digest/digest.ts";
 import type { RedisStore } from "../store/redis_store.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { errorResponse } from "./error_response.ts";
@@ -49,6 +49,14 @@ import { OperationWatch } from "./operation_watch.ts";
 import { type Offer, PropertyMatcher, type Requirement } from "./property_matcher.ts";
 import { RedisSchedulerState, type StoredAction } from "./redis_scheduler_state.ts";
 import type { SimpleSpec } from "./scheduler_spec.ts";
+import {
+  checkMaxInflight,
+  digestText,
+  mergeKey,
+  pushBounded,
+  resolveSimpleSettings,
+  unmatchedError,
+} from "./simple_settings.ts";
 import type {
   ActionHandle,
   ActionRequest,
@@ -62,21 +70,8 @@ import type {
   WorkerSession,
 } from "./types.ts";
 
-const DEFAULTS = {
-  retain_completed_for_s: 60,
-  client_action_timeout_s: 60,
-  worker_timeout_s: 5,
-  unacknowledged_kill_timeout_s: 60,
-  max_job_retries: 3,
-  no_matching_worker_grace_s: 5,
-};
-
 /** How many queued actions one matching pass looks at. */
 const MATCH_WINDOW = 200;
-
-function positive(value: number | undefined, fallback: number): number {
-  return value === undefined || !(value > 0) ? fallback : value;
-}
 
 const b64 = {
   decode: (text: string): Uint8Array => Uint8Array.from(atob(text), (c) => c.charCodeAt(0)),
@@ -135,10 +130,6 @@ function decodeRequest(text: string): ActionRequest {
     priority: s.r,
     doNotCache: s.n,
   };
-}
-
-function mergeKey(r: ActionRequest): string {
-  return `${r.instanceName}\u0000${r.digestFunction}\u0000${r.actionDigest.hash}-${r.actionDigest.size}`;
 }
 
 interface RunningTask {
@@ -216,22 +207,15 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
   /** `store`: the `redis_store` named by `experimental_backend.redis.redis_store`; `name`: the scheduler's. */
   constructor(spec: SimpleSpec, store: RedisStore, name: string, log?: (message: string) => void) {
     this.#matcher = new PropertyMatcher(spec.supported_platform_properties ?? {});
-    const strategy = spec.allocation_strategy ?? "least_recently_used";
-    if (strategy !== "least_recently_used" && strategy !== "most_recently_used") {
-      throw new CairnError(
-        Code.InvalidArgument,
-        `Cannot create scheduler: allocation_strategy is "${strategy}", expected least_recently_used or most_recently_used`,
-      );
-    }
-    this.#mru = strategy === "most_recently_used";
-    this.#retainMs = positive(spec.retain_completed_for_s, DEFAULTS.retain_completed_for_s) * 1000;
-    this.#clientTimeoutMs = positive(spec.client_action_timeout_s, DEFAULTS.client_action_timeout_s) * 1000;
-    this.#leaseMs = positive(spec.worker_timeout_s, DEFAULTS.worker_timeout_s) * 1000;
-    this.#executingTimeoutMs = positive(spec.max_action_executing_timeout_s, 0) * 1000;
-    this.#killAckTimeoutMs =
-      positive(spec.unacknowledged_kill_timeout_s, DEFAULTS.unacknowledged_kill_timeout_s) * 1000;
-    this.#maxRetries = positive(spec.max_job_retries, DEFAULTS.max_job_retries);
-    this.#graceMs = (spec.no_matching_worker_grace_s ?? DEFAULTS.no_matching_worker_grace_s) * 1000;
+    const settings = resolveSimpleSettings(spec);
+    this.#mru = settings.mru;
+    this.#retainMs = settings.retainMs;
+    this.#clientTimeoutMs = settings.clientTimeoutMs;
+    this.#leaseMs = settings.workerTimeoutMs;
+    this.#executingTimeoutMs = settings.executingTimeoutMs;
+    this.#killAckTimeoutMs = settings.killAckTimeoutMs;
+    this.#maxRetries = settings.maxRetries;
+    this.#graceMs = settings.graceMs;
     this.#log = log ?? ((m) => console.warn(m));
     this.#tickMs = Math.max(50, Math.min(1000, this.#leaseMs / 4));
 
@@ -373,9 +357,7 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
       if (snapshot.length < 500) {
         snapshot.push({
           id,
-          digest: parsed === undefined
-            ? ""
-            : `${parsed.request.actionDigest.hash}/${parsed.request.actionDigest.size}`,
+          digest: parsed === undefined ? "" : digestText(parsed.request.actionDigest),
           stage: a.stage === "x" ? "executing" : "queued",
           queuedAt: a.queuedAt,
           worker: a.worker,
@@ -681,12 +663,7 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
     if (this.#closed) throw new CairnError(Code.Unavailable, "Scheduler is shutting down");
     const offer = this.#matcher.parseOffer(registration.properties);
     const max = registration.maxInflightTasks;
-    if (!Number.isSafeInteger(max) || max < 0) {
-      throw new CairnError(
-        Code.InvalidArgument,
-        `Worker max_inflight_tasks ${max} is not a non-negative integer`,
-      );
-    }
+    checkMaxInflight(max);
     const id = registration.workerId || `worker-${crypto.randomUUID()}`;
     const old = this.#workers.get(id);
     if (old !== undefined) {
@@ -844,7 +821,7 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
 
   #parsedDigest(a: StoredAction): string {
     const p = this.#parsed(a);
-    return p === undefined ? "" : `${p.request.actionDigest.hash}/${p.request.actionDigest.size}`;
+    return p === undefined ? "" : digestText(p.request.actionDigest);
   }
 
   async #failAttempt(id: string, worker: string, err: CairnError, counted: boolean): Promise<void> {
@@ -990,22 +967,8 @@ export class RedisScheduler implements ActionScheduler, WorkerScheduler {
     reqs: readonly Requirement[],
     offers: readonly Offer[],
   ): CairnError {
-    const what = offers.length === 0
-      ? "no worker is connected"
-      : `no connected worker matches platform properties ${this.#matcher.explainUnmatched(reqs, offers)}`;
-    return new CairnError(
-      Code.FailedPrecondition,
-      `No worker can run action ${formatDigest(request.actionDigest)}: ${what}`,
-    );
+    return unmatchedError(this.#matcher, request, reqs, offers);
   }
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-
-/** How many finished actions and failures a replica remembers for the status page. */
-const LOG_ROWS = 50;
-
-function pushBounded<T>(list: T[], item: T): void {
-  list.push(item);
-  if (list.length > LOG_ROWS) list.shift();
-}
