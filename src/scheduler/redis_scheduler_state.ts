@@ -229,6 +229,15 @@ redis.call('SREM', p .. 'c/' .. id, op)
 return 1
 `;
 
+// ARGV: p, now, ids... Records that clients listen (never recreating an action that is gone).
+const LUA_TOUCH = `
+for i = 3, #ARGV do
+  local ak = ARGV[1] .. 'a/' .. ARGV[i]
+  if redis.call('EXISTS', ak) == 1 then redis.call('HSET', ak, 'clientSeen', ARGV[2]) end
+end
+return 0
+`;
+
 /** One action's fields as read from Redis. */
 export interface StoredAction {
   readonly id: string;
@@ -278,6 +287,7 @@ export class RedisSchedulerState {
       schedAbandon: LUA_ABANDON,
       schedCancel: LUA_CANCEL,
       schedDelete: LUA_DELETE,
+      schedTouch: LUA_TOUCH,
     };
     for (const [name, lua] of Object.entries(scripts)) redis.defineCommand(name, { numberOfKeys: 0, lua });
   }
@@ -456,11 +466,7 @@ export class RedisSchedulerState {
   /** Records that clients still listen to these actions. */
   async touch(ids: readonly string[], now: number): Promise<void> {
     if (ids.length === 0) return;
-    await this.#call("touch actions", async () => {
-      const pipe = this.#redis.pipeline();
-      for (const id of ids) pipe.hset(`${this.#p}a/${id}`, "clientSeen", now);
-      await pipe.exec();
-    });
+    await this.#call("touch actions", () => this.#cmd.schedTouch!(this.#p, now, ...ids));
   }
 
   /** Stores partial execution metadata of an executing action (only while `worker` holds it). */
