@@ -208,7 +208,7 @@ export const SCHEDULER_KINDS: VariantNode = s.variant("scheduler kind", {
     allocation_strategy: s.optional(s.enum("least_recently_used", "most_recently_used")),
     experimental_backend: s.optional(s.variant("scheduler backend", {
       memory: null,
-      redis: s.unsupported(),
+      redis: s.object({ redis_store: s.ref("store") }),
     })),
     worker_match_logging_interval_s: s.optional(s.unsupported()),
     fallback_match_interval_s: s.optional(s.unsupported()),

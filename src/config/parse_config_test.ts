@@ -429,10 +429,6 @@ Deno.test("settings Cairn does not implement are refused at load with their JSON
     ],
     [`{ schedulers: [{ name: "S", grpc: { endpoint: { address: "grpc://h:1" } } }] }`, "schedulers[0].grpc"],
     [
-      `{ schedulers: [{ name: "S", simple: { experimental_backend: { redis: { redis_store: "R" } } } }] }`,
-      "schedulers[0].simple.experimental_backend.redis",
-    ],
-    [
       `{ schedulers: [{ name: "S", simple: { worker_match_logging_interval_s: -1 } }] }`,
       "schedulers[0].simple.worker_match_logging_interval_s",
     ],
@@ -502,5 +498,28 @@ Deno.test("listener cors_allowed_origins defaults to none; limits take durations
       services: {} }] }`,
     ),
     /limits\.max_upload: unknown field/,
+  );
+});
+
+Deno.test("simple scheduler's redis backend: a redis_store reference, checked like every field", () => {
+  const config = (backend: string) =>
+    `{ stores: [{ name: "R", redis_store: { addresses: ["redis://h:1"] } }],
+       schedulers: [{ name: "S", simple: { experimental_backend: ${backend} } }] }`;
+  const parsed = parseConfig(config(`{ redis: { redis_store: "R" } }`), "cas.json5", NO_ENV);
+  assert.deepEqual(parsed.schedulers, [{
+    name: "S",
+    simple: { experimental_backend: { redis: { redis_store: "R" } } },
+  }]);
+  assert.equal(
+    errorOf(config(`{ redis: { redis_stor: "R" } }`)),
+    "cas.json5: schedulers[0].simple.experimental_backend.redis.redis_stor: unknown field (did you mean redis_store?)",
+  );
+  assert.equal(
+    errorOf(config(`{ redis: { redis_store: "Q" } }`)),
+    'cas.json5: schedulers[0].simple.experimental_backend.redis.redis_store: unknown store "Q"; defined stores: R',
+  );
+  assert.equal(
+    errorOf(config(`{ rediss: { redis_store: "R" } }`)),
+    "cas.json5: schedulers[0].simple.experimental_backend.rediss: unknown scheduler backend (did you mean redis?); valid scheduler backends: memory, redis",
   );
 });

@@ -303,7 +303,7 @@ export interface SchedulerKinds {
     no_matching_worker_grace_s?: number;
     max_job_retries?: number;
     allocation_strategy?: "least_recently_used" | "most_recently_used";
-    /** `"memory"`, or a Redis store (by name). */
+    /** `"memory"` (default), or a `redis_store` (by name) holding the state shared by scheduler replicas. */
     experimental_backend?: "memory" | { redis: { redis_store: string } };
     /** May be negative (disables the periodic log). */
     worker_match_logging_interval_s?: number;

@@ -1,6 +1,7 @@
 /**
  * Builds schedulers from config: each kind (`simple`, `cache_lookup`, `property_modifier`; `grpc` is not yet
- * supported) maps to a constructor. Wrappers pass the nested scheduler's worker side through, so the
+ * supported) maps to a constructor. A `simple` scheduler with `experimental_backend: { redis: { redis_store } }`
+ * keeps its state in that Redis store's server ({@linkcode RedisScheduler}); otherwise in memory. Wrappers pass the nested scheduler's worker side through, so the
  * worker API can attach to any scheduler whose chain ends in `simple`.
  *
  * @example
@@ -21,6 +22,8 @@ import { CacheLookupScheduler } from "./cache_lookup_scheduler.ts";
 import { PropertyModifierScheduler } from "./property_modifier_scheduler.ts";
 import type { CacheLookupSpec, PropertyModifierSpec, SchedulerSpec, SimpleSpec } from "./scheduler_spec.ts";
 import { SimpleScheduler } from "./simple_scheduler.ts";
+import { RedisScheduler } from "./redis_scheduler.ts";
+import { RedisStore } from "../store/redis_store.ts";
 import type { BuiltScheduler } from "./types.ts";
 
 /** What building a scheduler may need. */
@@ -32,7 +35,27 @@ export interface SchedulerContext {
 type Factory = (name: string, spec: never, ctx: SchedulerContext) => BuiltScheduler;
 
 const FACTORIES: Record<string, Factory> = {
-  simple: (_name, spec: SimpleSpec) => {
+  simple: (name, spec: SimpleSpec, ctx) => {
+    const backend = spec.experimental_backend;
+    if (backend !== undefined && backend !== "memory") {
+      const storeName = backend.redis?.redis_store;
+      if (typeof storeName !== "string" || storeName === "") {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `Cannot create scheduler "${name}": experimental_backend.redis.redis_store is missing`,
+        );
+      }
+      const store = ctx.stores.get(storeName);
+      if (!(store instanceof RedisStore)) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `Cannot create scheduler "${name}": experimental_backend.redis.redis_store "${storeName}" is a ` +
+            `${store.kind} store; it must name a redis_store`,
+        );
+      }
+      const s = new RedisScheduler(spec, store, name);
+      return { actions: s, workers: s };
+    }
     const s = new SimpleScheduler(spec);
     return { actions: s, workers: s };
   },

@@ -37,7 +37,10 @@ export interface SimpleSpec {
   readonly max_job_retries?: number;
   /** Default `least_recently_used`. */
   readonly allocation_strategy?: AllocationStrategy;
-  /** `"memory"`, or a Redis store (by name); accepted for NativeLink compatibility, the queue is in memory. */
+  /**
+   * `"memory"` (default), or `{ redis: { redis_store: "NAME" } }`: the queue and operations live in the server of
+   * that `redis_store`, shared by every scheduler process configured with it (see redis_scheduler.ts).
+   */
   readonly experimental_backend?: "memory" | { readonly redis: { readonly redis_store: string } };
   /** Accepted for NativeLink compatibility (may be negative); ignored. */
   readonly worker_match_logging_interval_s?: number;

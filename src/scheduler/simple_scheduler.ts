@@ -45,6 +45,14 @@ import { OperationWatch } from "./operation_watch.ts";
 import { ActionTrace } from "./action_trace.ts";
 import { type Offer, PropertyMatcher, type Requirement } from "./property_matcher.ts";
 import type { SimpleSpec } from "./scheduler_spec.ts";
+import {
+  checkMaxInflight,
+  digestText,
+  mergeKey,
+  pushBounded,
+  resolveSimpleSettings,
+  unmatchedError,
+} from "./simple_settings.ts";
 import type {
   ActionHandle,
   ActionRequest,
@@ -58,15 +66,6 @@ import type {
   WorkerSession,
   WorkerTask,
 } from "./types.ts";
-
-const DEFAULTS = {
-  retain_completed_for_s: 60,
-  client_action_timeout_s: 60,
-  worker_timeout_s: 5,
-  unacknowledged_kill_timeout_s: 60,
-  max_job_retries: 3,
-  no_matching_worker_grace_s: 5,
-};
 
 interface ClientOp {
   readonly name: string;
@@ -113,10 +112,6 @@ interface WorkerState {
   removed: boolean;
 }
 
-function positive(value: number | undefined, fallback: number): number {
-  return value === undefined || !(value > 0) ? fallback : value;
-}
-
 /** The `simple` scheduler: both the client side and the worker side. */
 export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
   readonly #matcher: PropertyMatcher;
@@ -147,23 +142,15 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
 
   constructor(spec: SimpleSpec = {}) {
     this.#matcher = new PropertyMatcher(spec.supported_platform_properties ?? {});
-    const strategy = spec.allocation_strategy ?? "least_recently_used";
-    if (strategy !== "least_recently_used" && strategy !== "most_recently_used") {
-      throw new CairnError(
-        Code.InvalidArgument,
-        `Cannot create scheduler: allocation_strategy is "${strategy}", expected least_recently_used or most_recently_used`,
-      );
-    }
-    this.#mru = strategy === "most_recently_used";
-    this.#retainMs = positive(spec.retain_completed_for_s, DEFAULTS.retain_completed_for_s) * 1000;
-    this.#clientTimeoutMs = positive(spec.client_action_timeout_s, DEFAULTS.client_action_timeout_s) * 1000;
-    this.#workerTimeoutMs = positive(spec.worker_timeout_s, DEFAULTS.worker_timeout_s) * 1000;
-    this.#executingTimeoutMs = positive(spec.max_action_executing_timeout_s, 0) * 1000;
-    this.#killAckTimeoutMs =
-      positive(spec.unacknowledged_kill_timeout_s, DEFAULTS.unacknowledged_kill_timeout_s) *
-      1000;
-    this.#maxRetries = positive(spec.max_job_retries, DEFAULTS.max_job_retries);
-    this.#graceMs = (spec.no_matching_worker_grace_s ?? DEFAULTS.no_matching_worker_grace_s) * 1000;
+    const settings = resolveSimpleSettings(spec);
+    this.#mru = settings.mru;
+    this.#retainMs = settings.retainMs;
+    this.#clientTimeoutMs = settings.clientTimeoutMs;
+    this.#workerTimeoutMs = settings.workerTimeoutMs;
+    this.#executingTimeoutMs = settings.executingTimeoutMs;
+    this.#killAckTimeoutMs = settings.killAckTimeoutMs;
+    this.#maxRetries = settings.maxRetries;
+    this.#graceMs = settings.graceMs;
     const periods = [
       this.#retainMs,
       this.#clientTimeoutMs,
@@ -342,12 +329,7 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
     if (this.#closed) throw new CairnError(Code.Unavailable, "Scheduler is shutting down");
     const offer = this.#matcher.parseOffer(registration.properties);
     const max = registration.maxInflightTasks;
-    if (!Number.isSafeInteger(max) || max < 0) {
-      throw new CairnError(
-        Code.InvalidArgument,
-        `Worker max_inflight_tasks ${max} is not a non-negative integer`,
-      );
-    }
+    checkMaxInflight(max);
     const id = registration.workerId || `worker-${crypto.randomUUID()}`;
     const old = this.#workers.get(id);
     if (old !== undefined) {
@@ -571,13 +553,7 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
     reqs: readonly Requirement[],
     offers: readonly Offer[],
   ): CairnError {
-    const what = offers.length === 0
-      ? "no worker is connected"
-      : `no connected worker matches platform properties ${this.#matcher.explainUnmatched(reqs, offers)}`;
-    return new CairnError(
-      Code.FailedPrecondition,
-      `No worker can run action ${formatDigest(request.actionDigest)}: ${what}`,
-    );
+    return unmatchedError(this.#matcher, request, reqs, offers);
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -740,10 +716,6 @@ export class SimpleScheduler implements ActionScheduler, WorkerScheduler {
   }
 }
 
-function mergeKey(r: ActionRequest): string {
-  return `${r.instanceName}\u0000${r.digestFunction}\u0000${r.actionDigest.hash}-${r.actionDigest.size}`;
-}
-
 function stateOf(name: string, action: AwaitedAction): OperationState {
   const r = action.request;
   const base = {
@@ -758,15 +730,3 @@ function stateOf(name: string, action: AwaitedAction): OperationState {
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-
-/** How many finished actions and failures a scheduler remembers for the status page. */
-const LOG_ROWS = 50;
-
-function pushBounded<T>(list: T[], item: T): void {
-  list.push(item);
-  if (list.length > LOG_ROWS) list.shift();
-}
-
-function digestText(d: { hash: string; size: number }): string {
-  return `${d.hash}/${d.size}`;
-}

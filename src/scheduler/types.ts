@@ -127,6 +127,13 @@ export interface WorkerRegistration {
   /** Tasks run at once; 0 = unlimited. */
   readonly maxInflightTasks: number;
   readonly connection: WorkerConnection;
+  /**
+   * The id the worker had in its previous session (its Hello's `worker_id`), when it reconnects. The Redis
+   * backend re-adopts `runningOperationIds` still assigned to that id; the in-memory scheduler ignores both.
+   */
+  readonly previousWorkerId?: string;
+  /** Operations still running on the worker from its previous session (Hello `running_operation_ids`). */
+  readonly runningOperationIds?: readonly string[];
 }
 
 /** A task's terminal report: the ExecuteResponse, or an infrastructure failure (the action is retried). */

@@ -8,7 +8,8 @@
  * terminal report (a report for a task the worker was not given is logged and ignored); GoingAway → no new
  * work. The scheduler sends StartExecution, KillExecution, KeepAlive and, when it drops the worker,
  * Disconnect before closing the stream. When the stream ends or fails the worker is removed and its tasks
- * requeued. A worker may reconnect (it gets a new id).
+ * requeued. A worker may reconnect (it gets a new id); its Hello's old id and `running_operation_ids` are passed
+ * on, so a scheduler with shared state (the Redis backend) can re-adopt the actions it still runs.
  *
  * Workers authenticate: with `authenticate` set (the app always sets it, see `src/auth/worker_auth.ts`), a
  * stream without a valid worker credential ends with UNAUTHENTICATED before any message is read. Worker ids
@@ -194,6 +195,8 @@ export function createWorkerApiService(options: WorkerApiServiceOptions): Servic
           properties: hello.properties.map((p) => ({ name: p.name, value: p.value })),
           maxInflightTasks: hello.maxInflightTasks,
           connection,
+          previousWorkerId: hello.workerId,
+          runningOperationIds: hello.runningOperationIds,
         });
       } catch (err) {
         const e = CairnError.from(err);

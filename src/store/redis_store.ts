@@ -272,12 +272,16 @@ export class RedisStore implements StoreDriver {
   readonly #commandTimeoutMs: number;
   readonly #inflight = new Set<Inflight>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  readonly #address: string;
+  readonly #connectionTimeoutMs: number;
 
   constructor(options: RedisStoreOptions) {
     const address = options.addresses[0];
     if (options.addresses.length !== 1 || address === undefined) {
       throw new CairnError(Code.InvalidArgument, "redis_store: standard mode takes exactly one address");
     }
+    this.#address = address;
+    this.#connectionTimeoutMs = options.connectionTimeoutMs ?? 3_000;
     this.#prefix = options.keyPrefix ?? "";
     this.#chunkPrefix = `${this.#prefix}chunk/`;
     this.#tmpPrefix = `${this.#prefix}tmp/`;
@@ -307,6 +311,34 @@ export class RedisStore implements StoreDriver {
       client.defineCommand("cairnHas", { lua: LUA_HAS });
       this.#clients.push(client);
     }
+  }
+
+  /** The store's `key_prefix`. */
+  get keyPrefix(): string {
+    return this.#prefix;
+  }
+
+  /** Where the store is, for messages (`redis_store of store "X" at redis://host:port`, password redacted). */
+  get where(): string {
+    return this.#where;
+  }
+
+  /**
+   * A new connection to the store's server with the store's address and timeouts, owned by the caller (the
+   * Redis scheduler backend uses it for its state and for pub/sub). Commands issued while it reconnects
+   * fail after one failed attempt; `commandTimeout` bounds each command.
+   */
+  newConnection(): Redis {
+    const client = new Redis(this.#address, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 1,
+      connectTimeout: this.#connectionTimeoutMs,
+      commandTimeout: this.#commandTimeoutMs,
+      retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
+      enableReadyCheck: true,
+    });
+    client.on("error", () => {}); // surfaced per command
+    return client;
   }
 
   /** Starts connecting (a down server is not an error: requests report it). */
