@@ -366,3 +366,23 @@ Deno.test("worker: reaches a TLS worker API with mTLS (worker_api_endpoint.tls_c
     await Deno.remove(certs.dir, { recursive: true });
   }
 });
+
+Deno.test("worker: actions killed because the worker stops are reported UNAVAILABLE (rerun), not as results", async () => {
+  const f = await setup();
+  try {
+    const a = uploadAction(f.server, { arguments: ["/bin/sh", "-c", "sleep 100"] }, { "src/data.txt": "d" });
+    start(f.scheduler, "op-stop", a);
+    await f.scheduler.waitFor(() =>
+      f.scheduler.updates.find((u) => u.operationId === "op-stop" && u.update.case === "started")
+    );
+    await f.worker.stop();
+    const u = await f.scheduler.waitFor(() => f.scheduler.terminal("op-stop"));
+    assert.equal(u.update.case, "internalError");
+    const status = u.update.case === "internalError" ? u.update.value : undefined;
+    assert.equal(status?.code, Code.Unavailable, String(status?.message));
+    assert.match(status?.message ?? "", /stopped while running the action/);
+    assert.equal(f.server.actionResults.size, 0, "nothing is cached for a killed run");
+  } finally {
+    await f.cleanup();
+  }
+});

@@ -57,6 +57,9 @@ import { createGrpcClient, type GrpcClient } from "../transport/grpc_client.ts";
 import { WorkerCas } from "./worker_cas.ts";
 import { consoleWorkerLog, type WorkerLog } from "./worker_log.ts";
 
+/** The abort reason of actions killed because their worker stops (they are rerun elsewhere). */
+const WORKER_STOPPED = new Error("worker stopped");
+
 /** Dependencies of a worker. */
 export interface LocalWorkerDeps {
   /** The stores the worker names (`cas_fast_slow_store`, `upload_action_result.ac_store`). */
@@ -270,7 +273,7 @@ class Worker implements LocalWorker {
   async stop(): Promise<void> {
     this.#stopping = true;
     this.#goingAway = true;
-    for (const r of this.#running.values()) r.abort.abort(new Error("worker stopped"));
+    for (const r of this.#running.values()) r.abort.abort(WORKER_STOPPED);
     await Promise.all([...this.#tasks]);
     this.#outbox?.close();
     this.#session?.abort();
@@ -429,11 +432,22 @@ class Worker implements LocalWorker {
           this.#workerId,
           () => runAction(this.#ctx!, task, abort.signal, (c) => cleanup = c),
         );
+        // Killed because this worker is stopping (not on the scheduler's request): the run says nothing about
+        // the action, so the scheduler is told to run it again elsewhere rather than given a killed result.
+        const stopped = abort.signal.aborted && abort.signal.reason === WORKER_STOPPED;
         this.#deliver(create(ExecutionUpdateSchema, {
           operationId: task.operationId,
           instanceName: task.instanceName,
           ...(task.actionDigest ? { actionDigest: task.actionDigest } : {}),
-          update: "response" in outcome
+          update: stopped
+            ? {
+              case: "internalError",
+              value: create(StatusSchema, {
+                code: Code.Unavailable,
+                message: `Worker ${this.#workerId} stopped while running the action`,
+              }),
+            }
+            : "response" in outcome
             ? { case: "response", value: outcome.response }
             : { case: "internalError", value: outcome.internalError },
         }));
