@@ -44,7 +44,7 @@ import {
 } from "./grpc_frame.ts";
 import { percentEncode, statusTrailers } from "./grpc_status.ts";
 import { type MethodStats, methodStats } from "./grpc_stats.ts";
-import { SendBacklog } from "./send_backlog.ts";
+import { SendBacklog } from "./deno_compat/mod.ts";
 import { kPeer, peerOf } from "./peer.ts";
 import { countEvent } from "./guard.ts";
 import {
