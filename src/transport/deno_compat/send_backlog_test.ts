@@ -33,7 +33,7 @@ Deno.test("Deno gap: node:http2 completes stream writes beyond the peer's flow-c
   let allAcknowledged = () => {};
   const done = new Promise<"acknowledged">((resolve) => allAcknowledged = () => resolve("acknowledged"));
   const server = http2.createServer();
-  server.on("stream", (stream) => {
+  server.on("stream", (stream: http2.ServerHttp2Stream) => {
     stream.on("error", () => {});
     stream.respond({ ":status": 200 });
     for (let i = 0; i < CHUNKS; i++) {
