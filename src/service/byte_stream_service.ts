@@ -21,13 +21,13 @@
  */
 import { recordCasLookups } from "./cache_metrics.ts";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
   type ByteStream,
   type ReadRequest,
   ReadRequestSchema,
+  ReadResponseSchema,
 } from "../gen/google/bytestream/bytestream_pb.ts";
-import { decodeRequest } from "../transport/grpc_handler.ts";
+import { decodeRequest, lengthDelimitedHeader } from "../util/proto_wire.ts";
 import type { EncodedServerStream } from "../transport/types.ts";
 import { type Digest, EMPTY_SHA256, formatDigest } from "../digest/digest.ts";
 import {
@@ -411,7 +411,9 @@ async function* readMessages(data: AsyncIterable<Uint8Array>): AsyncGenerator<{ 
   for await (const bytes of data) yield { data: bytes };
 }
 
-/** The wire header of `ReadResponse.data` (field 10, length-delimited) for `length` bytes. */
+const READ_RESPONSE_DATA = ReadResponseSchema.field.data.number;
+
+/** The wire header of `ReadResponse.data` for `length` bytes. */
 function dataFieldHeader(length: number): Uint8Array {
-  return new BinaryWriter().tag(10, WireType.LengthDelimited).uint32(length).finish();
+  return lengthDelimitedHeader(READ_RESPONSE_DATA, length);
 }

@@ -544,18 +544,18 @@ export class RedisStore implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    return asWriteError(() => this.#write(key, data, size, options));
+    return asWriteError(() => this.#write(key, data, expectedUploadSize(key, size), size, options?.signal));
   }
 
+  /** Sends the value in chunks to temporary keys, then publishes them under its key in one script. */
   async #write(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,
+    expected: number | undefined,
     size: UploadSize,
-    options?: WriteOptions,
+    signal: AbortSignal | undefined,
   ): Promise<void> {
-    const expected = expectedUploadSize(key, size);
     const label = keyToString(key);
-    const signal = options?.signal;
     const id = crypto.randomUUID();
     const chunkSize = this.#chunkSize;
     let n = 0;

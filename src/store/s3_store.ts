@@ -351,19 +351,20 @@ export class S3Store implements StoreDriver {
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    return asWriteError(() => this.#write(key, data, size, options));
+    return asWriteError(() =>
+      this.#put(key, data, expectedUploadSize(key, size), uploadLimit(size), options?.signal)
+    );
   }
 
-  async #write(
+  /** One PutObject for a value of one part, else a multipart upload (aborted on failure). */
+  async #put(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,
-    size: UploadSize,
-    options?: WriteOptions,
+    expected: number | undefined,
+    limit: number,
+    signal: AbortSignal | undefined,
   ): Promise<void> {
-    const expected = expectedUploadSize(key, size);
-    const limit = uploadLimit(size);
     const label = keyToString(key);
-    const signal = options?.signal;
     const objectKey = this.#objectKey(key);
     let uploadId: string | undefined;
     let partCount = 0;
