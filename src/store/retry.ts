@@ -71,7 +71,7 @@ export function retryPolicyFrom(fields: SpecFields, ctx: StoreBuildContext): Ret
   };
 }
 
-/** A gRPC code from its name as configs spell it (`UNAVAILABLE`, `Unavailable`, `deadline_exceeded`, `Canceled`). */
+/** A gRPC code from its name as configs spell it (`UNAVAILABLE`, `DeadlineExceeded`, `data_loss`, `Canceled`). */
 export function parseCodeName(name: string): Code | undefined {
   const wanted = name.replace(/[_\s]/g, "").toLowerCase();
   for (let c = 0; c <= 16; c++) {

@@ -12,8 +12,8 @@
  * socket back to the client's own. Deno's `node:http` does not enforce `headersTimeout` either, so the relay
  * watches header and idle timeouts itself.
  *
- * `h1_emit_keepalive_test.ts` asserts the gap; when it fails, Deno keeps emitted connections alive: hand HTTP/1.1
- * connections to the server with `emit("connection")` and remove this relay.
+ * `h1_emit_keepalive_test.ts` asserts the gap; when it fails, Deno keeps emitted connections alive: hand
+ * HTTP/1.1 connections to the server with `emit("connection")` and remove this relay.
  *
  * @example
  * ```ts

@@ -47,7 +47,7 @@ Deno.test("Deno gap: node:http2 completes stream writes beyond the peer's flow-c
   const port = (server.address() as net.AddressInfo).port;
   const socket = net.connect(port, "127.0.0.1");
   let received = 0;
-  socket.on("data", (c: Buffer) => received += c.length); // read and drop: TCP never limits the sender // read and drop: TCP never limits the sender
+  socket.on("data", (c: Buffer) => received += c.length); // read and drop: TCP never limits the sender
   socket.on("error", () => {});
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {

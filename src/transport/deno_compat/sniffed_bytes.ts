@@ -14,7 +14,8 @@
  * import net from "node:net";
  * import { handOverSniffed } from "./sniffed_bytes.ts";
  * const socket = new net.Socket();
- * handOverSniffed(socket, Buffer.from("GET / HTTP/1.1\r\n"), (s) => s.on("data", (b: Buffer) => console.log(b.length)));
+ * const onHttp1 = (s: net.Socket) => s.on("data", (b: Buffer) => console.log(b.length));
+ * handOverSniffed(socket, Buffer.from("GET / HTTP/1.1\r\n"), onHttp1); // 16
  * ```
  * @module
  */
