@@ -20,7 +20,7 @@ Deno.test("cancelled large reads leave the connection serving the next read", as
     const blob = new Uint8Array(randomBytes(12 * 1024 * 1024));
     const hash = createHash("sha256").update(blob).digest("hex");
     const name = `blobs/${hash}/${blob.length}`;
-    async function* chunks() {
+    const chunks = async function* () {
       for (let o = 0; o < blob.length; o += 1 << 20) {
         yield {
           resourceName: o === 0 ? `uploads/${crypto.randomUUID()}/${name}` : "",
@@ -29,7 +29,7 @@ Deno.test("cancelled large reads leave the connection serving the next read", as
           data: blob.subarray(o, o + (1 << 20)),
         };
       }
-    }
+    };
     await bs.write(chunks());
     // Several reads on the same connection, each cancelled after its first message.
     for (let i = 0; i < 4; i++) {
