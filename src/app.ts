@@ -32,6 +32,7 @@ import { randomToken } from "./auth/credentials.ts";
 import { workerTokenFromEnv } from "./auth/worker_auth.ts";
 import { AuthPolicy } from "./auth/policy.ts";
 import { guardBindings, guardRoutes } from "./auth/guard.ts";
+import { IoThread } from "./util/io_thread.ts";
 
 /** Where one server listens. */
 export interface ServerAddress {
@@ -223,12 +224,29 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   // beside a worker process that keeps failing.
   config.workers.forEach((w, i) => resolveLocalWorkerSpec(w.local as LocalWorkerSpec, i));
   const needed = storesForServers(config);
-  const stores: StoreManager = await createStoreManager(
-    config.stores.filter((s) => needed.has(s.name)).map((s) => {
-      const { name, ...spec } = s;
-      return { name, spec };
-    }),
-  );
+  // One I/O thread for the process: filesystem stores write large uploads on it, ByteStream hashes them on it.
+  // Started on first use; stopped once, after the stores closed.
+  const ioThread = new IoThread();
+  let stores: StoreManager;
+  try {
+    stores = await createStoreManager(
+      config.stores.filter((s) => needed.has(s.name)).map((s) => {
+        const { name, ...spec } = s;
+        return { name, spec };
+      }),
+      { options: { ioThread } },
+    );
+  } catch (err) {
+    ioThread.close();
+    throw err;
+  }
+  const closeStores = async () => {
+    try {
+      await stores.close();
+    } finally {
+      ioThread.close();
+    }
+  };
   for (const s of config.stores) {
     if (!needed.has(s.name)) continue;
     for (const dir of filesystemPaths(s)) log(`cairn: store "${s.name}" keeps its data in ${resolve(dir)}`);
@@ -240,7 +258,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   try {
     schedulers = createSchedulers(config.schedulers, { stores });
   } catch (err) {
-    await stores.close();
+    await closeStores();
     throw err;
   }
   closers.push(() => Promise.resolve(schedulers.close()));
@@ -251,7 +269,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   try {
     envWorkerToken = workerTokenFromEnv();
   } catch (err) {
-    await stores.close();
+    await closeStores();
     throw err;
   }
   const execution = createExecutionExtension(schedulers, {
@@ -284,6 +302,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
         schedulers,
         nodeProperties,
         extensions: [execution, metricsExtension, ...(options.extensions ?? [])],
+        ioThread,
       });
       if (built.unhandled.length) {
         throw new CairnError(
@@ -336,7 +355,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
   } catch (err) {
     await Promise.allSettled(servers.map((s) => s.close(0)));
     await Promise.allSettled(closers.map((c) => c()));
-    await stores.close();
+    await closeStores();
     throw err;
   }
 
@@ -364,7 +383,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
       pageShutdown.abort();
       await Promise.allSettled(servers.map((s) => s.close()));
       await Promise.allSettled(closers.map((c) => c()));
-      await stores.close();
+      await closeStores();
       resolveFinished();
     })();
     return shuttingDown;

@@ -12,6 +12,8 @@ import { createClient } from "@connectrpc/connect";
 import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
 import {
+  assertAllRemoteHits as assertAllHits,
+  assertBazelOk as ok,
   bazelAvailable,
   bazelClean,
   type BazelResult,
@@ -27,23 +29,10 @@ import {
 import { memoryCacheConfig, startCairnProcess } from "./fixtures/cairn_process.ts";
 import { makeTestCerts } from "./fixtures/transport_fixtures.ts";
 
-function ok(r: BazelResult, what: string): BazelResult {
-  assert.equal(r.code, 0, `${what} exited ${r.code}\n--- stderr\n${r.stderr}`);
-  assert.ok(r.processes, `${what}: no process summary\n${r.stderr}`);
-  return r;
-}
-
 /** Every non-internal process ran locally (the cache was empty for these actions). */
 function assertAllLocal(r: BazelResult, spawns: number, what: string): void {
   const p = r.processes!;
   assert.equal(p.remoteCacheHit, 0, `${what}: ${p.line}`);
-  assert.equal(p.total - p.internal, spawns, `${what}: ${p.line}`);
-}
-
-/** Every non-internal process was a remote cache hit. */
-function assertAllHits(r: BazelResult, spawns: number, what: string): void {
-  const p = r.processes!;
-  assert.equal(p.remoteCacheHit, spawns, `${what}: ${p.line}\n${r.stderr}`);
   assert.equal(p.total - p.internal, spawns, `${what}: ${p.line}`);
 }
 

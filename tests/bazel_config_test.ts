@@ -12,6 +12,8 @@
 // Run: deno test --allow-all tests/bazel_config_test.ts
 import assert from "node:assert/strict";
 import {
+  assertAllRemoteHits,
+  assertBazelOk as ok,
   bazelAvailable,
   bazelClean,
   type BazelResult,
@@ -32,17 +34,9 @@ import {
 } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
 
-function ok(r: BazelResult, what: string): BazelResult {
-  assert.equal(r.code, 0, `${what} exited ${r.code}\n--- stderr\n${r.stderr}`);
-  assert.ok(r.processes, `${what}: no process summary\n${r.stderr}`);
-  return r;
-}
-
-/** Every non-internal process was a remote cache hit. */
+/** Every non-internal process of the workspace's build was a remote cache hit. */
 function assertAllHits(r: BazelResult, what: string): void {
-  const p = r.processes!;
-  assert.equal(p.remoteCacheHit, WORKSPACE_BUILD_SPAWNS, `${what}: ${p.line}\n${r.stderr}`);
-  assert.equal(p.total - p.internal, WORKSPACE_BUILD_SPAWNS, `${what}: ${p.line}`);
+  assertAllRemoteHits(r, WORKSPACE_BUILD_SPAWNS, what);
 }
 
 async function assertTextOutputs(ws: BazelWorkspace): Promise<void> {

@@ -31,6 +31,7 @@
  * }
  * ```
  */
+import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 
 const TESTS_DIR = new URL(".", import.meta.url).pathname;
@@ -307,6 +308,20 @@ export async function runBazelOk(
     );
   }
   return r;
+}
+
+/** Asserts that a Bazel command exited 0 and printed its process summary; returns its result. */
+export function assertBazelOk(r: BazelResult, what: string): BazelResult {
+  assert.equal(r.code, 0, `${what} exited ${r.code}\n--- stderr\n${r.stderr}`);
+  assert.ok(r.processes, `${what}: no process summary\n${r.stderr}`);
+  return r;
+}
+
+/** Asserts that every one of the `spawns` non-internal processes of a Bazel command was a remote cache hit. */
+export function assertAllRemoteHits(r: BazelResult, spawns: number, what: string): void {
+  const p = r.processes!;
+  assert.equal(p.remoteCacheHit, spawns, `${what}: ${p.line}\n${r.stderr}`);
+  assert.equal(p.total - p.internal, spawns, `${what}: ${p.line}`);
 }
 
 /**

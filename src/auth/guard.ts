@@ -28,7 +28,7 @@ import type { HandlerContext } from "@connectrpc/connect";
 import type { AuthPermission } from "../config/types.ts";
 import { parseReadResourceName, parseWriteResourceName } from "../digest/resource_name.ts";
 import { instanceOfOperation } from "../scheduler/operation_name.ts";
-import { decodeRequest } from "../transport/grpc_handler.ts";
+import { decodeRequest } from "../util/proto_wire.ts";
 import { kPeer } from "../transport/peer.ts";
 import type { EncodedServerStream, EncodedUnary, HttpRoute, ServiceBinding } from "../transport/types.ts";
 import { CairnError, Code } from "../util/error.ts";

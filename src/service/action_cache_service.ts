@@ -29,7 +29,7 @@ import {
   type Digest as DigestProto,
   GetActionResultRequestSchema,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
-import { decodeRequest } from "../transport/grpc_handler.ts";
+import { decodeRequest } from "../util/proto_wire.ts";
 import type { EncodedUnary } from "../transport/types.ts";
 import { type Digest, EMPTY_SHA256, formatDigest, fromProto } from "../digest/digest.ts";
 import { acKey, getBytes, putBytes } from "../store/helpers.ts";

@@ -21,13 +21,13 @@
  */
 import { recordCasLookups } from "./cache_metrics.ts";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import {
   type ByteStream,
   type ReadRequest,
   ReadRequestSchema,
+  ReadResponseSchema,
 } from "../gen/google/bytestream/bytestream_pb.ts";
-import { decodeRequest } from "../transport/grpc_handler.ts";
+import { decodeRequest, lengthDelimitedHeader } from "../util/proto_wire.ts";
 import type { EncodedServerStream } from "../transport/types.ts";
 import { type Digest, EMPTY_SHA256, formatDigest } from "../digest/digest.ts";
 import {
@@ -82,6 +82,11 @@ export interface ByteStreamServiceOptions {
   readonly instances: ReadonlyMap<string, ByteStreamInstance>;
   /** Bound on parked (interrupted) uploads (default {@linkcode DEFAULT_MAX_PARKED_UPLOADS}). */
   readonly maxParkedUploads?: number;
+  /**
+   * The process's shared I/O thread (the app's), used to hash large uploads and not stopped by `close`.
+   * Without it the service starts its own on the first large upload and stops it on `close`.
+   */
+  readonly ioThread?: IoThread;
 }
 
 /** The ByteStream implementation plus a `close()` that aborts parked uploads. */
@@ -122,8 +127,9 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
   const instances = createInstances("ByteStream", options.instances);
   const maxParked = options.maxParkedUploads ?? DEFAULT_MAX_PARKED_UPLOADS;
   const uploads = new Map<string, UploadSession>();
-  /** Hashes large uploads off the main thread (started on the first one). */
-  let thread: IoThread | undefined;
+  /** Hashes large uploads off the main thread (the injected one, else its own, started on the first one). */
+  let thread: IoThread | undefined = options.ioThread;
+  const ownsThread = options.ioThread === undefined;
 
   const drop = (key: string, session: UploadSession, reason: unknown) => {
     session.abort(reason);
@@ -249,8 +255,10 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
       for (const [key, s] of uploads) {
         drop(key, s, new CairnError(Code.Unavailable, "Server is shutting down"));
       }
-      thread?.close();
-      thread = undefined;
+      if (ownsThread) {
+        thread?.close();
+        thread = undefined;
+      }
     },
 
     read(req, ctx) {
@@ -403,7 +411,9 @@ async function* readMessages(data: AsyncIterable<Uint8Array>): AsyncGenerator<{ 
   for await (const bytes of data) yield { data: bytes };
 }
 
-/** The wire header of `ReadResponse.data` (field 10, length-delimited) for `length` bytes. */
+const READ_RESPONSE_DATA = ReadResponseSchema.field.data.number;
+
+/** The wire header of `ReadResponse.data` for `length` bytes. */
 function dataFieldHeader(length: number): Uint8Array {
-  return new BinaryWriter().tag(10, WireType.LengthDelimited).uint32(length).finish();
+  return lengthDelimitedHeader(READ_RESPONSE_DATA, length);
 }

@@ -14,6 +14,7 @@ import { concatBytes, patternBytes } from "../util/streams.ts";
 import { createByteStreamService } from "./byte_stream_service.ts";
 import { rejectsWithCode, serviceClient } from "../../tests/fixtures/service_testing.ts";
 import { zstdCompress, zstdDecompress } from "./zstd_stream.ts";
+import { IoThread } from "../util/io_thread.ts";
 
 type WriteInit = MessageInitShape<typeof WriteRequestSchema>;
 
@@ -319,6 +320,54 @@ Deno.test("Large uploads (hashed and written off the main thread) commit only wh
   } finally {
     impl.close();
     await casStore.close?.();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("One injected I/O thread serves the service and the store, and neither stops it", async () => {
+  class CountingThread extends IoThread {
+    opens = 0;
+    hashers = 0;
+    closes = 0;
+    override open(path: string, mode: number) {
+      this.opens++;
+      return super.open(path, mode);
+    }
+    override hasher() {
+      this.hashers++;
+      return super.hasher();
+    }
+    override close() {
+      this.closes++;
+      super.close();
+    }
+  }
+  const thread = new CountingThread();
+  const dir = await Deno.makeTempDir();
+  const casStore = createFilesystemStore({
+    contentPath: `${dir}/content`,
+    tempPath: `${dir}/tmp`,
+    ioThread: thread,
+  });
+  await casStore.init?.();
+  const impl = createByteStreamService({ instances: new Map([["a/b", { casStore }]]), ioThread: thread });
+  const client = serviceClient(ByteStream, impl);
+  try {
+    const data = await patternBytes((6 << 20) + 7, 23);
+    const d = digestOf(data);
+    assert.equal(
+      (await client.write(stream(writeRequests(writeName(d, "shared-1"), data, 1 << 20)))).committedSize,
+      BigInt(data.byteLength),
+    );
+    assert.equal(thread.hashers, 1, "the service hashed the upload on the injected thread");
+    assert.equal(thread.opens, 1, "the store wrote the upload on the injected thread");
+    impl.close();
+    await casStore.close?.();
+    assert.equal(thread.closes, 0, "the owner of the thread stops it, not its users");
+  } finally {
+    impl.close();
+    await casStore.close?.();
+    thread.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

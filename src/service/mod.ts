@@ -36,6 +36,7 @@ import { createHealthService, type HealthServiceImpl } from "./health_service.ts
 import { createHttpCacheRoute, type HttpCacheInstance } from "./http_cache_route.ts";
 import { createStatusRoute } from "./status_route.ts";
 import { tracedStore } from "./store_tracing.ts";
+import type { IoThread } from "../util/io_thread.ts";
 import { createFetchService, createPushService } from "./remote_asset_service.ts";
 
 export { type AcInstance, createActionCacheService, readActionResult } from "./action_cache_service.ts";
@@ -95,6 +96,8 @@ export interface ServiceBindingsOptions {
   readonly httpCache?: boolean;
   /** Builders of execution, worker_api and other services. */
   readonly extensions?: readonly ServiceExtension[];
+  /** The process's shared I/O thread (ByteStream hashes large uploads on it); the caller stops it. */
+  readonly ioThread?: IoThread;
 }
 
 /** The result of {@linkcode buildServiceBindings}. */
@@ -187,7 +190,10 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
         ? { persistStreamOnDisconnectTimeoutS: e.persist_stream_on_disconnect_timeout_s }
         : {}),
     }]));
-    const impl = createByteStreamService({ instances });
+    const impl = createByteStreamService({
+      instances,
+      ...(options.ioThread ? { ioThread: options.ioThread } : {}),
+    });
     closers.push(() => impl.close());
     bindings.push({ service: ByteStream, impl, encoded: impl.encoded });
   }

@@ -72,6 +72,11 @@ export interface FilesystemStoreOptions {
   readonly threadWriteMinBytes?: number;
   /** Send every write of a known size through the worker thread, `offload` or not (tests). */
   readonly threadWritesAlways?: boolean;
+  /**
+   * The process's shared I/O thread (the app's), which the store uses but does not stop. Without it the store
+   * starts its own on first use and stops it on {@linkcode FilesystemStore.close}.
+   */
+  readonly ioThread?: IoThread;
   /** Millisecond clock (tests). */
   readonly now?: () => number;
 }
@@ -128,6 +133,8 @@ export class FilesystemStore implements StoreDriver {
   readonly #threadAlways: boolean;
   #started: Promise<void> | undefined;
   #thread: IoThread | undefined;
+  /** Whether `#thread` is the store's own (started and stopped here) rather than the injected one. */
+  readonly #ownsThread: boolean;
   #tempSeq = 0;
   #tempPrefix = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 
@@ -139,6 +146,8 @@ export class FilesystemStore implements StoreDriver {
     this.#writes = new Semaphore(options.maxConcurrentWrites ?? 0);
     this.#threadWriteMin = options.threadWriteMinBytes ?? THREAD_WRITE_MIN;
     this.#threadAlways = options.threadWritesAlways ?? false;
+    this.#thread = options.ioThread;
+    this.#ownsThread = options.ioThread === undefined;
     this.#now = options.now ?? Date.now;
     this.#index = new LruIndex<Entry>(options.evictionPolicy ?? NO_EVICTION, {
       now: this.#now,
@@ -366,15 +375,16 @@ export class FilesystemStore implements StoreDriver {
     }
   }
 
-  /** Waits for pending evictions and stops the write thread; the files stay for the next start. */
+  /** Waits for pending evictions and stops its own write thread; the files stay for the next start. */
   async close(): Promise<void> {
     if (this.#started) await this.#started.catch(() => {});
     while (this.#pending.size) await Promise.all([...this.#pending]);
+    if (!this.#ownsThread) return;
     this.#thread?.close();
     this.#thread = undefined;
   }
 
-  /** The thread that writes large files (started on first use). */
+  /** The thread that writes large files (the injected one, else the store's own, started on first use). */
   #writeThread(): IoThread {
     return this.#thread ??= new IoThread({ bufferSize: WRITE_BUFFER });
   }
@@ -881,5 +891,6 @@ export const filesystemStoreFactory: StoreFactory = (fields, ctx) => {
     blockSize: ctx.number(fields, "block_size", 0),
     maxConcurrentWrites: ctx.number(fields, "max_concurrent_writes", 0),
     ...(ctx.options.now ? { now: ctx.options.now } : {}),
+    ...(ctx.options.ioThread ? { ioThread: ctx.options.ioThread } : {}),
   });
 };

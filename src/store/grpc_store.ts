@@ -29,7 +29,7 @@
  * ```
  * @module
  */
-import { DEFAULT_RETRY_CODES } from "./retry.ts";
+import { DEFAULT_RETRY_CODES, parseCodeName, Retrier } from "./retry.ts";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
@@ -44,7 +44,7 @@ import {
   DigestSchema,
 } from "../gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream, type WriteRequest, WriteRequestSchema } from "../gen/google/bytestream/bytestream_pb.ts";
-import { CairnError, Code, codeName } from "../util/error.ts";
+import { CairnError, Code } from "../util/error.ts";
 import { bytesStream, cancelled, collectBytes, sizeCheckStream } from "../util/streams.ts";
 import { beginUpload, checkFields, isAcKey, uploadLimit } from "./helpers.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
@@ -165,10 +165,7 @@ export class GrpcStore implements StoreDriver {
   #connections: Connection[] = [];
   #next = 0;
   readonly #requests: Semaphore;
-  #maxRetries: number;
-  #delay: number;
-  #jitter: number;
-  #retryCodes: ReadonlySet<Code>;
+  readonly #retrier: Retrier;
   #timeoutMs: number | undefined;
   #headers: Readonly<Record<string, string>>;
   #closed = false;
@@ -186,14 +183,14 @@ export class GrpcStore implements StoreDriver {
     this.#instance = spec.instance_name ?? "";
     this.#storeType = spec.store_type;
     this.#requests = new Semaphore(spec.max_concurrent_requests || 0);
-    this.#maxRetries = spec.retry?.max_retries ?? 0;
-    this.#delay = spec.retry?.delay ?? 0;
-    this.#jitter = spec.retry?.jitter ?? 0;
-    this.#retryCodes = new Set(
-      spec.retry?.retry_on_errors?.length
-        ? spec.retry.retry_on_errors.map(parseCodeName)
-        : DEFAULT_RETRY_CODES,
-    );
+    this.#retrier = new Retrier({
+      maxRetries: spec.retry?.max_retries ?? 0,
+      delay: spec.retry?.delay ?? 0,
+      jitter: spec.retry?.jitter ?? 0,
+      codes: new Set(
+        spec.retry?.retry_on_errors?.length ? spec.retry.retry_on_errors.map(retryCode) : DEFAULT_RETRY_CODES,
+      ),
+    });
     this.#timeoutMs = spec.rpc_timeout_s ? spec.rpc_timeout_s * 1000 : undefined;
     this.#headers = spec.headers ?? {};
     const perEndpoint = Math.max(1, spec.connections_per_endpoint ?? 1);
@@ -455,8 +452,8 @@ export class GrpcStore implements StoreDriver {
         } catch (err) {
           const e = this.#map(err, `ByteStream.Read of ${formatDigest(digest)}`);
           if (signal?.aborted) throw cancelled(signal, "Read");
-          if (retries < this.#maxRetries && this.#retryCodes.has(e.code) && e.code !== Code.NotFound) {
-            await delay(this.#backoff(retries++));
+          if (this.#retrier.retriable(e, retries)) {
+            await delay(this.#retrier.backoffMs(retries++));
             continue;
           }
           throw e;
@@ -487,11 +484,8 @@ export class GrpcStore implements StoreDriver {
               next = await iterator!.next();
             } catch (err) {
               const e = this.#map(err, `ByteStream.Read of ${formatDigest(digest)}`);
-              if (
-                !signal?.aborted && retries < this.#maxRetries && this.#retryCodes.has(e.code) &&
-                position < end
-              ) {
-                await delay(this.#backoff(retries++));
+              if (this.#retrier.retriable(e, retries, signal) && position < end) {
+                await delay(this.#retrier.backoffMs(retries++));
                 try {
                   next = await open();
                 } catch (err2) {
@@ -562,7 +556,7 @@ export class GrpcStore implements StoreDriver {
     retry = true,
   ): Promise<T> {
     if (this.#closed) throw new CairnError(Code.Unavailable, `Cannot call ${what}: the grpc store is closed`);
-    for (let attempt = 0;; attempt++) {
+    const once = async () => {
       const release = await this.#acquire();
       try {
         const options: { signal?: AbortSignal; headers: Record<string, string>; timeoutMs?: number } = {
@@ -573,13 +567,12 @@ export class GrpcStore implements StoreDriver {
         return await fn(this.#pick(), options);
       } catch (err) {
         if (signal?.aborted) throw cancelled(signal, what);
-        const e = this.#map(err, what);
-        if (!retry || attempt >= this.#maxRetries || !this.#retryCodes.has(e.code)) throw e;
-        await delay(this.#backoff(attempt));
+        throw this.#map(err, what);
       } finally {
         release();
       }
-    }
+    };
+    return retry ? await this.#retrier.run(once, signal) : await once();
   }
 
   #map(err: unknown, what: string): CairnError {
@@ -590,11 +583,6 @@ export class GrpcStore implements StoreDriver {
       });
     }
     return CairnError.from(err, what);
-  }
-
-  #backoff(attempt: number): number {
-    const base = 2 ** attempt * this.#delay * 1000;
-    return base * (1 - this.#jitter / 2 + Math.random() * this.#jitter);
   }
 
   #pick(): Connection {
@@ -665,11 +653,10 @@ function outOfRange(d: Digest, offset: number, size: number): CairnError {
   );
 }
 
-function parseCodeName(name: string): Code {
-  const wanted = name.replace(/[_\s]/g, "").toLowerCase();
-  for (let c = 0; c <= 16; c++) {
-    if (codeName(c as Code).replace(/_/g, "").toLowerCase() === wanted) return c as Code;
+function retryCode(name: string): Code {
+  const code = parseCodeName(name);
+  if (code === undefined) {
+    throw new CairnError(Code.InvalidArgument, `Unknown gRPC code "${name}" in retry_on_errors`);
   }
-  if (wanted === "canceled") return Code.Cancelled;
-  throw new CairnError(Code.InvalidArgument, `Unknown gRPC code "${name}" in retry_on_errors`);
+  return code;
 }

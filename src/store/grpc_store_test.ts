@@ -5,43 +5,32 @@ import { ActionResultSchema } from "../gen/build/bazel/remote/execution/v2/remot
 import { Code } from "../util/error.ts";
 import { patternBytes } from "../util/streams.ts";
 import { startTestReapiServer } from "../../tests/fixtures/test_reapi_server.ts";
+import { storeOnBackend } from "../../tests/fixtures/backends.ts";
 import { assertRejectsWithCode, runStoreConformance } from "./conformance_suite.ts";
 import { createGrpcStore } from "./grpc_store.ts";
 import { acKey, getBytes, has, putBytes } from "./helpers.ts";
 
 runStoreConformance("grpc (cas)", async () => {
   const server = await startTestReapiServer();
-  const store = createGrpcStore({
-    instance_name: "main",
-    endpoints: [{ address: server.address }],
-    store_type: "cas",
-    connections_per_endpoint: 2,
-  });
-  return {
-    store,
-    cleanup: async () => {
-      await store.close();
-      await server.close();
-    },
-  };
+  return await storeOnBackend(
+    server,
+    createGrpcStore({
+      instance_name: "main",
+      endpoints: [{ address: server.address }],
+      store_type: "cas",
+      connections_per_endpoint: 2,
+    }),
+  );
 }, { stringKeys: false });
 
 // The key's type picks the RPCs (AC key → GetActionResult/UpdateActionResult, digest → CAS/ByteStream),
 // so a store of store_type "ac" passes the whole suite as well.
 runStoreConformance("grpc (ac)", async () => {
   const server = await startTestReapiServer();
-  const store = createGrpcStore({
-    instance_name: "main",
-    endpoints: [{ address: server.address }],
-    store_type: "ac",
-  });
-  return {
-    store,
-    cleanup: async () => {
-      await store.close();
-      await server.close();
-    },
-  };
+  return await storeOnBackend(
+    server,
+    createGrpcStore({ instance_name: "main", endpoints: [{ address: server.address }], store_type: "ac" }),
+  );
 }, { stringKeys: false });
 
 Deno.test("grpc store: AC keys use the ActionCache service, digests the CAS; string keys are refused", async () => {

@@ -44,6 +44,7 @@ import {
   uploadLimit,
 } from "./helpers.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import { asWriteError, readInParts } from "./upload_parts.ts";
 import { NO_RETRY, Retrier, type RetryPolicy, retryPolicyFrom } from "./retry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -569,35 +570,26 @@ export class RedisStore implements StoreDriver {
     }, { highWaterMark: 0 });
   }
 
-  async write(
+  write(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    try {
-      return await this.#write(key, data, size, options);
-    } catch (err) {
-      // A failing source (the client went away) is an error of this write, with its cause.
-      throw CairnError.from(err);
-    }
+    return asWriteError(() => this.#write(key, data, expectedUploadSize(key, size), size, options?.signal));
   }
 
+  /** Sends the value in chunks to temporary keys, then publishes them under its key in one script. */
   async #write(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,
+    expected: number | undefined,
     size: UploadSize,
-    options?: WriteOptions,
+    signal: AbortSignal | undefined,
   ): Promise<void> {
-    const expected = expectedUploadSize(key, size);
-    const limit = uploadLimit(size);
     const label = keyToString(key);
-    const signal = options?.signal;
     const id = crypto.randomUUID();
     const chunkSize = this.#chunkSize;
-    let buf = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(expected ?? chunkSize, 1)));
-    let fill = 0;
-    let total = 0;
     let n = 0;
     const pending: Promise<unknown>[] = [];
     let failed: unknown;
@@ -608,49 +600,23 @@ export class RedisStore implements StoreDriver {
       pending.push(p);
       if (pending.length >= this.#maxUploads) await pending.shift();
     };
-    const reader = data.getReader();
     try {
-      for (;;) {
-        if (signal?.aborted) throw abortError(label, signal);
-        const { done, value } = await readOrAbort(reader, signal, () => abortError(label, signal!));
-        if (done) break;
-        if (failed) throw failed;
-        total += value.byteLength;
-        if (total > limit) {
-          throw new CairnError(
-            Code.InvalidArgument,
-            `Size mismatch for ${label}: upload has more than the ${limit} bytes announced`,
-          );
-        }
-        let off = 0;
-        while (off < value.byteLength) {
-          if (fill === buf.byteLength) {
-            if (buf.byteLength < chunkSize) {
-              const bigger = Buffer.allocUnsafe(Math.min(chunkSize, buf.byteLength * 2));
-              buf.copy(bigger, 0, 0, fill);
-              buf = bigger;
-            } else {
-              // A full chunk is sent only once more bytes follow: a value of one chunk stays inline.
-              await flushChunk(buf);
-              buf = Buffer.allocUnsafe(chunkSize);
-              fill = 0;
-            }
-          }
-          const take = Math.min(buf.byteLength - fill, value.byteLength - off);
-          buf.set(value.subarray(off, off + take), fill);
-          fill += take;
-          off += take;
-        }
-      }
-      if (signal?.aborted) throw abortError(label, signal);
-      if (expected !== undefined && total !== expected) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          `Size mismatch for ${label}: expected ${expected} bytes, got ${total}`,
-        );
-      }
-      const inline = n === 0;
-      if (!inline && fill > 0) await flushChunk(buf.subarray(0, fill));
+      const { rest, parts, total } = await readInParts(data, {
+        label,
+        expected,
+        limit: uploadLimit(size),
+        signal,
+        cancelled: () => abortError(label, signal!),
+        check: () => {
+          if (failed) throw failed;
+        },
+        partSize: chunkSize,
+        alloc: (bytes) => Buffer.allocUnsafe(bytes),
+        // A full chunk is sent only once more bytes follow: a value of one chunk stays inline.
+        onPart: flushChunk,
+      });
+      const inline = parts === 0;
+      if (!inline && rest.byteLength > 0) await flushChunk(rest);
       await Promise.all(pending);
       if (failed) throw failed;
       const published = await this.#run(`Cannot write ${label}`, (c) =>
@@ -663,7 +629,7 @@ export class RedisStore implements StoreDriver {
           String(total),
           String(chunkSize),
           isDigestKey(key) ? "1" : "0",
-          inline ? buf.subarray(0, fill) : "",
+          inline ? rest : "",
         ), signal);
       if (Number(published) !== 1) {
         throw new CairnError(
@@ -672,13 +638,10 @@ export class RedisStore implements StoreDriver {
         );
       }
     } catch (err) {
-      reader.cancel(err).catch(() => {});
       await Promise.allSettled(pending);
       if (n > 0) this.#dropTmp(id, n);
       if (signal?.aborted) throw abortError(label, signal);
       throw err;
-    } finally {
-      reader.releaseLock();
     }
   }
 
@@ -705,19 +668,4 @@ function abortError(label: string, signal: AbortSignal): CairnError {
 /** The address without its password, for messages. */
 function redactUrl(url: string): string {
   return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@");
-}
-
-/** `reader.read()`, rejected as soon as `signal` aborts (a stalled source must not hold a cancelled write). */
-function readOrAbort(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  signal: AbortSignal | undefined,
-  abortError: () => Error,
-): Promise<ReadableStreamReadResult<Uint8Array>> {
-  if (!signal) return reader.read();
-  if (signal.aborted) return Promise.reject(abortError());
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortError());
-    signal.addEventListener("abort", onAbort, { once: true });
-    reader.read().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }

@@ -4,7 +4,7 @@ import { Redis } from "ioredis";
 import { digestOf } from "../digest/digest.ts";
 import { Code } from "../util/error.ts";
 import { bytesStream, collectBytes, patternBytes } from "../util/streams.ts";
-import { startRedis } from "../../tests/fixtures/backends.ts";
+import { startRedis, storeOnBackend } from "../../tests/fixtures/backends.ts";
 import { assertRejectsWithCode, runAcKeyConformance, runStoreConformance } from "./conformance_suite.ts";
 import { getBytes, has, putBytes } from "./helpers.ts";
 import { createRedisStore, type RedisStore } from "./redis_store.ts";
@@ -12,21 +12,15 @@ import { createStoreRegistry } from "./registry.ts";
 
 async function redisUnderTest(extraArgs: string[] = [], chunk?: number) {
   const server = await startRedis({ extraArgs });
-  const store = createRedisStore({
-    addresses: [server.url],
-    keyPrefix: "t/",
-    ...(chunk ? { readChunkSize: chunk, storedChunkSize: chunk } : {}),
-    storeName: "REDIS",
-  });
-  await store.init();
-  return {
-    store,
+  return await storeOnBackend(
     server,
-    cleanup: async () => {
-      await store.close();
-      await server.stop();
-    },
-  };
+    createRedisStore({
+      addresses: [server.url],
+      keyPrefix: "t/",
+      ...(chunk ? { readChunkSize: chunk, storedChunkSize: chunk } : {}),
+      storeName: "REDIS",
+    }),
+  );
 }
 
 runStoreConformance("redis_store", () => redisUnderTest());

@@ -30,6 +30,7 @@ import { completenessCheckingStoreFactory } from "./completeness_checking_store.
 import { grpcStoreFactory } from "./grpc_store.ts";
 import { redisStoreFactory } from "./redis_store.ts";
 import { s3StoreFactory } from "./s3_store.ts";
+import type { IoThread } from "../util/io_thread.ts";
 
 /** A store spec as the config module hands it over: `{ <kind>: { ...snake_case fields } }`. */
 export type StoreSpec = { readonly [kind: string]: unknown };
@@ -41,6 +42,8 @@ export type SpecFields = { readonly [field: string]: unknown };
 export interface StoreBuildOptions {
   /** Milliseconds clock used for eviction ages (default `Date.now`). */
   readonly now?: () => number;
+  /** The process's shared I/O thread, for stores that write files off the main thread (the caller stops it). */
+  readonly ioThread?: IoThread;
   /** Called for every store built, nested ones included, with its dotted path (`verify.backend.filesystem`). */
   readonly onBuilt?: (storeName: string, path: string, store: StoreDriver) => void;
 }

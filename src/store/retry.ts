@@ -71,11 +71,13 @@ export function retryPolicyFrom(fields: SpecFields, ctx: StoreBuildContext): Ret
   };
 }
 
-function parseCodeName(name: string): Code | undefined {
+/** A gRPC code from its name as configs spell it (`UNAVAILABLE`, `DeadlineExceeded`, `data_loss`, `Canceled`). */
+export function parseCodeName(name: string): Code | undefined {
   const wanted = name.replace(/[_\s]/g, "").toLowerCase();
   for (let c = 0; c <= 16; c++) {
     if (codeName(c as Code).replace(/_/g, "").toLowerCase() === wanted) return c as Code;
   }
+  if (wanted === "canceled") return Code.Cancelled;
   return undefined;
 }
 
@@ -109,6 +111,15 @@ export class Retrier {
   }
 
   /**
+   * Whether a failure `err` of attempt number `attempt` (0: the first) is tried again: a
+   * {@linkcode CairnError} of a retried code (never NOT_FOUND), retries left, and `signal` not aborted.
+   */
+  retriable(err: unknown, attempt: number, signal?: AbortSignal): boolean {
+    return err instanceof CairnError && err.code !== Code.NotFound && this.#policy.codes.has(err.code) &&
+      attempt < this.#policy.maxRetries && !signal?.aborted;
+  }
+
+  /**
    * Runs `fn`; on a {@linkcode CairnError} of a retried code, waits and runs it again, up to `max_retries`
    * times. NOT_FOUND is never retried. An aborted `signal` stops the retries.
    */
@@ -117,9 +128,7 @@ export class Retrier {
       try {
         return await fn(attempt);
       } catch (err) {
-        const retriable = err instanceof CairnError && err.code !== Code.NotFound &&
-          this.#policy.codes.has(err.code);
-        if (!retriable || attempt >= this.#policy.maxRetries || signal?.aborted) throw err;
+        if (!this.retriable(err, attempt, signal)) throw err;
         await sleep(this.backoffMs(attempt), signal);
       }
     }

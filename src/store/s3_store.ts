@@ -50,6 +50,7 @@ import {
   uploadLimit,
 } from "./helpers.ts";
 import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import { asWriteError, readInParts, readToEnd } from "./upload_parts.ts";
 import { NO_RETRY, Retrier, type RetryPolicy, retryPolicyFrom } from "./retry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -344,35 +345,27 @@ export class S3Store implements StoreDriver {
     return out;
   }
 
-  async write(
+  write(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,
     size: UploadSize,
     options?: WriteOptions,
   ): Promise<void> {
-    try {
-      return await this.#write(key, data, size, options);
-    } catch (err) {
-      // A failing source (the client went away) is an error of this write, with its cause.
-      throw CairnError.from(err);
-    }
+    return asWriteError(() =>
+      this.#put(key, data, expectedUploadSize(key, size), uploadLimit(size), options?.signal)
+    );
   }
 
-  async #write(
+  /** One PutObject for a value of one part, else a multipart upload (aborted on failure). */
+  async #put(
     key: StoreKey,
     data: ReadableStream<Uint8Array>,
-    size: UploadSize,
-    options?: WriteOptions,
+    expected: number | undefined,
+    limit: number,
+    signal: AbortSignal | undefined,
   ): Promise<void> {
-    const expected = expectedUploadSize(key, size);
-    const limit = uploadLimit(size);
     const label = keyToString(key);
-    const signal = options?.signal;
     const objectKey = this.#objectKey(key);
-    const partSize = this.#partSize;
-    let part = new Uint8Array(Math.min(partSize, Math.max(1, expected ?? partSize)));
-    let fill = 0;
-    let total = 0;
     let uploadId: string | undefined;
     let partCount = 0;
     const parts: { PartNumber: number; ETag: string }[] = [];
@@ -412,70 +405,24 @@ export class S3Store implements StoreDriver {
     // A CAS object already there whole is not uploaded again (content-addressed: same bytes). The stream is
     // still read to its end, so a caller checking it (size, hash) still sees every byte.
     const present = isDigestKey(key) && !signal?.aborted && (await this.#head(key, signal)) === key.size;
-    const reader = data.getReader();
+    const reading = { label, expected, limit, signal, cancelled: () => cancelledWrite(label) };
     if (present) {
-      try {
-        for (;;) {
-          const { done, value } = await readOrAbort(reader, signal, () => cancelledWrite(label));
-          if (done) break;
-          total += value.byteLength;
-          if (total > limit) throw sizeOver(label, limit);
-        }
-        if (expected !== undefined && total !== expected) throw sizeMismatch(label, expected, total);
-        return;
-      } catch (err) {
-        reader.cancel(err).catch(() => {});
-        throw err;
-      } finally {
-        reader.releaseLock();
-      }
+      await readToEnd(data, reading);
+      return;
     }
     try {
-      for (;;) {
-        if (signal?.aborted) throw new CairnError(Code.Cancelled, `Write of ${label} was cancelled`);
-        const { done, value } = await readOrAbort(
-          reader,
-          signal,
-          () => new CairnError(Code.Cancelled, `Write of ${label} was cancelled`),
-        );
-        if (done) break;
-        if (failed) throw failed;
-        total += value.byteLength;
-        if (total > limit) {
-          throw new CairnError(
-            Code.InvalidArgument,
-            `Size mismatch for ${label}: upload has more than the ${limit} bytes announced`,
-          );
-        }
-        let off = 0;
-        while (off < value.byteLength) {
-          if (fill === part.byteLength) {
-            if (part.byteLength < partSize) {
-              const bigger = new Uint8Array(Math.min(partSize, part.byteLength * 2));
-              bigger.set(part.subarray(0, fill));
-              part = bigger;
-            } else {
-              // A full part goes out only once more bytes follow: a value of one part is one PutObject.
-              await sendPart(part);
-              part = new Uint8Array(partSize);
-              fill = 0;
-            }
-          }
-          const take = Math.min(part.byteLength - fill, value.byteLength - off);
-          part.set(value.subarray(off, off + take), fill);
-          fill += take;
-          off += take;
-        }
-      }
-      if (signal?.aborted) throw new CairnError(Code.Cancelled, `Write of ${label} was cancelled`);
-      if (expected !== undefined && total !== expected) {
-        throw new CairnError(
-          Code.InvalidArgument,
-          `Size mismatch for ${label}: expected ${expected} bytes, got ${total}`,
-        );
-      }
+      const { rest } = await readInParts(data, {
+        ...reading,
+        check: () => {
+          if (failed) throw failed;
+        },
+        partSize: this.#partSize,
+        alloc: (bytes) => new Uint8Array(bytes),
+        // A full part goes out only once more bytes follow: a value of one part is one PutObject.
+        onPart: sendPart,
+      });
       if (uploadId === undefined) {
-        const body = part.subarray(0, fill);
+        const body = rest;
         await this.#send(`Cannot write ${label}`, (s) =>
           this.#client.send(
             new PutObjectCommand({
@@ -489,7 +436,7 @@ export class S3Store implements StoreDriver {
         this.#stats.putObjects++;
         return;
       }
-      if (fill > 0) await sendPart(part.subarray(0, fill));
+      if (rest.byteLength > 0) await sendPart(rest);
       await Promise.all(pending);
       if (failed) throw failed;
       parts.sort((a, b) => a.PartNumber - b.PartNumber);
@@ -506,7 +453,6 @@ export class S3Store implements StoreDriver {
         ), signal);
       this.#stats.multipartUploads++;
     } catch (err) {
-      reader.cancel(err).catch(() => {});
       await Promise.allSettled(pending);
       if (uploadId !== undefined) {
         const id = uploadId;
@@ -514,10 +460,8 @@ export class S3Store implements StoreDriver {
           new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: objectKey, UploadId: id }),
         ).catch(() => {});
       }
-      if (signal?.aborted) throw new CairnError(Code.Cancelled, `Write of ${label} was cancelled`);
+      if (signal?.aborted) throw cancelledWrite(label);
       throw err;
-    } finally {
-      reader.releaseLock();
     }
   }
 
@@ -533,20 +477,6 @@ export class S3Store implements StoreDriver {
 
 function cancelledWrite(label: string): CairnError {
   return new CairnError(Code.Cancelled, `Write of ${label} was cancelled`);
-}
-
-function sizeOver(label: string, limit: number): CairnError {
-  return new CairnError(
-    Code.InvalidArgument,
-    `Size mismatch for ${label}: upload has more than the ${limit} bytes announced`,
-  );
-}
-
-function sizeMismatch(label: string, expected: number, total: number): CairnError {
-  return new CairnError(
-    Code.InvalidArgument,
-    `Size mismatch for ${label}: expected ${expected} bytes, got ${total}`,
-  );
 }
 
 function sha256Hex(text: string): string {
@@ -571,19 +501,4 @@ function destroyBody(body: unknown): void {
 function firstLine(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
   return msg.split("\n")[0] ?? msg;
-}
-
-/** `reader.read()`, rejected as soon as `signal` aborts (a stalled source must not hold a cancelled write). */
-function readOrAbort(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  signal: AbortSignal | undefined,
-  abortError: () => Error,
-): Promise<ReadableStreamReadResult<Uint8Array>> {
-  if (!signal) return reader.read();
-  if (signal.aborted) return Promise.reject(abortError());
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortError());
-    signal.addEventListener("abort", onAbort, { once: true });
-    reader.read().then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }

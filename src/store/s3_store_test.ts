@@ -3,7 +3,12 @@ import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3
 import { digestOf } from "../digest/digest.ts";
 import { Code } from "../util/error.ts";
 import { collectBytes, patternBytes } from "../util/streams.ts";
-import { freeLoopbackPort, S3RVER_CREDENTIALS, startS3rver } from "../../tests/fixtures/backends.ts";
+import {
+  freeLoopbackPort,
+  S3RVER_CREDENTIALS,
+  startS3rver,
+  storeOnBackend,
+} from "../../tests/fixtures/backends.ts";
 import { assertRejectsWithCode, runAcKeyConformance, runStoreConformance } from "./conformance_suite.ts";
 import { getBytes, has, putBytes } from "./helpers.ts";
 import { createS3Store } from "./s3_store.ts";
@@ -12,24 +17,18 @@ import { createExistenceCacheStore } from "./existence_cache_store.ts";
 
 async function s3UnderTest(partSize?: number) {
   const server = await startS3rver({ buckets: ["cas"] });
-  const store = createS3Store({
-    bucket: "cas",
-    region: "us-east-1",
-    keyPrefix: "cas/0/",
-    endpoint: server.endpoint,
-    credentials: S3RVER_CREDENTIALS,
-    storeName: "S3",
-    ...(partSize ? { partSize } : {}),
-  });
-  await store.init();
-  return {
-    store,
+  return await storeOnBackend(
     server,
-    cleanup: async () => {
-      await store.close();
-      await server.stop();
-    },
-  };
+    createS3Store({
+      bucket: "cas",
+      region: "us-east-1",
+      keyPrefix: "cas/0/",
+      endpoint: server.endpoint,
+      credentials: S3RVER_CREDENTIALS,
+      storeName: "S3",
+      ...(partSize ? { partSize } : {}),
+    }),
+  );
 }
 
 runStoreConformance("s3", () => s3UnderTest());

@@ -21,9 +21,10 @@
  */
 import { createHash } from "node:crypto";
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, closeAll, deleteIn, getBytes, initAll, listIn, routingDigest } from "./helpers.ts";
+import { checkFields, routingDigest } from "./helpers.ts";
 import type { SpecFields, StoreFactory } from "./registry.ts";
-import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
+import { RoutingStore } from "./routing_store.ts";
+import type { StoreDriver, StoreKey } from "./types.ts";
 
 /** One shard and its share. */
 export interface Shard {
@@ -43,9 +44,8 @@ export function shardHash(key: StoreKey): number {
 }
 
 /** Distributes keys over weighted stores. */
-export class ShardStore implements StoreDriver {
+export class ShardStore extends RoutingStore {
   readonly kind = "shard";
-  readonly #stores: StoreDriver[];
   /** Upper bound (exclusive, as a 32-bit value) of each shard's hash range. */
   readonly #bounds: number[];
 
@@ -57,11 +57,11 @@ export class ShardStore implements StoreDriver {
     if (weights.some((w) => !(w > 0))) {
       throw new CairnError(Code.InvalidArgument, "Shard weights must be positive");
     }
+    super(shards.map((s) => s.store));
     const total = weights.reduce((a, b) => a + b, 0);
     let sum = 0;
     this.#bounds = weights.map((w) => Math.floor(((sum += w) / total) * 2 ** 32));
     this.#bounds[this.#bounds.length - 1] = 2 ** 32;
-    this.#stores = shards.map((s) => s.store);
   }
 
   /** Index of the shard that holds `key`. */
@@ -72,50 +72,8 @@ export class ShardStore implements StoreDriver {
     return i;
   }
 
-  async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    const groups = this.#stores.map(() => [] as number[]);
-    keys.forEach((k, i) => groups[this.shardIndex(k)]!.push(i));
-    const out = new Array<number | undefined>(keys.length);
-    await Promise.all(groups.map(async (idx, s) => {
-      if (idx.length === 0) return;
-      const sizes = await this.#stores[s]!.hasMany(idx.map((i) => keys[i]!));
-      idx.forEach((i, j) => (out[i] = sizes[j]));
-    }));
-    return out;
-  }
-
-  async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
-    return await this.#stores[this.shardIndex(key)]!.read(key, options);
-  }
-
-  /** The shard's shortcut for small values, if it has one. */
-  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
-    return await getBytes(this.#stores[this.shardIndex(key)]!, key, options);
-  }
-
-  async write(
-    key: StoreKey,
-    data: ReadableStream<Uint8Array>,
-    size: UploadSize,
-    options?: WriteOptions,
-  ): Promise<void> {
-    await this.#stores[this.shardIndex(key)]!.write(key, data, size, options);
-  }
-
-  async delete(key: StoreKey): Promise<boolean> {
-    return await deleteIn(this.#stores[this.shardIndex(key)]!, key);
-  }
-
-  async *list(): AsyncIterable<StoreKey> {
-    for (const store of this.#stores) yield* listIn(store);
-  }
-
-  init(stores: StoreLookup): Promise<void> {
-    return initAll(this.#stores, stores);
-  }
-
-  async close(): Promise<void> {
-    await closeAll(this.#stores);
+  protected route(key: StoreKey): number {
+    return this.shardIndex(key);
   }
 }
 

@@ -21,35 +21,23 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import {
-  checkFields,
-  closeAll,
-  deleteIn,
-  getBytes,
-  initAll,
-  keyToString,
-  listIn,
-  routingDigest,
-} from "./helpers.ts";
+import { checkFields, keyToString, listIn, routingDigest } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
-import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
-import type { Digest } from "../digest/digest.ts";
+import { RoutingStore } from "./routing_store.ts";
+import type { StoreDriver, StoreKey } from "./types.ts";
 
 /** Routes each digest to one of two stores by its size. */
-export class SizePartitioningStore implements StoreDriver {
+export class SizePartitioningStore extends RoutingStore {
   readonly kind = "size_partitioning";
   readonly #size: number;
-  readonly #lower: StoreDriver;
-  readonly #upper: StoreDriver;
 
   constructor(size: number, lower: StoreDriver, upper: StoreDriver) {
+    super([lower, upper]);
     this.#size = size;
-    this.#lower = lower;
-    this.#upper = upper;
   }
 
-  /** The digest `key` is partitioned on (an AC key's action digest); INVALID_ARGUMENT for string keys. */
-  #digest(key: StoreKey): Digest {
+  /** 0 (lower) or 1 (upper) by the size of the digest `key` is partitioned on (an AC key's action digest). */
+  protected route(key: StoreKey): number {
     const digest = routingDigest(key);
     if (digest === undefined) {
       throw new CairnError(
@@ -59,71 +47,17 @@ export class SizePartitioningStore implements StoreDriver {
         }" with a size_partitioning store: it only supports digest and action-cache keys`,
       );
     }
-    return digest;
+    return digest.size < this.#size ? 0 : 1;
   }
 
-  #storeFor(key: StoreKey): StoreDriver {
-    return this.#digest(key).size < this.#size ? this.#lower : this.#upper;
-  }
-
-  async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    const lowerIdx: number[] = [];
-    const upperIdx: number[] = [];
-    keys.forEach((k, i) => (this.#digest(k).size < this.#size ? lowerIdx : upperIdx).push(i));
-    const [lower, upper] = await Promise.all([
-      lowerIdx.length ? this.#lower.hasMany(lowerIdx.map((i) => keys[i]!)) : [],
-      upperIdx.length ? this.#upper.hasMany(upperIdx.map((i) => keys[i]!)) : [],
-    ]);
-    const out = new Array<number | undefined>(keys.length);
-    lowerIdx.forEach((i, j) => (out[i] = lower[j]));
-    upperIdx.forEach((i, j) => (out[i] = upper[j]));
-    return out;
-  }
-
-  async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {
-    return await this.#storeFor(key).read(key, options);
-  }
-
-  /** The partition's shortcut for small values, if it has one. */
-  async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
-    return await getBytes(this.#storeFor(key), key, options);
-  }
-
-  async write(
-    key: StoreKey,
-    data: ReadableStream<Uint8Array>,
-    size: UploadSize,
-    options?: WriteOptions,
-  ): Promise<void> {
-    let store: StoreDriver;
-    try {
-      store = this.#storeFor(key);
-    } catch (err) {
-      await data.cancel(err).catch(() => {});
-      throw err;
-    }
-    await store.write(key, data, size, options);
-  }
-
-  async delete(key: StoreKey): Promise<boolean> {
-    return await deleteIn(this.#storeFor(key), key);
-  }
-
-  async *list(): AsyncIterable<StoreKey> {
-    for (const store of [this.#lower, this.#upper]) {
+  /** The keys each store holds on its side of the partition (a key on the wrong side is not listed). */
+  override async *list(): AsyncIterable<StoreKey> {
+    for (const [i, store] of this.stores.entries()) {
       for await (const key of listIn(store)) {
         const digest = routingDigest(key);
-        if (digest !== undefined && (digest.size < this.#size) === (store === this.#lower)) yield key;
+        if (digest !== undefined && (digest.size < this.#size ? 0 : 1) === i) yield key;
       }
     }
-  }
-
-  init(stores: StoreLookup): Promise<void> {
-    return initAll([this.#lower, this.#upper], stores);
-  }
-
-  close(): Promise<void> {
-    return closeAll([this.#lower, this.#upper]);
   }
 }
 

@@ -21,9 +21,7 @@ import {
   type DescMessage,
   type DescMethod,
   type DescService,
-  fromBinary,
   isMessage,
-  type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
 import {
@@ -34,6 +32,7 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import { CairnError, Code } from "../util/error.ts";
+import { decodeRequest } from "../util/proto_wire.ts";
 import {
   encodeFrame,
   type Frame,
@@ -44,7 +43,7 @@ import {
 } from "./grpc_frame.ts";
 import { percentEncode, statusTrailers } from "./grpc_status.ts";
 import { type MethodStats, methodStats } from "./grpc_stats.ts";
-import { SendBacklog } from "./send_backlog.ts";
+import { SendBacklog } from "./deno_compat/mod.ts";
 import { kPeer, peerOf } from "./peer.ts";
 import { countEvent } from "./guard.ts";
 import {
@@ -733,22 +732,6 @@ class GrpcCall implements HandlerContext {
     if (this.#span !== undefined) endRpcSpan(this.#span, code, grpcMessage(this.#trailers["grpc-message"]));
     this.#abortReason = reason ?? CALL_COMPLETE;
     this.#abortController?.abort(this.#abortReason);
-  }
-}
-
-/**
- * Decodes a request message; INVALID_ARGUMENT naming the type when the bytes are not one.
- *
- * @example
- * ```ts ignore
- * const req = decodeRequest(GetActionResultRequestSchema, bytes);
- * ```
- */
-export function decodeRequest<D extends DescMessage>(schema: D, bytes: Uint8Array): MessageShape<D> {
-  try {
-    return fromBinary(schema, bytes);
-  } catch (err) {
-    throw new CairnError(Code.InvalidArgument, `Cannot decode ${schema.typeName}: ${(err as Error).message}`);
   }
 }
 

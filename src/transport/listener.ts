@@ -27,7 +27,8 @@
 import net from "node:net";
 import tls from "node:tls";
 import { CairnError, Code } from "../util/error.ts";
-import { type ListenerTls, verifyClientCertificate } from "./tls.ts";
+import type { ListenerTls } from "./tls.ts";
+import { handOverSniffed, verifyClientCertificate } from "./deno_compat/mod.ts";
 import { markVerifiedClient } from "./peer.ts";
 import type { TransportLog } from "./types.ts";
 
@@ -191,10 +192,7 @@ export class Listener {
         this.#options.onHttp2(socket);
         socket.resume();
       } else {
-        // Deno's node:http server stops keeping a connection alive when its first bytes were put back with
-        // unshift(); handing the bytes over as a data event after the connection keeps HTTP/1.1 keep-alive.
-        this.#options.onHttp1(socket);
-        socket.emit("data", seen);
+        handOverSniffed(socket, seen, this.#options.onHttp1);
       }
     };
     const onClose = () => clearTimeout(timer);

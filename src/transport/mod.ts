@@ -25,7 +25,7 @@ export {
 } from "./grpc_client.ts";
 export { registerErrorDetailTypes, statusOf, toConnectError } from "./grpc_status.ts";
 export { type BoundAddress, parseSocketAddress } from "./listener.ts";
-export { decodeRequest } from "./grpc_handler.ts";
+export { decodeRequest } from "../util/proto_wire.ts";
 export { kPeer, type PeerInfo } from "./peer.ts";
 export type {
   EncodedServerStream,

@@ -1,9 +1,9 @@
 /**
  * Who is on the other end of a request. HTTP/1.1 connections reach the HTTP/1.1 server through a loopback
- * relay (see `server.ts`), so `req.socket` there is the relay's inner socket: this module maps it back to the
- * client's own socket (remote address, TLS state, client certificate). The identity a handler sees is the
- * subject of a client certificate the listener verified (mTLS): gRPC and Connect/gRPC-Web calls carry it in
- * their context values under {@linkcode kPeer}; plain HTTP routes receive it as their second argument.
+ * relay (see `deno_compat/h1_relay.ts`), so `req.socket` there is the relay's inner socket: this module maps it
+ * back to the client's own socket (remote address, TLS state, client certificate). The identity a handler sees
+ * is the subject of a client certificate the listener verified (mTLS): gRPC and Connect/gRPC-Web calls carry it
+ * in their context values under {@linkcode kPeer}; plain HTTP routes receive it as their second argument.
  *
  * @example
  * ```ts

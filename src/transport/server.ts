@@ -36,7 +36,8 @@ import {
   resolveLimits,
   UploadAdmission,
 } from "./guard.ts";
-import { bindRelayPeer, isLoopback, relayPeer } from "./peer.ts";
+import { relayPeer } from "./peer.ts";
+import { createH1Relay } from "./deno_compat/mod.ts";
 import type { HttpListenerConfig, HttpRoute, ServiceBinding, TransportLog } from "./types.ts";
 
 /** Options of {@linkcode createCairnServer}. */
@@ -258,12 +259,8 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
   );
   h2.on("sessionError", (err) => log.debug(`HTTP/2 session error: ${err.message}`));
 
-  // HTTP/1.1: Deno's node:http drops keep-alive after a chunked response on a connection handed over with
-  // emit("connection"), and Bazel's HTTP cache client then
-  // loses uploads on the closed connection. So each HTTP/1.1 connection is relayed to `h1` listening on a
-  // loopback port. That port accepts only the relay's own connections: an accepted connection must come
-  // from the local port of a socket this server dialled (any other is dropped at once, its requests refused),
-  // and handlers see the client's own socket (address, TLS) through `peerSocket`.
+  // HTTP/1.1 connections reach `h1` through the relay of deno_compat/h1_relay.ts (why: see there); handlers see
+  // the client's own socket (address, TLS) through `peerSocket`.
   let h1InFlight = 0;
   const h1 = http.createServer((req, res) => {
     const outer = relayPeer(req.socket);
@@ -273,7 +270,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       return;
     }
     h1InFlight++;
-    const watch = relayWatches.get(outer);
+    const watch = relay.watchOf(outer);
     watch?.requestStarted();
     res.once("close", () => {
       h1InFlight--;
@@ -298,105 +295,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
   h1.keepAliveTimeout = limits.idleConnectionMs;
   h1.headersTimeout = limits.headerTimeoutMs;
   h1.requestTimeout = 0;
-  /** Outer sockets by the local port of the relay socket dialled for them (until the inner side is accepted). */
-  const dialled = new Map<number, net.Socket>();
-  /** Inner connections accepted before their relay socket reported its local port. */
-  const unmatched = new Map<number, net.Socket>();
-  const match = (inner: net.Socket, outer: net.Socket) => {
-    bindRelayPeer(inner, outer);
-    dialled.delete(inner.remotePort!);
-    unmatched.delete(inner.remotePort!);
-  };
-  h1.prependListener("connection", (inner: net.Socket) => {
-    const port = inner.remotePort;
-    const outer = port === undefined ? undefined : dialled.get(port);
-    if (outer !== undefined && isLoopback(inner.remoteAddress)) return match(inner, outer);
-    if (port === undefined || !isLoopback(inner.remoteAddress)) return refuseForeign(inner);
-    unmatched.set(port, inner);
-    inner.once("close", () => {
-      if (unmatched.get(port) === inner) unmatched.delete(port);
-    });
-    setTimeout(() => {
-      if (unmatched.get(port) === inner) {
-        unmatched.delete(port);
-        refuseForeign(inner);
-      }
-    }, 2000).unref?.();
-  });
-  const refuseForeign = (inner: net.Socket) => {
-    countEvent("h1_foreign_connection_refused");
-    inner.destroy();
-  };
-  /**
-   * Deno's node:http does not enforce `headersTimeout` (a half-sent header stays open), so the relay watches each
-   * client connection itself: with no request in flight, its next request's headers must arrive within
-   * `header_timeout_s` of its first byte (or of the connection's start), and a connection with nothing in
-   * flight is closed after `idle_connection_timeout_s`.
-   */
-  const relayWatches = new WeakMap<net.Socket, RelayWatch>();
-  const watchRelay = (socket: net.Socket): RelayWatch => {
-    let inFlight = 0;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let headerPhase = true;
-    const arm = (ms: number, event: string) => {
-      if (timer !== undefined) clearTimeout(timer);
-      timer = setTimeout(() => {
-        timer = undefined;
-        if (inFlight > 0) return;
-        countEvent(event);
-        socket.destroy();
-      }, ms);
-    };
-    arm(limits.headerTimeoutMs, "header_timeout");
-    socket.on("data", () => {
-      if (inFlight === 0 && !headerPhase) {
-        headerPhase = true;
-        arm(limits.headerTimeoutMs, "header_timeout");
-      }
-    });
-    socket.once("close", () => {
-      if (timer !== undefined) clearTimeout(timer);
-    });
-    const watch: RelayWatch = {
-      requestStarted() {
-        inFlight++;
-        if (timer !== undefined) clearTimeout(timer);
-        timer = undefined;
-      },
-      requestDone() {
-        if (--inFlight > 0 || socket.destroyed) return;
-        headerPhase = false;
-        arm(limits.idleConnectionMs, "idle_connection_closed");
-      },
-    };
-    relayWatches.set(socket, watch);
-    return watch;
-  };
-  let h1Port: number | undefined;
-  const toH1 = (socket: net.Socket) => {
-    watchRelay(socket);
-    const upstream = net.connect({ port: h1Port!, host: "127.0.0.1", noDelay: true });
-    upstream.once("connect", () => {
-      const port = upstream.localPort;
-      if (port === undefined) return upstream.destroy();
-      const early = unmatched.get(port);
-      if (early !== undefined && isLoopback(early.remoteAddress)) match(early, socket);
-      else dialled.set(port, socket);
-      upstream.once("close", () => {
-        if (dialled.get(port) === socket) dialled.delete(port);
-      });
-    });
-    socket.setNoDelay?.(true);
-    // The client leaving drops the inner connection at once; the inner side closing ends the client's
-    // connection gracefully (a TLS close_notify, then FIN) so pooled clients see it closed, not reset.
-    socket.on("error", () => upstream.destroy()).on("close", () => upstream.destroy());
-    upstream.on("error", () => socket.destroy()).on("close", () => {
-      socket.end();
-      setTimeout(() => socket.destroy(), 1000).unref?.();
-    });
-    socket.pipe(upstream);
-    upstream.pipe(socket);
-  };
+  const relay = createH1Relay(h1, limits);
 
   const refuser = createRefuser();
 
@@ -412,18 +311,12 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
         throw new Error(`Cannot listen on "${cfg.socket_address}": the server is listening already`);
       }
       installClientErrorGuard(log);
-      h1Port = await new Promise<number>((resolve, reject) => {
-        h1.once("error", reject);
-        h1.listen(0, "127.0.0.1", () => {
-          h1.off("error", reject);
-          resolve((h1.address() as net.AddressInfo).port);
-        });
-      });
+      await relay.listen();
       listener = new Listener({
         socketAddress: cfg.socket_address,
         tls: cfg.tls ? await loadListenerTls(cfg.tls) : undefined,
         onHttp2: guarded(log, "HTTP/2 connection", (socket: net.Socket) => h2.emit("connection", socket)),
-        onHttp1: guarded(log, "HTTP/1.1 connection", toH1),
+        onHttp1: guarded(log, "HTTP/1.1 connection", relay.relay),
         onRefused: guarded(
           log,
           "refused TLS connection",
@@ -471,12 +364,6 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       return closing;
     },
   };
-}
-
-/** Watches one relayed HTTP/1.1 client connection for its header and idle timeouts. */
-interface RelayWatch {
-  requestStarted(): void;
-  requestDone(): void;
 }
 
 /**

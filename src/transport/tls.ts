@@ -1,19 +1,16 @@
 /**
- * TLS for listeners: loads the certificate, key and client CA named by a listener's `tls` config, and
- * verifies client certificates (mTLS) by hand — Deno resets connections when `rejectUnauthorized` is on,
- * so the handshake requests a certificate without rejecting and this module decides.
+ * TLS for listeners: loads the certificate, key and client CA named by a listener's `tls` config. Client
+ * certificates are checked by `deno_compat/client_cert.ts`.
  *
  * @example
  * ```ts ignore
- * import { loadListenerTls, verifyClientCertificate } from "./tls.ts";
+ * import { loadListenerTls } from "./tls.ts";
  * const tls = await loadListenerTls({ cert_file: "server.pem", key_file: "server.key", client_ca_file: "ca.pem" });
- * // on "secureConnection": const problem = verifyClientCertificate(socket, tls.clientCas!);
  * ```
  * @module
  */
 import { Buffer } from "node:buffer";
 import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
-import type { PeerCertificate, TLSSocket } from "node:tls";
 import { CairnError, Code } from "../util/error.ts";
 import type { ListenerTlsConfig } from "./types.ts";
 
@@ -46,52 +43,6 @@ export async function loadListenerTls(config: ListenerTlsConfig): Promise<Listen
     throw new CairnError(Code.InvalidArgument, `Cannot set up TLS: ${caFile} holds no certificate`);
   }
   return { cert, key, clientCas, clientCaPem };
-}
-
-/**
- * Checks the client certificate of a TLS connection against trusted CAs: present, within its validity
- * period, and signed (directly or through the intermediates the client sent) by one of `cas`.
- * Returns `undefined` when it passes, else the reason it does not.
- */
-export function verifyClientCertificate(
-  socket: TLSSocket,
-  cas: readonly X509Certificate[],
-): string | undefined {
-  const peer = socket.getPeerCertificate(true) as PeerCertificate & { issuerCertificate?: PeerCertificate };
-  if (!peer || !peer.raw || peer.raw.length === 0) return "the client sent no certificate";
-  return verifyChain(peer, cas, Date.now());
-}
-
-/** Verifies a peer certificate chain (as `getPeerCertificate(true)` returns it). */
-export function verifyChain(
-  peer: PeerCertificate & { issuerCertificate?: PeerCertificate },
-  cas: readonly X509Certificate[],
-  now: number,
-): string | undefined {
-  let current: PeerCertificate & { issuerCertificate?: PeerCertificate } = peer;
-  let cert = new X509Certificate(current.raw);
-  for (let depth = 0; depth < 8; depth++) {
-    const dated = checkDates(cert, now);
-    if (dated) return dated;
-    for (const ca of cas) {
-      if (cert.checkIssued(ca) && cert.verify(ca.publicKey)) return checkDates(ca, now);
-    }
-    const next = current.issuerCertificate;
-    if (!next || next === current || !next.raw || next.raw.equals(current.raw)) break;
-    const issuer = new X509Certificate(next.raw);
-    if (!issuer.ca || !cert.checkIssued(issuer) || !cert.verify(issuer.publicKey)) break;
-    current = next;
-    cert = issuer;
-  }
-  return `the client certificate "${peer.subject?.CN ?? "?"}" is not signed by a trusted CA`;
-}
-
-function checkDates(cert: X509Certificate, now: number): string | undefined {
-  if (now < Date.parse(cert.validFrom)) {
-    return `certificate "${cert.subject}" is not valid before ${cert.validFrom}`;
-  }
-  if (now > Date.parse(cert.validTo)) return `certificate "${cert.subject}" expired on ${cert.validTo}`;
-  return undefined;
 }
 
 /** Refuses a cert_file/key_file that do not parse or do not belong together (else every handshake fails). */

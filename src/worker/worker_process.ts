@@ -17,6 +17,7 @@
  */
 import { loadConfig } from "../config/mod.ts";
 import { createStoreManager } from "../store/store_manager.ts";
+import { IoThread } from "../util/io_thread.ts";
 import { CairnError } from "../util/error.ts";
 import { createLocalWorker, type LocalWorker } from "./local_worker.ts";
 import { selectWorkers } from "./permissions.ts";
@@ -78,7 +79,15 @@ export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
   const config = await loadConfig(args.config, undefined, args.baseDir ? { baseDir: args.baseDir } : {});
   const specs = selectWorkers(config, args.worker);
   if (specs.length === 0) throw new Error(`The config ${args.config} defines no workers`);
-  const stores = await createStoreManager(workerStoreSpecs(config, specs, args.casEndpoint, internalToken));
+  // One I/O thread for the worker process's filesystem stores, stopped once after they closed.
+  const ioThread = new IoThread();
+  const stores = await createStoreManager(workerStoreSpecs(config, specs, args.casEndpoint, internalToken), {
+    options: { ioThread },
+  }).catch((err) => {
+    ioThread.close();
+    throw err;
+  });
+  const closeStores = () => stores.close().finally(() => ioThread.close());
   // A configured token (worker_token, else $CAIRN_WORKER_TOKEN) names the scheduler's credential; the one a
   // parent Cairn handed over is accepted by the parent's own worker API.
   const workerToken = workerTokenFromEnv() ?? internalToken;
@@ -96,7 +105,7 @@ export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
     for (const w of workers) await w.start();
   } catch (err) {
     await Promise.all(workers.map((w) => w.stop()));
-    await stores.close();
+    await closeStores();
     throw err;
   }
   let stopping = false;
@@ -113,7 +122,7 @@ export async function runWorkerProcess(args: WorkerProcessArgs): Promise<void> {
   } finally {
     Deno.removeSignalListener("SIGTERM", onSignal);
     Deno.removeSignalListener("SIGINT", onSignal);
-    await stores.close();
+    await closeStores();
   }
 }
 

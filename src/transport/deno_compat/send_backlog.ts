@@ -1,9 +1,13 @@
 /**
- * Send-side back-pressure for HTTP/2 streams under Deno. Deno's `node:http2` acknowledges stream writes
- * (return value, 'drain', write callbacks) at once, whatever the peer's flow-control window, so a slow
- * reader would make the server queue without bound. The bytes that really left are visible on the
- * session's socket (`bytesWritten`), so writers note what they queued and wait while a session's backlog
- * (queued minus sent) is above a limit.
+ * Send-side back-pressure for HTTP/2 streams under Deno: works around denoland/deno#36044 ("apply
+ * backpressure to http2 stream writes", merged upstream after Deno 2.9.0). In Deno 2.9.0 `node:http2`
+ * completes stream writes at once (return value, 'drain', write callbacks), whatever the peer's
+ * flow-control window, so a slow reader would make the server queue without bound. The bytes that really
+ * left are visible on the session's socket (`bytesWritten`), which has no event of its own: writers note what
+ * they queued and poll every 5 ms while a session's backlog (queued minus sent) is above a limit.
+ *
+ * `send_backlog_test.ts` asserts the gap; when it fails, Deno holds write callbacks until the bytes are
+ * framed: wait on the write callback (or 'drain') instead, and remove this module.
  *
  * @example
  * ```ts
