@@ -26,6 +26,7 @@ import {
   TreeSchema,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { type CairnProcess, startCairnProcess } from "../fixtures/cairn_process.ts";
+import { waitUntil } from "../fixtures/wait.ts";
 import {
   buildAction,
   type BuiltAction,
@@ -52,15 +53,25 @@ async function localConfigWithLimits(limits: Record<string, unknown>): Promise<R
   return config as unknown as Record<string, unknown>;
 }
 
-/** Starts the all-in-one server with the given worker limits on ephemeral loopback ports. */
-function startServer(limits: Record<string, unknown>): Promise<CairnProcess> {
-  return localConfigWithLimits(limits).then((config) =>
-    startCairnProcess({
-      config,
-      permissions: RUN_PERMISSIONS,
-      env: { CAIRN_LISTEN: "127.0.0.1:0", CAIRN_WORKER_API_PORT: String(freePort()) },
-    })
-  );
+/**
+ * Starts the all-in-one server with the given worker limits on ephemeral loopback ports, and waits until its
+ * worker has connected (on a loaded machine the worker process can take longer than the scheduler's grace
+ * for an action no worker can run).
+ */
+async function startServer(limits: Record<string, unknown>): Promise<CairnProcess> {
+  const cairn = await startCairnProcess({
+    config: await localConfigWithLimits(limits),
+    permissions: RUN_PERMISSIONS,
+    env: { CAIRN_LISTEN: "127.0.0.1:0", CAIRN_WORKER_API_PORT: String(freePort()) },
+  });
+  await waitUntil(() => / Connected to \S+ as /.test(cairn.logs()), {
+    what: "the worker connected",
+    timeoutMs: 120_000,
+  }).catch(async (err) => {
+    await cairn.stop();
+    throw err;
+  });
+  return cairn;
 }
 
 async function run(client: ExecClient, action: BuiltAction): Promise<ExecutionRun> {

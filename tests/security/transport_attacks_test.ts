@@ -10,6 +10,7 @@
  * ```
  * @module
  */
+import { loadScaledBound } from "../fixtures/wait.ts";
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import net from "node:net";
@@ -163,9 +164,7 @@ async function victim(session: http2.ClientHttp2Session, readName: string, ms: n
  * work than it has cores no server answers within 1 s), and at least 4 times the slowest unhindered round.
  */
 async function victimBound(session: http2.ClientHttp2Session, readName: string): Promise<number> {
-  const load = Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
-  const cores = navigator.hardwareConcurrency || 1;
-  return Math.max(1000 * Math.max(1, load / cores), 4 * await victimBaseline(session, readName));
+  return loadScaledBound(1000, 4 * await victimBaseline(session, readName));
 }
 
 /** The slowest of three unhindered victim rounds, in ms. */
