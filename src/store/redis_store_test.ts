@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Redis } from "ioredis";
 import { digestOf } from "../digest/digest.ts";
-import { Code } from "../util/error.ts";
+import { CairnError, Code } from "../util/error.ts";
 import { bytesStream, collectBytes, patternBytes } from "../util/streams.ts";
 import { startRedis, storeOnBackend } from "../../tests/fixtures/backends.ts";
 import { assertRejectsWithCode, runAcKeyConformance, runStoreConformance } from "./conformance_suite.ts";
@@ -180,7 +180,26 @@ Deno.test("redis_store: under maxmemory 2mb + allkeys-lru, eviction never serves
       }
     }
     assert.ok(absent > 0, "eviction happened (4.8 MB into 2 MB)");
-    assert.ok(present > 0, "recent values survive");
+    // Redis's LRU is sampled, so under this pressure any value (even the newest) may lose a chunk; the store
+    // still works: a fresh value written now reads back whole within a few attempts.
+    let stored = present > 0;
+    for (let attempt = 0; !stored && attempt < 8; attempt++) {
+      const bytes = await patternBytes(100_000, 200 + attempt);
+      const d = digestOf(bytes);
+      try {
+        await putBytes(store, d, bytes);
+      } catch {
+        continue; // refused (its temporary chunks were evicted), never half-stored
+      }
+      try {
+        assert.deepEqual(await getBytes(store, d, { maxSize: 1 << 20 }), bytes, "a value read back is whole");
+        stored = true;
+      } catch (err) {
+        assert.ok(err instanceof CairnError, String(err));
+        assert.equal(err.code, Code.NotFound, err.message);
+      }
+    }
+    assert.ok(stored, "a value written under memory pressure is readable");
   } finally {
     await cleanup();
   }
