@@ -138,11 +138,15 @@ type Kept<X> = Infer<X> extends Unsupported ? false : true;
 
 /** The canonical object type of a field table: unsupported fields left out, optional ones marked `?`. */
 export type InferFields<F> = Simplify<
-  & { -readonly [K in keyof F as Kept<F[K]> extends true ? IsPresent<F[K]> extends true ? K : never : never]: Infer<F[K]> }
   & {
-    -readonly [K in keyof F as Kept<F[K]> extends true ? IsPresent<F[K]> extends true ? never : K : never]?: Infer<
-      F[K]
-    >;
+    -readonly [K in keyof F as Kept<F[K]> extends true ? IsPresent<F[K]> extends true ? K : never : never]:
+      Infer<F[K]>;
+  }
+  & {
+    -readonly [K in keyof F as Kept<F[K]> extends true ? IsPresent<F[K]> extends true ? never : K : never]?:
+      Infer<
+        F[K]
+      >;
   }
 >;
 
@@ -214,7 +218,8 @@ export const s = {
   /** Any other path (resolved against the start directory, not checked). */
   path: (): Node<string> => node({ t: "path", role: "other" }),
   /** Parsed but not implemented by Cairn: refused when present, left out of the inferred type. */
-  unsupported: (hint?: string): Node<Unsupported> => node(hint ? { t: "unsupported", hint } : { t: "unsupported" }),
+  unsupported: (hint?: string): Node<Unsupported> =>
+    node(hint ? { t: "unsupported", hint } : { t: "unsupported" }),
   /** A field that may be absent (`aliases`: older spellings accepted for it). */
   optional: <N extends Node>(of: N, aliases?: readonly string[]): Field<Infer<N>, false> => ({
     node: of,
@@ -228,7 +233,11 @@ export const s = {
     ...(aliases ? { aliases } : {}),
   }),
   /** A field filled in with `value` when absent (so always present in the canonical value). */
-  withDefault: <N extends Node>(of: N, value: Infer<N>): Field<Infer<N>, true> => ({ node: of, required: false, default: value }),
+  withDefault: <N extends Node>(of: N, value: Infer<N>): Field<Infer<N>, true> => ({
+    node: of,
+    required: false,
+    default: value,
+  }),
   /**
    * An object with the fields of `fields`; unknown keys are refused. `finish` (optional) derives canonical
    * fields after validation (its return type is the object's type), or returns a problem string.

@@ -19,7 +19,8 @@
  * ```
  * @module
  */
-import type { CairnConfig } from "../config/types.ts";
+import type { CairnConfig, StoreSpec } from "../config/types.ts";
+import { storeRefsIn } from "../config/walk_config.ts";
 import { CairnError, Code } from "../util/error.ts";
 import type { LocalWorkerSpec } from "./local_worker_spec.ts";
 
@@ -67,7 +68,7 @@ export function workerStoreSpecs(
       return;
     }
     out[name] = spec;
-    for (const ref of refsIn(spec)) need(ref, type, false);
+    for (const ref of storeRefsIn(spec as StoreSpec)) need(ref, type, false);
   };
   for (const w of workers) {
     need(w.cas_fast_slow_store, "cas", true);
@@ -78,20 +79,4 @@ export function workerStoreSpecs(
     }
   }
   return out;
-}
-
-/** Names of stores referenced (`ref_store.name`) anywhere inside a spec. */
-function refsIn(spec: unknown): string[] {
-  const found: string[] = [];
-  const walk = (v: unknown) => {
-    if (Array.isArray(v)) return v.forEach(walk);
-    if (v === null || typeof v !== "object") return;
-    for (const [k, x] of Object.entries(v)) {
-      if (k === "ref_store" && x && typeof x === "object" && typeof (x as Spec)["name"] === "string") {
-        found.push((x as Spec)["name"] as string);
-      } else walk(x);
-    }
-  };
-  walk(spec);
-  return found;
 }
