@@ -46,8 +46,9 @@ import {
 import { ByteStream, type WriteRequest, WriteRequestSchema } from "../gen/google/bytestream/bytestream_pb.ts";
 import { CairnError, Code, codeName } from "../util/error.ts";
 import { bytesStream, cancelled, collectBytes, sizeCheckStream } from "../util/streams.ts";
-import { beginUpload, checkFields, isAcKey, uploadLimit } from "./helpers.ts";
-import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import { beginUpload, isAcKey, uploadLimit } from "./helpers.ts";
+import type { StoreBuildContext } from "./registry.ts";
+import type { StoreKinds } from "../config/types.ts";
 import type { AcKey, ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
 /** One upstream endpoint (NativeLink's `GrpcEndpoint`). */
@@ -112,24 +113,8 @@ const FIND_MISSING_BATCH = 4096;
 /** Largest ActionResult the AC side accepts for writing. */
 const AC_MAX = 64 * 1024 * 1024;
 
-const SPEC_FIELDS = [
-  "instance_name",
-  "endpoints",
-  "store_type",
-  "retry",
-  "max_concurrent_requests",
-  "connections_per_endpoint",
-  "rpc_timeout_s",
-  "headers",
-  "forward_headers",
-  "use_legacy_resource_names",
-  "experimental_read_batching",
-  "experimental_remote_cache_compression",
-];
-
 /** The registry factory of the `grpc` kind. */
-export function grpcStoreFactory(fields: SpecFields, ctx: StoreBuildContext): StoreDriver {
-  checkFields(fields, ctx, SPEC_FIELDS);
+export function grpcStoreFactory(fields: StoreKinds["grpc"], ctx: StoreBuildContext): StoreDriver {
   const storeType = ctx.string(fields, "store_type");
   if (storeType !== "cas" && storeType !== "ac") {
     throw ctx.error(`store_type must be "cas" or "ac", got ${JSON.stringify(storeType)}`);
@@ -139,7 +124,7 @@ export function grpcStoreFactory(fields: SpecFields, ctx: StoreBuildContext): St
     throw ctx.error("endpoints must list at least one endpoint");
   }
   try {
-    return createGrpcStore(fields as unknown as GrpcStoreSpec);
+    return createGrpcStore(fields);
   } catch (err) {
     throw ctx.error(err instanceof Error ? err.message : String(err));
   }

@@ -21,16 +21,7 @@
  */
 import { createHash } from "node:crypto";
 import { CairnError, Code } from "../util/error.ts";
-import {
-  checkFields,
-  closeAll,
-  deleteIn,
-  getBytes,
-  initAll,
-  keyToString,
-  listIn,
-  routingDigest,
-} from "./helpers.ts";
+import { closeAll, deleteIn, getBytes, initAll, keyToString, listIn, routingDigest } from "./helpers.ts";
 import type { SpecFields, StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 
@@ -134,8 +125,7 @@ export function createShardStore(shards: readonly Shard[]): ShardStore {
 }
 
 /** Registry factory for `{ shard: { stores: [{ store, weight? }] } }`. */
-export const shardStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["stores"]);
+export const shardStoreFactory: StoreFactory<"shard"> = (fields, ctx) => {
   const list = fields.stores;
   if (!Array.isArray(list) || list.length === 0) {
     throw ctx.error("stores must be a non-empty list of { store, weight? }");

@@ -21,16 +21,7 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import {
-  checkFields,
-  closeAll,
-  deleteIn,
-  getBytes,
-  initAll,
-  keyToString,
-  listIn,
-  routingDigest,
-} from "./helpers.ts";
+import { closeAll, deleteIn, getBytes, initAll, keyToString, listIn, routingDigest } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 import type { Digest } from "../digest/digest.ts";
@@ -137,8 +128,7 @@ export function createSizePartitioningStore(
 }
 
 /** Registry factory for `{ size_partitioning: { size, lower_store, upper_store } }`. */
-export const sizePartitioningStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["size", "lower_store", "upper_store"]);
+export const sizePartitioningStoreFactory: StoreFactory<"size_partitioning"> = (fields, ctx) => {
   const size = ctx.number(fields, "size");
   if (fields.lower_store === undefined) throw ctx.error("lower_store is missing");
   if (fields.upper_store === undefined) throw ctx.error("upper_store is missing");
