@@ -3,8 +3,12 @@
  * `schedulers.rs`), plus Cairn's few extensions (worker `sandbox`, `sandbox_paths`, `allow_network_property`,
  * `limits`).
  *
- * Every store kind, scheduler kind, worker kind, service and listener is one entry here; the validator is
- * generic. Old spellings (aliases, map forms, `experimental_s3_store`, `hash_verification_function`, the old
+ * Every store kind, scheduler kind, worker kind, service and listener is one entry here, and this is the only
+ * place a field is described: the validator (`validate.ts`) is generic, the config types (`types.ts`) are
+ * derived from these nodes, the store registry takes each kind's fields from `STORE_KIND_TABLE`, and
+ * `walk_config.ts` finds references through `s.ref`. A field of NativeLink's format Cairn does not implement is
+ * `s.unsupported()`: refused when present, absent from the types. To add a setting: add it here (with
+ * `s.withDefault` when it has one), then use it. Old spellings (aliases, map forms, `experimental_s3_store`, `hash_verification_function`, the old
  * bytestream form) are accepted and normalized to one canonical shape.
  *
  * @example

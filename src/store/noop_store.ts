@@ -52,6 +52,4 @@ export function createNoopStore(): NoopStore {
 }
 
 /** Registry factory for `{ noop: {} }`. */
-export const noopStoreFactory: StoreFactory<"noop"> = (fields, ctx) => {
-  return new NoopStore();
-};
+export const noopStoreFactory: StoreFactory<"noop"> = () => new NoopStore();

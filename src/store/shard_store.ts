@@ -21,7 +21,7 @@
  */
 import { createHash } from "node:crypto";
 import { CairnError, Code } from "../util/error.ts";
-import { closeAll, deleteIn, getBytes, initAll, keyToString, listIn, routingDigest } from "./helpers.ts";
+import { closeAll, deleteIn, getBytes, initAll, listIn, routingDigest } from "./helpers.ts";
 import type { SpecFields, StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup, UploadSize, WriteOptions } from "./types.ts";
 

@@ -24,8 +24,6 @@ import { storeRefsIn } from "../config/walk_config.ts";
 import { CairnError, Code } from "../util/error.ts";
 import type { LocalWorkerSpec } from "./local_worker_spec.ts";
 
-type Spec = Record<string, unknown>;
-
 /** The store specs (by name) a worker process needs; see the module doc for `casEndpoint`. */
 export function workerStoreSpecs(
   config: CairnConfig,
@@ -33,18 +31,16 @@ export function workerStoreSpecs(
   casEndpoint?: string,
   internalToken?: string,
 ): Record<string, unknown> {
-  const byName = new Map<string, Spec>(
-    config.stores.map(({ name, ...spec }) => [name, spec as unknown as Spec]),
+  const byName = new Map<string, StoreSpec>(
+    config.stores.map(({ name, ...spec }) => [name, spec as StoreSpec]),
   );
   const out: Record<string, unknown> = {};
   const instanceFor = (store: string, type: "cas" | "ac"): string => {
-    for (const server of config.servers ?? []) {
-      const services = (server as unknown as { services?: Record<string, unknown> }).services ?? {};
-      const list = services[type] as
-        | { instance_name?: string; cas_store?: string; ac_store?: string }[]
-        | undefined;
-      const hit = list?.find((s) => (type === "cas" ? s.cas_store : s.ac_store) === store);
-      if (hit) return hit.instance_name ?? "";
+    for (const server of config.servers) {
+      const hit = type === "cas"
+        ? server.services.cas?.find((entry) => entry.cas_store === store)
+        : server.services.ac?.find((entry) => entry.ac_store === store);
+      if (hit) return hit.instance_name;
     }
     throw new CairnError(
       Code.InvalidArgument,
@@ -68,7 +64,7 @@ export function workerStoreSpecs(
       return;
     }
     out[name] = spec;
-    for (const ref of storeRefsIn(spec as StoreSpec)) need(ref, type, false);
+    for (const ref of storeRefsIn(spec)) need(ref, type, false);
   };
   for (const w of workers) {
     need(w.cas_fast_slow_store, "cas", true);
