@@ -22,7 +22,13 @@ import type {
   ServerConfig,
   StoreKinds,
 } from "./config/types.ts";
-import { schedulerKindsIn, schedulerStoreRefs, storeKindsIn, storeRefsIn } from "./config/walk_config.ts";
+import {
+  schedulerKindsIn,
+  schedulerStoreRefs,
+  serverStoreRefs,
+  storeKindsIn,
+  storeRefsIn,
+} from "./config/walk_config.ts";
 import { createStoreManager, type StoreManager } from "./store/mod.ts";
 import { buildServiceBindings, type ServiceExtension } from "./service/mod.ts";
 import { createExecutionExtension } from "./service/execution_extension.ts";
@@ -69,17 +75,8 @@ export interface StartOptions {
 /** Names of the stores the servers and schedulers of `config` use, closed over `ref_store`. */
 export function storesForServers(config: CairnConfig): Set<string> {
   const roots = new Set<string>();
-  const add = (name: unknown) => {
-    if (typeof name === "string") roots.add(name);
-  };
   for (const server of config.servers) {
-    const s = server.services;
-    for (const e of s.cas ?? []) add(e.cas_store);
-    for (const e of s.ac ?? []) add(e.ac_store);
-    for (const e of s.execution ?? []) add(e.cas_store);
-    for (const e of s.bytestream ?? []) add(e.cas_store);
-    for (const e of s.fetch ?? []) add(e.fetch_store);
-    for (const e of s.push ?? []) add(e.push_store);
+    for (const name of serverStoreRefs(server)) roots.add(name);
   }
   for (const sched of config.schedulers) {
     for (const name of schedulerStoreRefs(sched)) roots.add(name);

@@ -19,9 +19,9 @@
  * ```
  * @module
  */
-import { ROOT, SCHEDULER_KINDS, STORE_KINDS } from "./nativelink_schema.ts";
+import { ROOT, SCHEDULER_KINDS, SERVER, STORE_KINDS } from "./nativelink_schema.ts";
 import type { Node, ObjectNode, RefTarget, VariantNode } from "./schema.ts";
-import type { CairnConfig, SchedulerSpec, StoreKind, StoreKinds, StoreSpec } from "./types.ts";
+import type { CairnConfig, SchedulerSpec, ServerConfig, StoreKind, StoreKinds, StoreSpec } from "./types.ts";
 import { childPath } from "./validate.ts";
 
 /** What the walker reports. */
@@ -120,6 +120,13 @@ export function storeRefsIn(spec: StoreSpec | (StoreSpec & { name: string })): s
 export function schedulerStoreRefs(spec: SchedulerSpec | (SchedulerSpec & { name: string })): string[] {
   const out: string[] = [];
   walkValue(SCHEDULER_KINDS, withoutName(spec), { ref: (to, name) => to === "store" && out.push(name) });
+  return out;
+}
+
+/** Names of top-level stores a server's services use (`cas_store`, `ac_store`, `fetch_store`, ...), in order. */
+export function serverStoreRefs(server: ServerConfig): string[] {
+  const out: string[] = [];
+  walkValue(SERVER, server, { ref: (to, name) => to === "store" && out.push(name) });
   return out;
 }
 

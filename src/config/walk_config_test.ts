@@ -6,6 +6,7 @@ import { type Reference, validate } from "./validate.ts";
 import {
   schedulerKindsIn,
   schedulerStoreRefs,
+  serverStoreRefs,
   storeKindsIn,
   storeRefsIn,
   walkConfig,
@@ -43,6 +44,7 @@ Deno.test("walk_config: store refs, nested kinds and scheduler stores follow the
     "ref_store",
   ]);
   assert.deepEqual(schedulerStoreRefs(config.schedulers[0]!), ["AC"]);
+  assert.deepEqual(serverStoreRefs(config.servers[0]!), ["CAS", "AC", "CAS"]);
   assert.deepEqual(schedulerKindsIn(config.schedulers[0]!).map(([kind]) => kind), [
     "cache_lookup",
     "property_modifier",
