@@ -64,9 +64,13 @@ const ERROR_CODES = [
 ] as const;
 
 const retry = s.object({
+  /** Retries after the first attempt (default 0: one attempt). */
   max_retries: s.optional(s.int()),
+  /** Base delay in seconds of the exponential back-off. */
   delay: s.optional(s.float()),
+  /** Jitter fraction (0.5 → ±25 %). */
   jitter: s.optional(s.float()),
+  /** gRPC code names to retry on (default: transient codes). */
   retry_on_errors: s.optional(s.array(s.enum(...ERROR_CODES))),
 });
 
@@ -78,12 +82,16 @@ const clientTls = s.object({
 });
 
 const grpcEndpoint = s.object({
+  /** `grpc://host:port` (plain HTTP/2) or `grpcs://host:port` (TLS). */
   address: s.string(),
+  /** TLS files (PEM paths) for `grpcs://`. */
   tls_config: s.optional(clientTls),
   concurrency_limit: s.optional(s.unsupported()),
   connect_timeout_s: s.optional(s.unsupported()),
   tcp_keepalive_s: s.optional(s.unsupported()),
+  /** HTTP/2 PING interval in seconds (default 30). */
   http2_keepalive_interval_s: s.optional(s.duration()),
+  /** HTTP/2 PING timeout in seconds (default 20). */
   http2_keepalive_timeout_s: s.optional(s.duration()),
 });
 
@@ -194,10 +202,14 @@ export const STORE_KIND_TABLE = {
     endpoints: s.array(grpcEndpoint),
     store_type: s.enum("cas", "ac"),
     retry: s.optional(retry),
+    /** 0 = unlimited. */
     max_concurrent_requests: s.optional(s.int()),
+    /** Connections per endpoint (default 1). */
     connections_per_endpoint: s.optional(s.int()),
+    /** Per-RPC timeout in seconds (0 = none). */
     rpc_timeout_s: s.optional(s.duration()),
     use_legacy_resource_names: s.optional(s.unsupported()),
+    /** Cairn: static headers sent with every request. */
     headers: s.optional(s.map(s.string(), "header")),
     forward_headers: s.optional(s.unsupported()),
     experimental_read_batching: s.optional(s.unsupported()),
