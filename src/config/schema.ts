@@ -133,21 +133,20 @@ export interface TaggedNode<T = unknown> extends Typed<T> {
 export type FieldInput = Node | Field;
 
 type Simplify<T> = { [K in keyof T]: T[K] } & NonNullable<unknown>;
+/** `true` when the canonical value always has the field (a bare node, `s.required`, `s.withDefault`). */
 type IsPresent<X> = X extends { readonly node: Node; readonly present?: infer R } ? R : true;
-type Kept<X> = Infer<X> extends Unsupported ? false : true;
+/** `"present"`, `"optional"` or `"refused"` (an `s.unsupported()` field, left out of the type). */
+type Presence<X> = Infer<X> extends Unsupported ? "refused"
+  : IsPresent<X> extends true ? "present"
+  : "optional";
 
-/** The canonical object type of a field table: unsupported fields left out, optional ones marked `?`. */
+/**
+ * The canonical object type of a field table: refused fields left out, optional ones marked `?` (a homomorphic
+ * mapping, so each field's doc comment in the schema shows on the derived type too).
+ */
 export type InferFields<F> = Simplify<
-  & {
-    -readonly [K in keyof F as Kept<F[K]> extends true ? IsPresent<F[K]> extends true ? K : never : never]:
-      Infer<F[K]>;
-  }
-  & {
-    -readonly [K in keyof F as Kept<F[K]> extends true ? IsPresent<F[K]> extends true ? never : K : never]?:
-      Infer<
-        F[K]
-      >;
-  }
+  & { -readonly [K in keyof F as Presence<F[K]> extends "present" ? K : never]: Infer<F[K]> }
+  & { -readonly [K in keyof F as Presence<F[K]> extends "optional" ? K : never]?: Infer<F[K]> }
 >;
 
 /** The canonical type of an externally tagged union: `{ kind: body }`, or `"kind"` for a body-less kind. */
