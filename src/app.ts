@@ -15,7 +15,20 @@
  * @module
  */
 import { resolve } from "node:path";
-import type { CairnConfig, ServerConfig } from "./config/types.ts";
+import type {
+  CairnConfig,
+  NamedStoreSpec,
+  SchedulerKinds,
+  ServerConfig,
+  StoreKinds,
+} from "./config/types.ts";
+import {
+  schedulerKindsIn,
+  schedulerStoreRefs,
+  serverStoreRefs,
+  storeKindsIn,
+  storeRefsIn,
+} from "./config/walk_config.ts";
 import { createStoreManager, type StoreManager } from "./store/mod.ts";
 import { buildServiceBindings, type ServiceExtension } from "./service/mod.ts";
 import { createExecutionExtension } from "./service/execution_extension.ts";
@@ -60,40 +73,14 @@ export interface StartOptions {
   readonly extensions?: readonly ServiceExtension[];
 }
 
-/** Store names a spec (or any nested object) refers to through `ref_store`. */
-function refNames(value: unknown, out: Set<string>): void {
-  if (value === null || typeof value !== "object") return;
-  if (Array.isArray(value)) {
-    for (const v of value) refNames(v, out);
-    return;
-  }
-  for (const [k, v] of Object.entries(value)) {
-    if (
-      k === "ref_store" && v && typeof v === "object" && typeof (v as { name?: unknown }).name === "string"
-    ) {
-      out.add((v as { name: string }).name);
-    } else refNames(v, out);
-  }
-}
-
 /** Names of the stores the servers and schedulers of `config` use, closed over `ref_store`. */
 export function storesForServers(config: CairnConfig): Set<string> {
   const roots = new Set<string>();
-  const add = (name: unknown) => {
-    if (typeof name === "string") roots.add(name);
-  };
   for (const server of config.servers) {
-    const s = server.services;
-    for (const e of s.cas ?? []) add(e.cas_store);
-    for (const e of s.ac ?? []) add(e.ac_store);
-    for (const e of s.execution ?? []) add(e.cas_store);
-    for (const e of s.bytestream ?? []) add(e.cas_store);
-    for (const e of s.fetch ?? []) add(e.fetch_store);
-    for (const e of s.push ?? []) add(e.push_store);
+    for (const name of serverStoreRefs(server)) roots.add(name);
   }
-  const nested = new Set<string>();
   for (const sched of config.schedulers) {
-    collectSchedulerStores(sched, roots);
+    for (const name of schedulerStoreRefs(sched)) roots.add(name);
   }
   const byName = new Map(config.stores.map((s) => [s.name, s]));
   const queue = [...roots];
@@ -102,19 +89,10 @@ export function storesForServers(config: CairnConfig): Set<string> {
     const name = queue.pop()!;
     if (seen.has(name)) continue;
     seen.add(name);
-    nested.clear();
-    refNames(byName.get(name), nested);
-    queue.push(...nested);
+    const spec = byName.get(name);
+    if (spec) queue.push(...storeRefsIn(spec));
   }
   return seen;
-}
-
-function collectSchedulerStores(spec: unknown, out: Set<string>): void {
-  if (spec === null || typeof spec !== "object") return;
-  for (const [k, v] of Object.entries(spec)) {
-    if ((k === "ac_store" || k === "redis_store") && typeof v === "string") out.add(v);
-    else collectSchedulerStores(v, out);
-  }
 }
 
 /**
@@ -123,31 +101,23 @@ function collectSchedulerStores(spec: unknown, out: Set<string>): void {
  */
 export function schedulerNodeProperties(config: CairnConfig): Map<string, string[]> {
   const out = new Map<string, string[]>();
-  const collect = (spec: unknown, into: Set<string>): void => {
-    if (spec === null || typeof spec !== "object") return;
-    for (const [k, v] of Object.entries(spec)) {
-      if (k === "supported_platform_properties" && v && typeof v === "object") {
-        for (const name of Object.keys(v)) into.add(name);
-      } else collect(v, into);
-    }
-  };
-  for (const { name, ...spec } of config.schedulers) {
+  for (const spec of config.schedulers) {
     const names = new Set<string>();
-    collect(spec, names);
-    out.set(name, [...names].sort());
+    for (const [kind, body] of schedulerKindsIn(spec)) {
+      if (kind !== "simple") continue;
+      const simple = body as SchedulerKinds["simple"];
+      for (const property of Object.keys(simple.supported_platform_properties ?? {})) names.add(property);
+    }
+    out.set(spec.name, [...names].sort());
   }
   return out;
 }
 
-/** `content_path` of every filesystem store nested anywhere in a spec. */
-function filesystemPaths(spec: unknown, out: string[] = []): string[] {
-  if (spec === null || typeof spec !== "object") return out;
-  for (const [k, v] of Object.entries(spec)) {
-    const path = (v as { content_path?: unknown } | null)?.content_path;
-    if (k === "filesystem" && typeof path === "string") out.push(path);
-    else filesystemPaths(v, out);
-  }
-  return out;
+/** `content_path` of every filesystem store in a spec (nested ones included). */
+function filesystemPaths(spec: NamedStoreSpec): string[] {
+  return storeKindsIn(spec).flatMap(([kind, body]) =>
+    kind === "filesystem" ? [(body as StoreKinds["filesystem"]).content_path] : []
+  );
 }
 
 /** A snapshot of each scheduler of the process that has a worker side (each counted once). */

@@ -17,6 +17,7 @@ import { ConfigError } from "./config_error.ts";
 import { didYouMean } from "./did_you_mean.ts";
 import type { Reference } from "./validate.ts";
 import type { CairnConfig } from "./types.ts";
+import { storeRefsIn } from "./walk_config.ts";
 
 /** Throws a {@linkcode ConfigError} for the first broken reference. */
 export function checkReferences(config: CairnConfig, refs: readonly Reference[], source: string): void {
@@ -39,23 +40,8 @@ export function checkReferences(config: CairnConfig, refs: readonly Reference[],
   checkCasAcConflict(config, source);
 }
 
-function refStoreNames(spec: unknown, out: string[]): string[] {
-  if (Array.isArray(spec)) {
-    for (const item of spec) refStoreNames(item, out);
-  } else if (typeof spec === "object" && spec !== null) {
-    for (const [key, value] of Object.entries(spec)) {
-      if (key === "ref_store" && typeof value === "object" && value !== null && "name" in value) {
-        out.push(String(value.name));
-      } else {
-        refStoreNames(value, out);
-      }
-    }
-  }
-  return out;
-}
-
 function checkRefCycles(config: CairnConfig, source: string): void {
-  const edges = new Map(config.stores.map((store) => [store.name, refStoreNames(store, [])]));
+  const edges = new Map(config.stores.map((store) => [store.name, storeRefsIn(store)]));
   const state = new Map<string, "visiting" | "done">();
   const visit = (name: string, trail: string[]): void => {
     const now = state.get(name);

@@ -7,6 +7,8 @@
  * - Servers: `config.servers[i].listener.http` and `config.servers[i].services.<service>` — per-instance services
  *   are arrays of `{ instance_name, ... }`; a service key that is present (even `[]`) is enabled.
  * - Workers: `config.workers[i].local`.
+ * - One schema (`nativelink_schema.ts`) validates, gives the types (`types.ts`), and drives the one walker
+ *   (`walk_config.ts`: {@linkcode storeRefsIn}, {@linkcode walkConfig}).
  * - Sizes are bytes, durations seconds (`*_ms`: milliseconds), `${VAR:-default}` already expanded.
  *
  * @example
@@ -35,4 +37,13 @@ export { type KindAndBody, specKind } from "./spec_kind.ts";
 export type { EnvSource } from "./env_expand.ts";
 export { formatDuration, formatSize, parseDuration, parseSize } from "./units.ts";
 export { SCHEDULER_KINDS, SERVICES, STORE_KINDS } from "./nativelink_schema.ts";
+export type { Infer } from "./schema.ts";
+export {
+  type ConfigVisitor,
+  schedulerKindsIn,
+  schedulerStoreRefs,
+  storeKindsIn,
+  storeRefsIn,
+  walkConfig,
+} from "./walk_config.ts";
 export type * from "./types.ts";

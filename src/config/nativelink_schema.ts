@@ -3,8 +3,12 @@
  * `schedulers.rs`), plus Cairn's few extensions (worker `sandbox`, `sandbox_paths`, `allow_network_property`,
  * `limits`).
  *
- * Every store kind, scheduler kind, worker kind, service and listener is one entry here; the validator is
- * generic. Old spellings (aliases, map forms, `experimental_s3_store`, `hash_verification_function`, the old
+ * Every store kind, scheduler kind, worker kind, service and listener is one entry here, and this is the only
+ * place a field is described: the validator (`validate.ts`) is generic, the config types (`types.ts`) are
+ * derived from these nodes, the store registry takes each kind's fields from `STORE_KIND_TABLE`, and
+ * `walk_config.ts` finds references through `s.ref`. A field of NativeLink's format Cairn does not implement is
+ * `s.unsupported()`: refused when present, absent from the types. To add a setting: add it here (with
+ * `s.withDefault` when it has one), then use it. Old spellings (aliases, map forms, `experimental_s3_store`, `hash_verification_function`, the old
  * bytestream form) are accepted and normalized to one canonical shape.
  *
  * @example
@@ -14,10 +18,24 @@
  * ```
  * @module
  */
-import { type Node, type ObjectNode, s, type VariantNode } from "./schema.ts";
+import { s, type VariantNode } from "./schema.ts";
 
-const storeSpec: Node = s.lazy(() => STORE_KINDS);
-const schedulerSpec: Node = s.lazy(() => SCHEDULER_KINDS);
+/**
+ * Stands for a nested store spec in the inferred types (the schema is recursive); `types.ts` replaces it with
+ * `StoreSpec`.
+ */
+export interface NestedStore {
+  readonly __nested: "store";
+}
+
+/** Stands for a nested scheduler spec in the inferred types; `types.ts` replaces it with `SchedulerSpec`. */
+export interface NestedScheduler {
+  readonly __nested: "scheduler";
+}
+
+/** A nested store spec (`backend`, `fast`, ...): the same union as a top-level store. */
+const storeSpec = s.lazy<NestedStore>(() => STORE_KINDS);
+const schedulerSpec = s.lazy<NestedScheduler>(() => SCHEDULER_KINDS);
 
 const evictionPolicy = s.object({
   max_bytes: s.optional(s.size()),
@@ -43,12 +61,16 @@ const ERROR_CODES = [
   "Unavailable",
   "DataLoss",
   "Unauthenticated",
-];
+] as const;
 
 const retry = s.object({
+  /** Retries after the first attempt (default 0: one attempt). */
   max_retries: s.optional(s.int()),
+  /** Base delay in seconds of the exponential back-off. */
   delay: s.optional(s.float()),
+  /** Jitter fraction (0.5 → ±25 %). */
   jitter: s.optional(s.float()),
+  /** gRPC code names to retry on (default: transient codes). */
   retry_on_errors: s.optional(s.array(s.enum(...ERROR_CODES))),
 });
 
@@ -60,19 +82,23 @@ const clientTls = s.object({
 });
 
 const grpcEndpoint = s.object({
+  /** `grpc://host:port` (plain HTTP/2) or `grpcs://host:port` (TLS). */
   address: s.string(),
+  /** TLS files (PEM paths) for `grpcs://`. */
   tls_config: s.optional(clientTls),
   concurrency_limit: s.optional(s.unsupported()),
   connect_timeout_s: s.optional(s.unsupported()),
   tcp_keepalive_s: s.optional(s.unsupported()),
+  /** HTTP/2 PING interval in seconds (default 30). */
   http2_keepalive_interval_s: s.optional(s.duration()),
+  /** HTTP/2 PING timeout in seconds (default 20). */
   http2_keepalive_timeout_s: s.optional(s.duration()),
 });
 
 const direction = s.enum("both", "update", "get", "read_only");
 
-/** Every store kind NativeLink knows, with its fields. */
-export const STORE_KINDS: VariantNode = s.variant("store kind", {
+/** Every store kind NativeLink knows, with its fields (by kind). */
+export const STORE_KIND_TABLE = {
   memory: s.object({ eviction_policy: s.optional(evictionPolicy) }),
   filesystem: s.object({
     content_path: s.dir(),
@@ -176,25 +202,32 @@ export const STORE_KINDS: VariantNode = s.variant("store kind", {
     endpoints: s.array(grpcEndpoint),
     store_type: s.enum("cas", "ac"),
     retry: s.optional(retry),
+    /** 0 = unlimited. */
     max_concurrent_requests: s.optional(s.int()),
+    /** Connections per endpoint (default 1). */
     connections_per_endpoint: s.optional(s.int()),
+    /** Per-RPC timeout in seconds (0 = none). */
     rpc_timeout_s: s.optional(s.duration()),
     use_legacy_resource_names: s.optional(s.unsupported()),
+    /** Cairn: static headers sent with every request. */
     headers: s.optional(s.map(s.string(), "header")),
     forward_headers: s.optional(s.unsupported()),
     experimental_read_batching: s.optional(s.unsupported()),
     experimental_remote_cache_compression: s.optional(s.unsupported()),
   }),
   experimental_mongo: s.unsupported(),
-}, {
+};
+
+/** A store spec: `{ <kind>: {...} }`. */
+export const STORE_KINDS = s.variant("store kind", STORE_KIND_TABLE, {
   // Before NativeLink 0.6 the S3 store had its own kind; it is the AWS cloud object store now.
   experimental_s3_store: (body) => ["experimental_cloud_object_store", { provider: "aws", ...body }],
-});
+}) as VariantNode as VariantNode<NestedStore>;
 
 const propertyType = s.enum("minimum", "exact", "priority", "ignore");
 
-/** Every scheduler kind NativeLink knows. Nested schedulers are inline specs, not names. */
-export const SCHEDULER_KINDS: VariantNode = s.variant("scheduler kind", {
+/** Every scheduler kind NativeLink knows (by kind). Nested schedulers are inline specs, not names. */
+export const SCHEDULER_KIND_TABLE = {
   simple: s.object({
     supported_platform_properties: s.optional(s.map(propertyType, "platform property")),
     retain_completed_for_s: s.optional(s.duration()),
@@ -229,11 +262,18 @@ export const SCHEDULER_KINDS: VariantNode = s.variant("scheduler kind", {
     scheduler: schedulerSpec,
   }),
   historical_resource: s.unsupported(),
-});
+};
+
+/** A scheduler spec: `{ <kind>: {...} }`. */
+export const SCHEDULER_KINDS = s.variant(
+  "scheduler kind",
+  SCHEDULER_KIND_TABLE,
+) as VariantNode as VariantNode<NestedScheduler>;
 
 const uploadStrategy = s.enum("success_only", "never", "everything", "failures_only");
 
-const localWorker = s.object({
+/** The `local` worker (NativeLink's `LocalWorkerConfig`) plus Cairn's sandbox fields. */
+export const LOCAL_WORKER = s.object({
   name: s.optional(s.string()),
   worker_api_endpoint: s.object({
     uri: s.string(),
@@ -295,7 +335,7 @@ const localWorker = s.object({
 });
 
 /** Worker kinds (NativeLink has one: `local`). */
-export const WORKER_KINDS: VariantNode = s.variant("worker kind", { local: localWorker });
+export const WORKER_KINDS = s.variant("worker kind", { local: LOCAL_WORKER });
 
 const httpCompression = s.enum("none", "gzip");
 
@@ -311,7 +351,10 @@ const tls = s.object({
   const { ca_file: caFile, verify_client: verify, ...rest } = v;
   const clientCa = rest.client_ca_file ?? (verify === false ? undefined : caFile);
   if (verify === true && clientCa === undefined) return "verify_client needs client_ca_file (or ca_file)";
-  const out: Record<string, unknown> = { ...rest, verify_client: clientCa !== undefined };
+  const out: { cert_file: string; key_file: string; client_ca_file?: string; verify_client: boolean } = {
+    ...rest,
+    verify_client: clientCa !== undefined,
+  };
   if (clientCa !== undefined) out.client_ca_file = clientCa;
   return out;
 });
@@ -344,7 +387,7 @@ const listenerLimits = s.object({
 });
 
 /** Listener kinds (NativeLink has one: `http`). */
-export const LISTENER_KINDS: VariantNode = s.variant("listener kind", {
+export const LISTENER_KINDS = s.variant("listener kind", {
   http: s.object({
     socket_address: s.string(),
     freebind: s.optional(s.unsupported()),
@@ -367,7 +410,7 @@ const bytestreamEntry = s.object({
 });
 
 /** The services a server can host. Per-instance ones accept the array and the older map form. */
-export const SERVICES: ObjectNode = s.object({
+export const SERVICES = s.object({
   cas: s.optional(s.instanceList(s.object({
     cas_store: s.ref("store"),
     experimental_chunking: s.optional(s.unsupported()),
@@ -380,10 +423,9 @@ export const SERVICES: ObjectNode = s.object({
   execution: s.optional(
     s.instanceList(s.object({ cas_store: s.ref("store"), scheduler: s.ref("scheduler") })),
   ),
-  bytestream: s.optional({
-    t: "bytestream",
-    of: bytestreamEntry,
-    legacy: s.object({
+  bytestream: s.optional(s.bytestream(
+    bytestreamEntry,
+    s.object({
       cas_stores: s.map(s.ref("store"), "instance name"),
       max_bytes_per_stream: s.optional(s.size()),
       max_decoding_message_size: s.optional(s.unsupported("set listener.http.max_decoding_message_size")),
@@ -391,7 +433,7 @@ export const SERVICES: ObjectNode = s.object({
         "persist_stream_on_disconnect_timeout",
       ]),
     }),
-  }),
+  )),
   fetch: s.optional(s.instanceList(s.object({ fetch_store: s.ref("store") }))),
   push: s.optional(s.instanceList(s.object({ push_store: s.ref("store"), read_only: s.optional(s.bool()) }))),
   worker_api: s.optional(s.object({
@@ -421,7 +463,7 @@ const auth = s.object({
       mtls_subject: s.optional(s.string()),
       permissions: s.map(s.array(s.enum(...PERMISSIONS)), "instance name"),
     }, (u) => {
-      for (const key of ["token_sha256", "password_sha256"]) {
+      for (const key of ["token_sha256", "password_sha256"] as const) {
         const v = u[key];
         if (v !== undefined && !SHA256_HEX.test(String(v))) {
           return `${key} must be 64 hex digits (printf %s SECRET | sha256sum)`;
@@ -446,7 +488,8 @@ const auth = s.object({
   return a;
 });
 
-const server = s.object({
+/** One server: a listener and the services it hosts. */
+export const SERVER = s.object({
   name: s.optional(s.string()),
   listener: LISTENER_KINDS,
   /** Cairn: client authentication and per-instance permissions. */
@@ -456,7 +499,7 @@ const server = s.object({
 });
 
 /** Process-wide settings. */
-export const GLOBAL: ObjectNode = s.object(
+export const GLOBAL = s.object(
   {
     max_open_files: s.optional(s.unsupported("raise the limit with ulimit -n")),
     /** Cairn hashes with SHA-256 only. */
@@ -471,11 +514,11 @@ export const GLOBAL: ObjectNode = s.object(
 );
 
 /** The whole config file. */
-export const ROOT: ObjectNode = s.object({
+export const ROOT = s.object({
   stores: s.withDefault(s.namedList(STORE_KINDS), []),
   schedulers: s.withDefault(s.namedList(SCHEDULER_KINDS), []),
   workers: s.withDefault(s.array(WORKER_KINDS), []),
-  servers: s.withDefault(s.array(server), []),
+  servers: s.withDefault(s.array(SERVER), []),
   experimental_origin_events: s.optional(s.unsupported()),
   global: s.optional(GLOBAL),
 });

@@ -28,7 +28,6 @@ import { CairnError, Code } from "../util/error.ts";
 import { bytesStream } from "../util/streams.ts";
 import { checkMessageSize, MAX_DECODED_MESSAGE_BYTES, TreeBudget } from "../util/limits.ts";
 import {
-  checkFields,
   emptyStream,
   getBytes,
   isAcKey,
@@ -184,8 +183,7 @@ export function createCompletenessCheckingStore(
 }
 
 /** Registry factory for `{ completeness_checking: { backend, cas_store } }`. */
-export const completenessCheckingStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["backend", "cas_store"]);
+export const completenessCheckingStoreFactory: StoreFactory<"completeness_checking"> = (fields, ctx) => {
   if (fields.backend === undefined) throw ctx.error("backend is missing");
   if (fields.cas_store === undefined) throw ctx.error("cas_store is missing");
   return new CompletenessCheckingStore(

@@ -30,7 +30,6 @@ import { CairnError, Code } from "../util/error.ts";
 import { cancelled, collectBytes, sliceStream, type UploadBudget } from "../util/streams.ts";
 import {
   beginUpload,
-  checkFields,
   emptyStream,
   isDigestKey,
   keyToString,
@@ -435,8 +434,7 @@ export function createCompressionStore(
 }
 
 /** Registry factory for `{ compression: { compression_algorithm: { lz4: {…} }, backend } }`. */
-export const compressionStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["compression_algorithm", "backend"]);
+export const compressionStoreFactory: StoreFactory<"compression"> = (fields, ctx) => {
   const algorithm = ctx.object(fields, "compression_algorithm");
   if (!algorithm) throw ctx.error("compression_algorithm is missing");
   const names = Object.keys(algorithm);

@@ -30,7 +30,6 @@ import { FastCdc } from "../util/fastcdc.ts";
 import { bytesStream, cancelled, collectBytes, forEachChunk } from "../util/streams.ts";
 import {
   beginUpload,
-  checkFields,
   closeAll,
   deleteIn,
   emptyStream,
@@ -290,15 +289,7 @@ export function createDedupStore(
 }
 
 /** Registry factory for `{ dedup: { index_store, content_store, min_size?, normal_size?, max_size?, … } }`. */
-export const dedupStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, [
-    "index_store",
-    "content_store",
-    "min_size",
-    "normal_size",
-    "max_size",
-    "max_concurrent_fetch_per_get",
-  ]);
+export const dedupStoreFactory: StoreFactory<"dedup"> = (fields, ctx) => {
   if (fields.index_store === undefined) throw ctx.error("index_store is missing");
   if (fields.content_store === undefined) throw ctx.error("content_store is missing");
   const minSize = ctx.number(fields, "min_size", 0) || 64 * 1024;

@@ -23,7 +23,7 @@
 import { formatDigest } from "../digest/digest.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
-import { checkFields, evictionPolicyFrom, getBytes, isDigestKey, WrapperStore } from "./helpers.ts";
+import { evictionPolicyFrom, getBytes, isDigestKey, WrapperStore } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -111,8 +111,7 @@ export function createExistenceCacheStore(
 }
 
 /** Registry factory for `{ existence_cache: { backend, eviction_policy? } }`. */
-export const existenceCacheStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["backend", "eviction_policy"]);
+export const existenceCacheStoreFactory: StoreFactory<"existence_cache"> = (fields, ctx) => {
   if (fields.backend === undefined) throw ctx.error("backend is missing");
   return new ExistenceCacheStore(
     ctx.build(fields.backend, "backend"),

@@ -29,7 +29,6 @@
 import { CairnError, Code } from "../util/error.ts";
 import { cancelled, collectBytes } from "../util/streams.ts";
 import {
-  checkFields,
   closeAll,
   emptyStream,
   getBytes,
@@ -343,14 +342,7 @@ export function createFastSlowStore(
 }
 
 /** Registry factory for `{ fast_slow: { fast, slow, fast_direction?, slow_direction? } }`. */
-export const fastSlowStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, [
-    "fast",
-    "slow",
-    "fast_direction",
-    "slow_direction",
-    "bypass_dedup_threshold_bytes",
-  ]);
+export const fastSlowStoreFactory: StoreFactory<"fast_slow"> = (fields, ctx) => {
   const direction = (field: string): StoreDirection => {
     const v = ctx.string(fields, field, "both");
     if (!DIRECTIONS.includes(v as StoreDirection)) {

@@ -38,7 +38,6 @@ import { cancelled, collectBytes, forEachChunk } from "../util/streams.ts";
 import {
   acKey,
   beginUpload,
-  checkFields,
   emptyStream,
   evictionPolicyFrom,
   isAcKey,
@@ -865,16 +864,7 @@ export function createFilesystemStore(options: FilesystemStoreOptions): Filesyst
  * Registry factory for `{ filesystem: { content_path, temp_path, eviction_policy, read_buffer_size,
  * block_size, max_concurrent_writes, evict_page_cache } }`.
  */
-export const filesystemStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, [
-    "content_path",
-    "temp_path",
-    "eviction_policy",
-    "read_buffer_size",
-    "block_size",
-    "max_concurrent_writes",
-    "evict_page_cache",
-  ]);
+export const filesystemStoreFactory: StoreFactory<"filesystem"> = (fields, ctx) => {
   const contentPath = ctx.string(fields, "content_path");
   const tempPath = ctx.string(fields, "temp_path");
   if (contentPath === "") throw ctx.error("content_path is empty");

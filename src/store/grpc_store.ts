@@ -46,62 +46,19 @@ import {
 import { ByteStream, type WriteRequest, WriteRequestSchema } from "../gen/google/bytestream/bytestream_pb.ts";
 import { CairnError, Code } from "../util/error.ts";
 import { bytesStream, cancelled, collectBytes, sizeCheckStream } from "../util/streams.ts";
-import { beginUpload, checkFields, isAcKey, uploadLimit } from "./helpers.ts";
-import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import { beginUpload, isAcKey, uploadLimit } from "./helpers.ts";
+import type { StoreBuildContext } from "./registry.ts";
+import type { GrpcEndpoint, StoreKinds } from "../config/types.ts";
 import type { AcKey, ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
-/** One upstream endpoint (NativeLink's `GrpcEndpoint`). */
-export interface GrpcEndpointSpec {
-  /** `grpc://host:port` (plain HTTP/2) or `grpcs://host:port` (TLS). */
-  readonly address: string;
-  /** TLS files (PEM paths) for `grpcs://`. */
-  readonly tls_config?: {
-    readonly ca_file?: string;
-    readonly cert_file?: string;
-    readonly key_file?: string;
-    readonly use_native_roots?: boolean;
-  };
-  /** Accepted for compatibility; the store-wide `max_concurrent_requests` is what limits. */
-  readonly concurrency_limit?: number;
-  /** Seconds to wait for a connection (default 30). */
-  readonly connect_timeout_s?: number;
-  /** HTTP/2 PING interval in seconds (default 30). */
-  readonly http2_keepalive_interval_s?: number;
-  /** HTTP/2 PING timeout in seconds (default 20). */
-  readonly http2_keepalive_timeout_s?: number;
-  /** Accepted for compatibility (TCP keepalive is left to the OS). */
-  readonly tcp_keepalive_s?: number;
-}
+/** One upstream endpoint (NativeLink's `GrpcEndpoint`), as the config schema types it. */
+export type GrpcEndpointSpec = GrpcEndpoint;
 
-/** NativeLink's `Retry`. */
-export interface GrpcRetrySpec {
-  /** Retries after the first attempt (default 0: one attempt). */
-  readonly max_retries?: number;
-  /** Base delay in seconds of the exponential back-off. */
-  readonly delay?: number;
-  /** Jitter fraction (0.5 → ±25 %). */
-  readonly jitter?: number;
-  /** gRPC code names to retry on (default: transient codes). */
-  readonly retry_on_errors?: readonly string[];
-}
-
-/** The `grpc` store spec (NativeLink's `GrpcSpec`, snake_case). */
-export interface GrpcStoreSpec {
-  readonly instance_name?: string;
-  readonly endpoints: readonly GrpcEndpointSpec[];
-  readonly store_type: "cas" | "ac";
-  readonly retry?: GrpcRetrySpec;
-  /** 0 = unlimited. */
-  readonly max_concurrent_requests?: number;
-  /** Connections per endpoint (default 1). */
-  readonly connections_per_endpoint?: number;
-  /** Per-RPC timeout in seconds (0 = none). */
-  readonly rpc_timeout_s?: number;
-  /** Static headers sent with every request. */
-  readonly headers?: Readonly<Record<string, string>>;
-  /** Use `{instance}/blobs/{hash}/{size}` resource names (Cairn always does for sha256). */
-  readonly use_legacy_resource_names?: boolean;
-}
+/**
+ * The `grpc` store spec (NativeLink's `GrpcSpec`), as the config schema types it; `instance_name` may be left
+ * out when built from code (default `""`). Field meanings and defaults: `src/config/nativelink_schema.ts`.
+ */
+export type GrpcStoreSpec = Omit<StoreKinds["grpc"], "instance_name"> & { readonly instance_name?: string };
 
 /** Blobs up to this size are uploaded with BatchUpdateBlobs instead of a ByteStream Write. */
 export const BATCH_UPLOAD_MAX = 64 * 1024;
@@ -112,24 +69,8 @@ const FIND_MISSING_BATCH = 4096;
 /** Largest ActionResult the AC side accepts for writing. */
 const AC_MAX = 64 * 1024 * 1024;
 
-const SPEC_FIELDS = [
-  "instance_name",
-  "endpoints",
-  "store_type",
-  "retry",
-  "max_concurrent_requests",
-  "connections_per_endpoint",
-  "rpc_timeout_s",
-  "headers",
-  "forward_headers",
-  "use_legacy_resource_names",
-  "experimental_read_batching",
-  "experimental_remote_cache_compression",
-];
-
 /** The registry factory of the `grpc` kind. */
-export function grpcStoreFactory(fields: SpecFields, ctx: StoreBuildContext): StoreDriver {
-  checkFields(fields, ctx, SPEC_FIELDS);
+export function grpcStoreFactory(fields: StoreKinds["grpc"], ctx: StoreBuildContext): StoreDriver {
   const storeType = ctx.string(fields, "store_type");
   if (storeType !== "cas" && storeType !== "ac") {
     throw ctx.error(`store_type must be "cas" or "ac", got ${JSON.stringify(storeType)}`);
@@ -139,7 +80,7 @@ export function grpcStoreFactory(fields: SpecFields, ctx: StoreBuildContext): St
     throw ctx.error("endpoints must list at least one endpoint");
   }
   try {
-    return createGrpcStore(fields as unknown as GrpcStoreSpec);
+    return createGrpcStore(fields);
   } catch (err) {
     throw ctx.error(err instanceof Error ? err.message : String(err));
   }

@@ -194,17 +194,6 @@ export function evictionPolicyFrom(fields: SpecFields, ctx: StoreBuildContext): 
   };
 }
 
-/** Rejects fields a kind does not know (a typo would otherwise be silently ignored). */
-export function checkFields(fields: SpecFields, ctx: StoreBuildContext, known: readonly string[]): void {
-  for (const k of Object.keys(fields)) {
-    if (!known.includes(k)) {
-      throw ctx.error(
-        `unknown ${ctx.kind} field "${k}"; valid fields are ${known.length ? known.join(", ") : "(none)"}`,
-      );
-    }
-  }
-}
-
 /** A resolved byte range `[start, end)` of a stored value. */
 export interface ByteRange {
   readonly start: number;

@@ -14,7 +14,6 @@ import { type EvictionPolicy, LruIndex, NO_EVICTION } from "../util/lru.ts";
 import { forEachChunk } from "../util/streams.ts";
 import {
   beginUpload,
-  checkFields,
   emptyStream,
   evictionPolicyFrom,
   type GetBytesOptions,
@@ -198,8 +197,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
 }
 
 /** Registry factory for `{ memory: { eviction_policy } }`. */
-export const memoryStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["eviction_policy"]);
+export const memoryStoreFactory: StoreFactory<"memory"> = (fields, ctx) => {
   const evictionPolicy = evictionPolicyFrom(fields, ctx);
   return new MemoryStore(ctx.options.now ? { evictionPolicy, now: ctx.options.now } : { evictionPolicy });
 };

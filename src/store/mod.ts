@@ -15,7 +15,7 @@
  *   on), `sizeOfKey` (a CAS digest's size).
  * - For implementers: `expectedUploadSize(key, size)` (checks `{exact}` vs the digest up front),
  *   `uploadLimit(size)`, `resolveRange(key, size, options)` (OUT_OF_RANGE past the end, clips length),
- *   `notFoundError(kind, key)`, `emptyStream()`, `evictionPolicyFrom(fields, ctx)`, `checkFields(fields, ctx, known)`.
+ *   `notFoundError(kind, key)`, `emptyStream()`, `evictionPolicyFrom(fields, ctx)`.
  * - `WrapperStore`: forwarding base class (`this.inner`); forwards `init`/`close` to the wrapped store —
  *   a wrapper OWNS its nested stores and must forward `init` and `close` to each of them.
  * - Stream helpers in `../util/streams.ts`: `bytesStream`, `collectBytes`, `forEachChunk(stream, fn, signal)`,
@@ -61,7 +61,6 @@ export type {
 } from "./types.ts";
 export {
   acKey,
-  checkFields,
   emptyStream,
   evictionPolicyFrom,
   expectedUploadSize,

@@ -12,7 +12,7 @@
  * @module
  */
 import { forEachChunk } from "../util/streams.ts";
-import { beginUpload, checkFields, notFoundError } from "./helpers.ts";
+import { beginUpload, notFoundError } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -52,7 +52,4 @@ export function createNoopStore(): NoopStore {
 }
 
 /** Registry factory for `{ noop: {} }`. */
-export const noopStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, []);
-  return new NoopStore();
-};
+export const noopStoreFactory: StoreFactory<"noop"> = () => new NoopStore();

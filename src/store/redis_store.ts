@@ -34,7 +34,6 @@ import { Redis } from "ioredis";
 import { CairnError, Code } from "../util/error.ts";
 import {
   backendKeyName,
-  checkFields,
   emptyStream,
   expectedUploadSize,
   isDigestKey,
@@ -43,7 +42,8 @@ import {
   resolveRange,
   uploadLimit,
 } from "./helpers.ts";
-import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import type { StoreBuildContext } from "./registry.ts";
+import type { StoreKinds } from "../config/types.ts";
 import { asWriteError, readInParts } from "./upload_parts.ts";
 import { NO_RETRY, Retrier, type RetryPolicy, retryPolicyFrom } from "./retry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
@@ -83,24 +83,8 @@ const TMP_TTL_MS = 60 * 60 * 1000;
 /** Chunks fetched ahead of the consumer while streaming a read. */
 const READ_AHEAD = 4;
 
-const SPEC_FIELDS = [
-  "addresses",
-  "key_prefix",
-  "mode",
-  "response_timeout_s",
-  "connection_timeout_s",
-  "command_timeout_ms",
-  "connection_timeout_ms",
-  "read_chunk_size",
-  "connection_pool_size",
-  "max_chunk_uploads_per_update",
-  "max_client_permits",
-  "retry",
-];
-
 /** The registry factory of the `redis_store` kind. */
-export function redisStoreFactory(fields: SpecFields, ctx: StoreBuildContext): StoreDriver {
-  checkFields(fields, ctx, SPEC_FIELDS);
+export function redisStoreFactory(fields: StoreKinds["redis_store"], ctx: StoreBuildContext): StoreDriver {
   const addresses = fields["addresses"];
   if (!Array.isArray(addresses) || addresses.length === 0 || addresses.some((a) => typeof a !== "string")) {
     throw ctx.error("addresses must list at least one redis:// URL");

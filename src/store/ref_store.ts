@@ -21,7 +21,7 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, getBytes, WrapperStore } from "./helpers.ts";
+import { getBytes, WrapperStore } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreLookup } from "./types.ts";
 
@@ -112,8 +112,7 @@ export function createRefStore(name: string): RefStore {
 }
 
 /** Registry factory for `{ ref_store: { name } }`. */
-export const refStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["name"]);
+export const refStoreFactory: StoreFactory<"ref_store"> = (fields, ctx) => {
   const name = ctx.string(fields, "name");
   if (name === "") throw ctx.error("ref_store name is empty");
   return new RefStore(name, `store "${ctx.storeName}"`);

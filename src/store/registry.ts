@@ -1,6 +1,9 @@
 /**
- * The store registry: maps each config kind (`memory`, `filesystem`, `verify`, …) to a factory that
- * builds a {@linkcode StoreDriver} from its spec. Wrappers build their nested specs through
+ * The store registry: maps each config kind (`memory`, `filesystem`, `verify`, …) to a typed factory
+ * (`StoreFactory<"memory">` gets the `memory` body as the config schema types it) that builds a
+ * {@linkcode StoreDriver}. Which fields a kind has comes from the config schema (`STORE_KIND_TABLE` of
+ * `src/config/nativelink_schema.ts`): the registry refuses unknown and not-implemented fields before the
+ * factory runs, so factories hold no field lists. Wrappers build their nested specs through
  * `ctx.build(spec, field)`; `ref_store` resolves names later, in `init(lookup)`.
  *
  * @example
@@ -14,6 +17,9 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
+import { STORE_KINDS as STORE_SCHEMA } from "../config/nativelink_schema.ts";
+import type { Field } from "../config/schema.ts";
+import type { StoreKind, StoreKinds } from "../config/types.ts";
 import type { StoreDriver } from "./types.ts";
 import { memoryStoreFactory } from "./memory_store.ts";
 import { filesystemStoreFactory } from "./filesystem_store.ts";
@@ -72,64 +78,99 @@ export interface StoreBuildContext {
   object(fields: SpecFields, field: string): SpecFields | undefined;
 }
 
-/** Builds one kind of store from its fields. */
-export type StoreFactory = (fields: SpecFields, ctx: StoreBuildContext) => StoreDriver;
+/**
+ * Builds one kind of store from its body (`spec` is `StoreKinds[K]`: the type the config schema gives the
+ * kind; a store built straight from code may still be malformed, so factories check values through `ctx`).
+ */
+export type StoreFactory<K extends StoreKind = StoreKind> = (
+  spec: StoreKinds[K],
+  ctx: StoreBuildContext,
+) => StoreDriver;
 
-/** Every store kind of NativeLink's config that Cairn knows by name. */
+/** A factory of a kind the config schema does not know (plug-ins, tests): it gets the raw fields. */
+export type PluginStoreFactory = (fields: SpecFields, ctx: StoreBuildContext) => StoreDriver;
+
+/** One factory for every store kind the config schema types. */
+export type StoreFactories = { readonly [K in StoreKind]: StoreFactory<K> };
+
+/** Every store kind of NativeLink's config that Cairn knows by name (from the config schema, old names too). */
 export const STORE_KINDS: readonly string[] = [
-  "memory",
-  "filesystem",
-  "noop",
-  "ref_store",
-  "verify",
-  "compression",
-  "dedup",
-  "fast_slow",
-  "size_partitioning",
-  "shard",
-  "existence_cache",
-  "completeness_checking",
-  "redis_store",
-  "experimental_s3_store",
-  "experimental_cloud_object_store",
-  "grpc",
+  ...Object.keys(STORE_SCHEMA.variants),
+  ...Object.keys(STORE_SCHEMA.legacy ?? {}),
 ];
 
 /** A table of store factories. */
 export interface StoreRegistry {
-  /** Adds or replaces the factory of a kind. */
-  register(kind: string, factory: StoreFactory): void;
+  /** Adds or replaces the factory of a kind (a kind of the config schema gets its typed body). */
+  register<K extends StoreKind>(kind: K, factory: StoreFactory<K>): void;
+  register(kind: string, factory: PluginStoreFactory): void;
   /** Kinds that have a factory. */
   kinds(): string[];
   /** Builds a top-level store `name` from its spec (nested stores are built recursively). */
   build(name: string, spec: unknown, options?: StoreBuildOptions): StoreDriver;
 }
 
-const defaultFactories = new Map<string, StoreFactory>([
-  ["memory", memoryStoreFactory],
-  ["filesystem", filesystemStoreFactory],
-  ["noop", noopStoreFactory],
-  ["ref_store", refStoreFactory],
-  ["verify", verifyStoreFactory],
-  ["compression", compressionStoreFactory],
-  ["fast_slow", fastSlowStoreFactory],
-  ["size_partitioning", sizePartitioningStoreFactory],
-  ["shard", shardStoreFactory],
-  ["existence_cache", existenceCacheStoreFactory],
-  ["dedup", dedupStoreFactory],
-  ["completeness_checking", completenessCheckingStoreFactory],
-  ["grpc", grpcStoreFactory],
-  ["redis_store", redisStoreFactory],
-  ["experimental_cloud_object_store", s3StoreFactory],
-  ["experimental_s3_store", s3StoreFactory],
+/** The built-in factories: the type makes a kind added to the config schema without a factory an error. */
+const BUILT_IN: StoreFactories = {
+  memory: memoryStoreFactory,
+  filesystem: filesystemStoreFactory,
+  noop: noopStoreFactory,
+  ref_store: refStoreFactory,
+  verify: verifyStoreFactory,
+  compression: compressionStoreFactory,
+  fast_slow: fastSlowStoreFactory,
+  size_partitioning: sizePartitioningStoreFactory,
+  shard: shardStoreFactory,
+  existence_cache: existenceCacheStoreFactory,
+  dedup: dedupStoreFactory,
+  completeness_checking: completenessCheckingStoreFactory,
+  grpc: grpcStoreFactory,
+  redis_store: redisStoreFactory,
+  experimental_cloud_object_store: s3StoreFactory,
+};
+
+/** Kind → factory; the factory's typed body is only a promise of the schema, so the table holds them erased. */
+type AnyFactory = (fields: SpecFields, ctx: StoreBuildContext) => StoreDriver;
+
+const defaultFactories = new Map<string, AnyFactory>([
+  ...Object.entries(BUILT_IN) as [string, AnyFactory][],
+  // Before NativeLink 0.6 the S3 store had its own kind.
+  ["experimental_s3_store", s3StoreFactory as AnyFactory],
 ]);
 
 /**
  * Adds a kind to the default table used by every later {@linkcode createStoreRegistry}.
- * Prefer adding built-in kinds to the table in this file; this is for plug-ins and tests.
+ * Prefer adding built-in kinds to the config schema and the table in this file; this is for plug-ins and tests.
  */
-export function registerStoreKind(kind: string, factory: StoreFactory): void {
+export function registerStoreKind<K extends StoreKind>(kind: K, factory: StoreFactory<K>): void;
+export function registerStoreKind(kind: string, factory: PluginStoreFactory): void;
+export function registerStoreKind(kind: string, factory: AnyFactory): void {
   defaultFactories.set(kind, factory);
+}
+
+/** The schema's field table of a kind (old kind names map to their new kind); `undefined` for plug-in kinds. */
+function schemaFields(kind: string): Readonly<Record<string, Field>> | undefined {
+  const canonical = kind in STORE_SCHEMA.variants ? kind : STORE_SCHEMA.legacy?.[kind]?.({})[0];
+  const node = canonical === undefined ? undefined : STORE_SCHEMA.variants[canonical];
+  return node && node.t === "object" ? node.fields : undefined;
+}
+
+/**
+ * Refuses fields the config schema does not give `kind` (a typo would otherwise be silently ignored), and
+ * fields it marks as not implemented by Cairn.
+ */
+function checkSchemaFields(kind: string, fields: SpecFields, fail: (message: string) => CairnError): void {
+  const table = schemaFields(kind);
+  if (!table) return;
+  const known = Object.keys(table).filter((k) => table[k]!.node.t !== "unsupported");
+  for (const k of Object.keys(fields)) {
+    if (table[k]?.node.t === "unsupported") throw fail(`${kind} field "${k}" is not supported by Cairn yet`);
+    if (!known.includes(k)) {
+      throw fail(
+        `unknown ${kind} field "${k}"; valid fields are ${known.length ? known.join(", ") : "(none)"}`,
+      );
+    }
+  }
 }
 
 /** A registry holding every built-in kind (plus kinds added with {@linkcode registerStoreKind}). */
@@ -138,13 +179,15 @@ export function createStoreRegistry(): StoreRegistry {
 }
 
 class Registry implements StoreRegistry {
-  #factories: Map<string, StoreFactory>;
+  #factories: Map<string, AnyFactory>;
 
-  constructor(factories: Map<string, StoreFactory>) {
+  constructor(factories: Map<string, AnyFactory>) {
     this.#factories = factories;
   }
 
-  register(kind: string, factory: StoreFactory): void {
+  register<K extends StoreKind>(kind: K, factory: StoreFactory<K>): void;
+  register(kind: string, factory: PluginStoreFactory): void;
+  register(kind: string, factory: AnyFactory): void {
     this.#factories.set(kind, factory);
   }
 
@@ -188,6 +231,7 @@ class Registry implements StoreRegistry {
     if (typeof fields !== "object" || fields === null || Array.isArray(fields)) {
       throw fail(`${kind} settings must be an object, got ${describe(fields)}`);
     }
+    checkSchemaFields(kind, fields as SpecFields, fail);
     const here = path ? `${path}.${kind}` : kind;
     const field = (f: string) => f;
     const ctx: StoreBuildContext = {

@@ -67,3 +67,37 @@ Deno.test("registry: register adds a kind whose nested specs are built recursive
   assert.ok(createStoreRegistry().kinds().includes("tagged_global"));
   await store.close?.();
 });
+
+Deno.test("registry: each kind's fields come from the config schema; refused fields are refused by name", () => {
+  const registry = createStoreRegistry();
+  assert.throws(
+    () => registry.build("x", { memory: { eviction_policy: {}, bogus: 1 } }),
+    (err: unknown) => {
+      assert.ok(err instanceof CairnError);
+      assert.equal(err.code, Code.InvalidArgument);
+      assert.equal(
+        err.message,
+        `Cannot open store "x": unknown memory field "bogus"; valid fields are eviction_policy`,
+      );
+      return true;
+    },
+  );
+  assert.throws(
+    () =>
+      registry.build("x", { filesystem: { content_path: "/a", temp_path: "/b", evict_page_cache: true } }),
+    (err: unknown) => {
+      assert.ok(err instanceof CairnError);
+      assert.equal(err.code, Code.InvalidArgument);
+      assert.equal(
+        err.message,
+        `Cannot open store "x": filesystem field "evict_page_cache" is not supported by Cairn yet`,
+      );
+      return true;
+    },
+  );
+  // The old kind name is checked against the fields of the kind it became.
+  assert.throws(
+    () => registry.build("x", { experimental_s3_store: { bucket: "b", regoin: "r" } }),
+    /unknown experimental_s3_store field "regoin"; valid fields are provider, region, bucket/,
+  );
+});

@@ -40,7 +40,6 @@ import { createHash } from "node:crypto";
 import { CairnError, Code } from "../util/error.ts";
 import {
   backendKeyName,
-  checkFields,
   emptyStream,
   expectedUploadSize,
   isDigestKey,
@@ -49,7 +48,8 @@ import {
   resolveRange,
   uploadLimit,
 } from "./helpers.ts";
-import type { SpecFields, StoreBuildContext } from "./registry.ts";
+import type { StoreBuildContext } from "./registry.ts";
+import type { StoreKinds } from "../config/types.ts";
 import { asWriteError, readInParts, readToEnd } from "./upload_parts.ts";
 import { NO_RETRY, Retrier, type RetryPolicy, retryPolicyFrom } from "./retry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
@@ -78,19 +78,11 @@ export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 /** HEAD requests in flight for one `hasMany`. */
 const HEAD_CONCURRENCY = 32;
 
-const SPEC_FIELDS = [
-  "provider",
-  "region",
-  "bucket",
-  "key_prefix",
-  "endpoint",
-  "retry",
-  "multipart_max_concurrent_uploads",
-];
-
 /** The registry factory of `experimental_cloud_object_store` (provider `aws`) and `experimental_s3_store`. */
-export function s3StoreFactory(fields: SpecFields, ctx: StoreBuildContext): StoreDriver {
-  checkFields(fields, ctx, SPEC_FIELDS);
+export function s3StoreFactory(
+  fields: StoreKinds["experimental_cloud_object_store"],
+  ctx: StoreBuildContext,
+): StoreDriver {
   const provider = ctx.string(fields, "provider", "aws");
   if (provider !== "aws") throw ctx.error(`provider "${provider}" is not supported by Cairn yet; use "aws"`);
   const bucket = ctx.string(fields, "bucket");

@@ -21,7 +21,7 @@
  */
 import { createHash } from "node:crypto";
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, routingDigest } from "./helpers.ts";
+import { routingDigest } from "./helpers.ts";
 import type { SpecFields, StoreFactory } from "./registry.ts";
 import { RoutingStore } from "./routing_store.ts";
 import type { StoreDriver, StoreKey } from "./types.ts";
@@ -83,8 +83,7 @@ export function createShardStore(shards: readonly Shard[]): ShardStore {
 }
 
 /** Registry factory for `{ shard: { stores: [{ store, weight? }] } }`. */
-export const shardStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["stores"]);
+export const shardStoreFactory: StoreFactory<"shard"> = (fields, ctx) => {
   const list = fields.stores;
   if (!Array.isArray(list) || list.length === 0) {
     throw ctx.error("stores must be a non-empty list of { store, weight? }");

@@ -21,7 +21,7 @@
  * @module
  */
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, keyToString, listIn, routingDigest } from "./helpers.ts";
+import { keyToString, listIn, routingDigest } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import { RoutingStore } from "./routing_store.ts";
 import type { StoreDriver, StoreKey } from "./types.ts";
@@ -71,8 +71,7 @@ export function createSizePartitioningStore(
 }
 
 /** Registry factory for `{ size_partitioning: { size, lower_store, upper_store } }`. */
-export const sizePartitioningStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["size", "lower_store", "upper_store"]);
+export const sizePartitioningStoreFactory: StoreFactory<"size_partitioning"> = (fields, ctx) => {
   const size = ctx.number(fields, "size");
   if (fields.lower_store === undefined) throw ctx.error("lower_store is missing");
   if (fields.upper_store === undefined) throw ctx.error("upper_store is missing");

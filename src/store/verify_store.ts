@@ -14,7 +14,7 @@
  */
 import { createHasher, type DigestFunctionName, formatDigest } from "../digest/digest.ts";
 import { CairnError, Code } from "../util/error.ts";
-import { checkFields, getBytes, isDigestKey, WrapperStore } from "./helpers.ts";
+import { getBytes, isDigestKey, WrapperStore } from "./helpers.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 import type { Digest } from "../digest/digest.ts";
@@ -125,8 +125,7 @@ export function createVerifyStore(inner: StoreDriver, options: VerifyStoreOption
 }
 
 /** Registry factory for `{ verify: { backend, verify_size, verify_hash, hash_verification_function } }`. */
-export const verifyStoreFactory: StoreFactory = (fields, ctx) => {
-  checkFields(fields, ctx, ["backend", "verify_size", "verify_hash", "hash_verification_function"]);
+export const verifyStoreFactory: StoreFactory<"verify"> = (fields, ctx) => {
   if (fields.backend === undefined) throw ctx.error("backend is missing");
   const fn = ctx.string(fields, "hash_verification_function", "sha256").toLowerCase();
   if (fn !== "sha256") throw ctx.error(`hash_verification_function "${fn}" is not supported; use sha256`);

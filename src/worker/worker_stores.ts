@@ -19,11 +19,10 @@
  * ```
  * @module
  */
-import type { CairnConfig } from "../config/types.ts";
+import type { CairnConfig, StoreSpec } from "../config/types.ts";
+import { storeRefsIn } from "../config/walk_config.ts";
 import { CairnError, Code } from "../util/error.ts";
 import type { LocalWorkerSpec } from "./local_worker_spec.ts";
-
-type Spec = Record<string, unknown>;
 
 /** The store specs (by name) a worker process needs; see the module doc for `casEndpoint`. */
 export function workerStoreSpecs(
@@ -32,18 +31,16 @@ export function workerStoreSpecs(
   casEndpoint?: string,
   internalToken?: string,
 ): Record<string, unknown> {
-  const byName = new Map<string, Spec>(
-    config.stores.map(({ name, ...spec }) => [name, spec as unknown as Spec]),
+  const byName = new Map<string, StoreSpec>(
+    config.stores.map(({ name, ...spec }) => [name, spec as StoreSpec]),
   );
   const out: Record<string, unknown> = {};
   const instanceFor = (store: string, type: "cas" | "ac"): string => {
-    for (const server of config.servers ?? []) {
-      const services = (server as unknown as { services?: Record<string, unknown> }).services ?? {};
-      const list = services[type] as
-        | { instance_name?: string; cas_store?: string; ac_store?: string }[]
-        | undefined;
-      const hit = list?.find((s) => (type === "cas" ? s.cas_store : s.ac_store) === store);
-      if (hit) return hit.instance_name ?? "";
+    for (const server of config.servers) {
+      const hit = type === "cas"
+        ? server.services.cas?.find((entry) => entry.cas_store === store)
+        : server.services.ac?.find((entry) => entry.ac_store === store);
+      if (hit) return hit.instance_name;
     }
     throw new CairnError(
       Code.InvalidArgument,
@@ -67,7 +64,7 @@ export function workerStoreSpecs(
       return;
     }
     out[name] = spec;
-    for (const ref of refsIn(spec)) need(ref, type, false);
+    for (const ref of storeRefsIn(spec)) need(ref, type, false);
   };
   for (const w of workers) {
     need(w.cas_fast_slow_store, "cas", true);
@@ -78,20 +75,4 @@ export function workerStoreSpecs(
     }
   }
   return out;
-}
-
-/** Names of stores referenced (`ref_store.name`) anywhere inside a spec. */
-function refsIn(spec: unknown): string[] {
-  const found: string[] = [];
-  const walk = (v: unknown) => {
-    if (Array.isArray(v)) return v.forEach(walk);
-    if (v === null || typeof v !== "object") return;
-    for (const [k, x] of Object.entries(v)) {
-      if (k === "ref_store" && x && typeof x === "object" && typeof (x as Spec)["name"] === "string") {
-        found.push((x as Spec)["name"] as string);
-      } else walk(x);
-    }
-  };
-  walk(spec);
-  return found;
 }
