@@ -1,0 +1,183 @@
+/**
+ * The replicated deployment of `config/replicated/` (tests/fixtures/deployment.ts): real Bazel 4.2.3 →
+ * Debian haproxy (h2c) → 3 CAS replicas (seed 001 chain: memory → Redis → S3 shard) and a scheduler → 3
+ * workers. `bazel test //...` runs remotely with correct outputs, a clean rebuild is all cache hits, and
+ * each fault injected while a real build runs — a CAS replica killed with SIGKILL, Redis restarted, S3
+ * unreachable for 10 s — is ridden out: the build completes and every output is the right one.
+ *
+ * Each build after the first is a new "round" (`--action_env=CAIRN_ROUND=N` changes every action key), so
+ * everything executes again while the fault hits. The workspace gets a `big` package whose 2 MB output goes
+ * to S3 (over the 1.5 MB Redis/S3 split) and is read back by a second action.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import {
+  bazelClean,
+  EXPECTED_TEXT_OUTPUTS,
+  MAIN_OUTPUTS,
+  outputsDigest,
+  prepareWorkspace,
+  runBazel,
+  runBazelOk,
+  WORKSPACE_TEST_SPAWNS,
+} from "./bazel_harness.ts";
+import { type Deployment, startDeployment } from "./fixtures/deployment.ts";
+import { waitUntil } from "./fixtures/wait.ts";
+
+const EXECUTE = "/build.bazel.remote.execution.v2.Execution/Execute";
+const BIG_BYTES = 2_000_000;
+/** Spawns of `bazel test //...` with the `big` package added. */
+const SPAWNS = WORKSPACE_TEST_SPAWNS + 2;
+/** Spawns a new round executes again (`INFO: 14 processes: 3 internal, 11 remote.`). */
+const ROUND_SPAWNS = 11;
+
+const BIG_BUILD = `genrule(
+    name = "big",
+    outs = ["big.bin"],
+    cmd = "echo round-$$CAIRN_ROUND > $@ && head -c ${BIG_BYTES} /dev/zero | tr -c c c >> $@",
+)
+
+genrule(
+    name = "big_sum",
+    srcs = [":big"],
+    outs = ["big_sum.txt"],
+    cmd = "head -n 1 $< > $@ && wc -c < $< >> $@",
+)
+`;
+
+function flags(d: Deployment, round: number): string[] {
+  return [
+    `--remote_executor=${d.url}`,
+    "--remote_instance_name=main",
+    `--action_env=CAIRN_ROUND=${round}`,
+  ];
+}
+
+Deno.test("replicated deployment: Bazel through haproxy, and faults injected during real builds", async (t) => {
+  const ws = await prepareWorkspace({ maxIdleSecs: 120 });
+  await Deno.mkdir(`${ws.dir}/big`);
+  await Deno.writeTextFile(`${ws.dir}/big/BUILD`, BIG_BUILD);
+  const started = performance.now();
+  const d = await startDeployment({ casReplicas: 3, schedulers: 1, workers: 3 });
+  console.log(`deployment up in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  let binaries = new Map<string, string>();
+
+  /** Every output of round `round` is the right one. */
+  const checkOutputs = async (round: number) => {
+    const bin = `${ws.dir}/bazel-bin`;
+    for (const [rel, text] of Object.entries(EXPECTED_TEXT_OUTPUTS)) {
+      assert.equal(await Deno.readTextFile(`${bin}/${rel}`), text, rel);
+    }
+    const head = `round-${round}\n`;
+    const big = await Deno.readFile(`${bin}/big/big.bin`);
+    assert.equal(big.byteLength, head.length + BIG_BYTES, "big.bin size");
+    assert.equal(new TextDecoder().decode(big.subarray(0, head.length)), head);
+    assert.ok(big.subarray(head.length).every((b) => b === 0x63), "big.bin is all 'c' after its first line");
+    assert.equal(await Deno.readTextFile(`${bin}/big/big_sum.txt`), `${head}${head.length + BIG_BYTES}\n`);
+    const digests = await outputsDigest(ws, MAIN_OUTPUTS);
+    if (binaries.size === 0) binaries = digests;
+    else assert.deepEqual(digests, binaries, "binaries identical to the first round's");
+  };
+
+  /** Runs round `round` of `bazel test //...`, calling `inject` while it runs; checks the outcome. */
+  const faultRound = async (round: number, inject: () => Promise<void>) => {
+    const before = await d.schedulerHandled(EXECUTE);
+    const t0 = performance.now();
+    const build = runBazel(ws, ["test", "//..."], { flags: flags(d, round), jobs: 8 });
+    let buildDone = false;
+    build.then(() => buildDone = true, () => buildDone = true);
+    await inject();
+    const r = await build;
+    const ms = performance.now() - t0;
+    assert.equal(r.code, 0, `bazel test failed:\n${r.stderr}\n${d.logs().slice(-20_000)}`);
+    assert.match(r.stdout, /1 test passes/);
+    // Every spawn whose key the round changed (genrules, the test; C++ actions keep theirs) ran remotely
+    // again: none locally, none from the cache.
+    const p = r.processes;
+    assert.ok(p && p.remote >= ROUND_SPAWNS && p.remote === p.total - p.internal, p?.line ?? "no summary");
+    await checkOutputs(round);
+    const after = await d.schedulerHandled(EXECUTE);
+    console.log(`round ${round}: ${(ms / 1000).toFixed(1)} s, ${after - before} Execute calls handled`);
+    return { buildDone };
+  };
+
+  /** Waits for the first action of this round to finish on the scheduler (the build is under way). */
+  const firstAction = async (before: number) => {
+    await waitUntil(async () => (await d.schedulerHandled(EXECUTE)) > before, {
+      what: "the first Execute of the round",
+      intervalMs: 50,
+      timeoutMs: 120_000,
+    });
+  };
+
+  try {
+    await t.step("bazel test //... runs remotely through haproxy with correct outputs", async () => {
+      const t0 = performance.now();
+      const r = await runBazelOk(ws, ["test", "//..."], { flags: flags(d, 1), jobs: 8 });
+      console.log(`round 1: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      if (Deno.env.get("CAIRN_TEST_VERBOSE")) console.log(r.stderr);
+      assert.match(r.stdout, /1 test passes/);
+      assert.equal(r.processes?.remote, SPAWNS, r.processes?.line ?? "");
+      await checkOutputs(1);
+      // The calls were spread: every CAS replica served some.
+      for (const c of d.cas) {
+        const text = await fetch(`http://127.0.0.1:${c.metricsPort}/metrics`).then((res) => res.text());
+        const served = text.split("\n").filter((l) => l.startsWith("cairn_grpc_server_handled_total{"))
+          .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+        assert.ok(served > 0, `${c.name} served no call`);
+      }
+    });
+
+    await t.step("bazel clean + rebuild is all remote cache hits", async () => {
+      await bazelClean(ws);
+      const t0 = performance.now();
+      const r = await runBazelOk(ws, ["test", "//..."], { flags: flags(d, 1), jobs: 8 });
+      console.log(`round 1 after clean: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      assert.equal(r.processes?.remoteCacheHit, SPAWNS, r.processes?.line ?? "");
+      await checkOutputs(1);
+    });
+
+    await t.step("Redis restarted during a build", async () => {
+      const before = await d.schedulerHandled(EXECUTE);
+      await faultRound(2, async () => {
+        await firstAction(before);
+        await d.restartRedis();
+      });
+    });
+
+    await t.step("S3 unreachable for 10 s during a build", async () => {
+      const puts = d.s3Proxy.requests("PUT") + d.s3Proxy.requests("POST");
+      let outage = 0;
+      await faultRound(3, async () => {
+        // The big output's upload reached S3: cut it there.
+        await waitUntil(() => d.s3Proxy.requests("PUT") + d.s3Proxy.requests("POST") > puts, {
+          what: "an upload to S3",
+          intervalMs: 5,
+          timeoutMs: 120_000,
+        });
+        d.s3Proxy.pause();
+        const t0 = performance.now();
+        await new Promise((r) => setTimeout(r, 10_000)); // the outage itself (a duration, not a wait)
+        d.s3Proxy.resume();
+        outage = performance.now() - t0;
+      });
+      assert.ok(outage >= 10_000, `outage lasted ${outage} ms`);
+    });
+
+    await t.step("a CAS replica killed (SIGKILL) during a build", async () => {
+      const before = await d.schedulerHandled(EXECUTE);
+      await faultRound(4, async () => {
+        await firstAction(before);
+        await d.cas[0]!.kill9();
+      });
+      await waitUntil(async () => (await d.serverStates()).get("cas/cas0") === "DOWN", {
+        what: "haproxy to mark cas0 DOWN",
+        intervalMs: 100,
+      });
+    });
+  } finally {
+    await d.stop();
+    await ws.cleanup();
+  }
+});
