@@ -24,6 +24,10 @@ import {
 } from "./bazel_harness.ts";
 import { type Deployment, startDeployment } from "./fixtures/deployment.ts";
 import { waitUntil } from "./fixtures/wait.ts";
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { createHash } from "node:crypto";
+import { CAS_BUCKET } from "./fixtures/deployment.ts";
+import { S3RVER_CREDENTIALS } from "./fixtures/backends.ts";
 
 const EXECUTE = "/build.bazel.remote.execution.v2.Execution/Execute";
 const BIG_BYTES = 2_000_000;
@@ -88,6 +92,7 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
     let buildDone = false;
     build.then(() => buildDone = true, () => buildDone = true);
     await inject();
+    assert.ok(!buildDone, "the fault hit a running build (it had not finished when the fault was over)");
     const r = await build;
     const ms = performance.now() - t0;
     assert.equal(r.code, 0, `bazel test failed:\n${r.stderr}\n${d.logs().slice(-20_000)}`);
@@ -97,9 +102,34 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
     const p = r.processes;
     assert.ok(p && p.remote >= ROUND_SPAWNS && p.remote === p.total - p.internal, p?.line ?? "no summary");
     await checkOutputs(round);
+    await checkS3();
     const after = await d.schedulerHandled(EXECUTE);
     console.log(`round ${round}: ${(ms / 1000).toFixed(1)} s, ${after - before} Execute calls handled`);
-    return { buildDone };
+  };
+
+  /** Every object in the S3 bucket is whole: its content hashes to the digest its key names. */
+  const checkS3 = async () => {
+    const s3 = new S3Client({
+      region: "us-east-1",
+      endpoint: d.s3.endpoint,
+      forcePathStyle: true,
+      credentials: S3RVER_CREDENTIALS,
+    });
+    try {
+      const list = await s3.send(new ListObjectsV2Command({ Bucket: CAS_BUCKET, Prefix: "cas/0/" }));
+      const keys = (list.Contents ?? []).map((o) => o.Key!);
+      assert.ok(keys.length > 0, "the big outputs are in S3");
+      for (const key of keys) {
+        const m = /^cas\/0\/([0-9a-f]{64})-(\d+)$/.exec(key);
+        assert.ok(m, `unexpected S3 key ${key}`);
+        const body = await (await s3.send(new GetObjectCommand({ Bucket: CAS_BUCKET, Key: key })))
+          .Body!.transformToByteArray();
+        assert.equal(body.byteLength, Number(m[2]), `${key}: size`);
+        assert.equal(createHash("sha256").update(body).digest("hex"), m[1], `${key}: hash`);
+      }
+    } finally {
+      s3.destroy();
+    }
   };
 
   /** Waits for the first action of this round to finish on the scheduler (the build is under way). */
