@@ -104,7 +104,10 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
     await checkOutputs(round);
     await checkS3();
     const after = await d.schedulerHandled(EXECUTE);
-    console.log(`round ${round}: ${(ms / 1000).toFixed(1)} s, ${after - before} Execute calls handled`);
+    console.log(
+      `round ${round}: ${(ms / 1000).toFixed(1)} s, ${after - before} Execute calls handled; errors so far:`,
+      JSON.stringify(await d.errorCounts()),
+    );
   };
 
   /** Every object in the S3 bucket is whole: its content hashes to the digest its key names. */
@@ -207,6 +210,8 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
       });
     });
   } finally {
+    const logFile = Deno.env.get("CAIRN_REPLICATED_LOG");
+    if (logFile) await Deno.writeTextFile(logFile, d.logs());
     await d.stop();
     await ws.cleanup();
   }
