@@ -26,8 +26,24 @@ import { type Deployment, startDeployment } from "./fixtures/deployment.ts";
 import { waitUntil } from "./fixtures/wait.ts";
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { createHash } from "node:crypto";
-import { CAS_BUCKET } from "./fixtures/deployment.ts";
-import { S3RVER_CREDENTIALS } from "./fixtures/backends.ts";
+import { CAS_BUCKET, REPLICATED_CONFIG_DIR } from "./fixtures/deployment.ts";
+import {
+  freeLoopbackPort,
+  type RedisServer,
+  S3RVER_CREDENTIALS,
+  type S3Server,
+  startRedis,
+  startS3rver,
+} from "./fixtures/backends.ts";
+import { startCairnProcess } from "./fixtures/cairn_process.ts";
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { ContentAddressableStorage } from "../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
+import { ByteStream } from "../src/gen/google/bytestream/bytestream_pb.ts";
+import { digestOf } from "../src/digest/digest.ts";
+import { formatReadResourceName, formatWriteResourceName } from "../src/digest/resource_name.ts";
+import { toProto } from "../src/service/cas_service.ts";
+import { createGrpcClientTransport } from "../src/transport/grpc_client.ts";
+import { concatBytes, patternBytes } from "../src/util/streams.ts";
 
 const EXECUTE = "/build.bazel.remote.execution.v2.Execution/Execute";
 const BIG_BYTES = 2_000_000;
@@ -214,5 +230,120 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
     if (logFile) await Deno.writeTextFile(logFile, d.logs());
     await d.stop();
     await ws.cleanup();
+  }
+});
+
+Deno.test("replicated CAS replica: Redis and S3 down at start → it starts, /status names them, UNAVAILABLE naming the store, recovers", async () => {
+  const redisPort = freeLoopbackPort();
+  const s3Port = freeLoopbackPort();
+  // The S3 leaf retries for minutes as configured (a 10 s outage must be ridden out); one quick retry here so
+  // a request's UNAVAILABLE shows within the test.
+  const config = (await Deno.readTextFile(`${REPLICATED_CONFIG_DIR}/cas.json5`))
+    .replace("retry: { max_retries: 10, delay: 0.3, jitter: 0.5 }", "retry: { max_retries: 1, delay: 0.1 }");
+  assert.match(config, /max_retries: 1, delay: 0.1/);
+  const dir = await Deno.makeTempDir({ prefix: "cairn_replica_down_" });
+  const cairn = await startCairnProcess({
+    config,
+    dir,
+    env: {
+      REDIS_STORE_URL: `redis://127.0.0.1:${redisPort}`,
+      SHARED_REDIS_URL: `redis://127.0.0.1:${redisPort}/1`,
+      SHARED_cas_BUCKET: CAS_BUCKET,
+      AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${s3Port}`,
+      AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
+      CAIRN_LISTEN: "127.0.0.1:0",
+      CAIRN_METRICS_LISTEN: "127.0.0.1:0",
+    },
+  });
+  let redis: RedisServer | undefined;
+  let s3: S3Server | undefined;
+  const status = async () => {
+    const res = await fetch(`http://127.0.0.1:${cairn.servers[1]!.port}/status`);
+    return { code: res.status, stores: (await res.json()).stores as Record<string, string> };
+  };
+  const S3_LEAF = "cas_FAST_SLOW_STORE/verify.backend.fast_slow.slow.size_partitioning.upper_store.shard" +
+    ".stores[0].store.experimental_cloud_object_store";
+  const REDIS_LEAF =
+    "cas_FAST_SLOW_STORE/verify.backend.fast_slow.slow.size_partitioning.lower_store.redis_store";
+  try {
+    const transport = createGrpcClientTransport(cairn.url);
+    const cas = createClient(ContentAddressableStorage, transport);
+    const bs = createClient(ByteStream, transport);
+    const medium = await patternBytes(100_000, 7); // the Redis tier
+    const large = await patternBytes(2_000_000, 8); // the S3 tier
+    const writeLarge = () =>
+      bs.write((async function* () {
+        const digest = digestOf(large);
+        const resourceName = formatWriteResourceName({
+          instanceName: "main",
+          uuid: crypto.randomUUID(),
+          compressor: "identity",
+          digest,
+        });
+        for (let pos = 0; pos < large.byteLength; pos += 256 * 1024) {
+          const data = large.subarray(pos, pos + 256 * 1024);
+          yield {
+            resourceName: pos === 0 ? resourceName : "",
+            writeOffset: BigInt(pos),
+            data,
+            finishWrite: pos + data.byteLength >= large.byteLength,
+          };
+        }
+      })());
+    const unavailable = (store: RegExp) => (err: unknown) => {
+      assert.ok(err instanceof ConnectError, String(err));
+      assert.equal(err.code, 14, `UNAVAILABLE, got ${err.code}: ${err.rawMessage}`);
+      assert.match(err.rawMessage, store);
+      return true;
+    };
+
+    // Both down: the process is up, /status fails naming both, requests are UNAVAILABLE naming the store.
+    const down = await status();
+    assert.equal(down.code, 503);
+    // (The message is the store's error, or "no answer within 5000 ms" while its retries go on.)
+    for (const leaf of [REDIS_LEAF, S3_LEAF]) {
+      assert.ok(leaf in down.stores && down.stores[leaf] !== "ok", `${leaf}: ${JSON.stringify(down.stores)}`);
+    }
+    await assert.rejects(
+      cas.findMissingBlobs({ instanceName: "main", blobDigests: [toProto(digestOf(medium))] }),
+      unavailable(/redis_store of store "cas_FAST_SLOW_STORE"/),
+    );
+
+    // Redis back: it recovers by itself; S3 still reported and refused.
+    redis = await startRedis({ port: redisPort });
+    const partly = await waitUntil(async () => {
+      const s = await status();
+      return s.stores[REDIS_LEAF] === "ok" && s;
+    }, { what: "/status to see Redis again", intervalMs: 100 });
+    assert.equal(partly.code, 503);
+    assert.notEqual(partly.stores[S3_LEAF], "ok");
+    const up = await cas.batchUpdateBlobs({
+      instanceName: "main",
+      requests: [{ digest: toProto(digestOf(medium)), data: medium }],
+    });
+    assert.equal(up.responses[0]?.status?.code ?? 0, 0, up.responses[0]?.status?.message ?? "");
+    await assert.rejects(writeLarge(), unavailable(/S3 store "cas_FAST_SLOW_STORE"/));
+
+    // S3 back: everything works, and the large blob reads back whole.
+    s3 = await startS3rver({ buckets: [CAS_BUCKET], port: s3Port });
+    await waitUntil(async () => (await status()).code === 200, { what: "/status ok", intervalMs: 100 });
+    assert.equal((await writeLarge()).committedSize, BigInt(large.byteLength));
+    const chunks: Uint8Array[] = [];
+    for await (
+      const r of bs.read({
+        resourceName: formatReadResourceName({
+          instanceName: "main",
+          compressor: "identity",
+          digest: digestOf(large),
+        }),
+      })
+    ) chunks.push(new Uint8Array(r.data));
+    assert.deepEqual(concatBytes(chunks), large);
+  } finally {
+    await cairn.stop();
+    await s3?.stop();
+    await redis?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
