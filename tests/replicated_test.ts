@@ -101,13 +101,13 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
   };
 
   /** Runs round `round` of `bazel test //...`, calling `inject` while it runs; checks the outcome. */
-  const faultRound = async (round: number, inject: () => Promise<void>) => {
+  const faultRound = async (round: number, inject: (running: () => boolean) => Promise<void>) => {
     const before = await d.schedulerHandled(EXECUTE);
     const t0 = performance.now();
     const build = runBazel(ws, ["test", "//..."], { flags: flags(d, round), jobs: 8 });
     let buildDone = false;
     build.then(() => buildDone = true, () => buildDone = true);
-    await inject();
+    await inject(() => !buildDone);
     assert.ok(!buildDone, "the fault hit a running build (it had not finished when the fault was over)");
     const r = await build;
     const ms = performance.now() - t0;
@@ -152,8 +152,11 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
   };
 
   /** Waits for the first action of this round to finish on the scheduler (the build is under way). */
-  const firstAction = async (before: number) => {
-    await waitUntil(async () => (await d.schedulerHandled(EXECUTE)) > before, {
+  const firstAction = async (before: number, running: () => boolean) => {
+    await waitUntil(async () => {
+      if (!running()) throw new Error("the build ended before its first Execute was seen");
+      return (await d.schedulerHandled(EXECUTE)) > before;
+    }, {
       what: "the first Execute of the round",
       intervalMs: 50,
       timeoutMs: 120_000,
@@ -189,8 +192,8 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
 
     await t.step("Redis restarted during a build", async () => {
       const before = await d.schedulerHandled(EXECUTE);
-      await faultRound(2, async () => {
-        await firstAction(before);
+      await faultRound(2, async (running) => {
+        await firstAction(before, running);
         await d.restartRedis();
       });
     });
@@ -198,9 +201,12 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
     await t.step("S3 unreachable for 10 s during a build", async () => {
       const puts = d.s3Proxy.requests("PUT") + d.s3Proxy.requests("POST");
       let outage = 0;
-      await faultRound(3, async () => {
+      await faultRound(3, async (running) => {
         // The big output's upload reached S3: cut it there.
-        await waitUntil(() => d.s3Proxy.requests("PUT") + d.s3Proxy.requests("POST") > puts, {
+        await waitUntil(() => {
+          if (!running()) throw new Error("the build ended before anything was uploaded to S3");
+          return d.s3Proxy.requests("PUT") + d.s3Proxy.requests("POST") > puts;
+        }, {
           what: "an upload to S3",
           intervalMs: 5,
           timeoutMs: 120_000,
@@ -216,8 +222,8 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
 
     await t.step("a CAS replica killed (SIGKILL) during a build", async () => {
       const before = await d.schedulerHandled(EXECUTE);
-      await faultRound(4, async () => {
-        await firstAction(before);
+      await faultRound(4, async (running) => {
+        await firstAction(before, running);
         await d.cas[0]!.kill9();
       });
       await waitUntil(async () => (await d.serverStates()).get("cas/cas0") === "DOWN", {
@@ -225,6 +231,39 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
         intervalMs: 100,
       });
     });
+
+    await t.step(
+      "the killed replica restarted rejoins; a clean rebuild is served from the cache",
+      async () => {
+        await d.restartCas(0);
+        await waitUntil(async () => (await d.serverStates()).get("cas/cas0") === "UP", {
+          what: "haproxy to mark cas0 UP again",
+          intervalMs: 100,
+        });
+        await bazelClean(ws);
+        const execLog = Deno.env.get("CAIRN_REPLICATED_EXEC_LOG");
+        const r = await runBazelOk(ws, ["test", "//..."], {
+          flags: [...flags(d, 4), ...(execLog ? [`--execution_log_json_file=${execLog}`] : [])],
+          jobs: 8,
+        });
+        // Every spawn is a cache hit or remote (none local). Not all are hits: the action results of the
+        // link actions that ran while cas0 was being killed are found missing afterwards (under
+        // investigation; see the report), so they run again, with the same outputs.
+        const p = r.processes;
+        assert.ok(
+          p && p.remoteCacheHit + p.remote === p.total - p.internal &&
+            p.remoteCacheHit >= SPAWNS - ROUND_SPAWNS,
+          p?.line ?? "no summary",
+        );
+        console.log(`after the restart: ${p.line}`);
+        await checkOutputs(4);
+        // The restarted replica (empty memory tiers) served its share from Redis and S3.
+        const text = await fetch(`http://127.0.0.1:${d.cas[0]!.metricsPort}/metrics`).then((res) =>
+          res.text()
+        );
+        assert.match(text, /^cairn_grpc_server_handled_total\{[^}]*grpc_code="OK"\} [1-9]/m);
+      },
+    );
   } finally {
     const logFile = Deno.env.get("CAIRN_REPLICATED_LOG");
     if (logFile) await Deno.writeTextFile(logFile, d.logs());
