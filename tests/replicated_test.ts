@@ -266,7 +266,14 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
     );
   } finally {
     const logFile = Deno.env.get("CAIRN_REPLICATED_LOG");
-    if (logFile) await Deno.writeTextFile(logFile, d.logs());
+    if (logFile) {
+      // Debugging aid: the processes' output and the action-cache keys in Redis.
+      const { Redis } = await import("ioredis");
+      const redis = new Redis(`redis://127.0.0.1:${d.redisPort}`, { lazyConnect: true });
+      const keys = await redis.connect().then(() => redis.keys("*ac/*")).catch((e) => [String(e)]);
+      redis.disconnect();
+      await Deno.writeTextFile(logFile, `${d.logs()}\n--- AC keys in Redis\n${keys.sort().join("\n")}\n`);
+    }
     await d.stop();
     await ws.cleanup();
   }
