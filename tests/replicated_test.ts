@@ -5,9 +5,15 @@
  * each fault injected while a real build runs — a CAS replica killed with SIGKILL, Redis restarted, S3
  * unreachable for 10 s — is ridden out: the build completes and every output is the right one.
  *
- * Each build after the first is a new "round" (`--action_env=CAIRN_ROUND=N` changes every action key), so
- * everything executes again while the fault hits. The workspace gets a `big` package whose 2 MB output goes
- * to S3 (over the 1.5 MB Redis/S3 split) and is read back by a second action.
+ * Each build after the first is a new "round" (`bazel clean`, then `--action_env=CAIRN_ROUND=N` changes every
+ * target-configuration action key), so 14 spawns execute again while the fault hits; the fault is injected on
+ * an event (the round's first Execute finished on the scheduler; the first upload reached S3), and every
+ * output and every S3 object is checked whole afterwards. The killed replica is then restarted on its ports:
+ * haproxy takes it back and a clean rebuild is all cache hits. The workspace gets a `big` package whose 2 MB
+ * output goes to S3 (over the 1.5 MB Redis/S3 split) and is read back by a second action.
+ *
+ * A second test starts one CAS replica with Redis and S3 down: it runs, `/status` names both, requests get
+ * UNAVAILABLE naming the store, and it recovers by itself as each backend comes up.
  *
  * @module
  */
