@@ -82,7 +82,7 @@ export interface ServiceBindingsOptions {
   /** The server's canonical `services` config (arrays with `instance_name`, snake_case). */
   readonly services: ServicesConfig;
   /** Built stores by name (a `StoreManager`); `names()` lets the status route probe every store. */
-  readonly stores: StoreLookup & { names?(): string[] };
+  readonly stores: StoreLookup & { names?(): string[]; backends?(): [string, StoreDriver][] };
   /** Scheduler names, to tell which instances can execute (capabilities). */
   readonly schedulers?: SchedulerNames;
   /**
@@ -275,7 +275,8 @@ export function buildServiceBindings(options: ServiceBindingsOptions): ServiceBi
   if (services.health) {
     const names = stores.names?.() ?? [...used.keys()];
     routes.push(createStatusRoute({
-      stores: names.map((n) => [n, stores.get(n)] as const),
+      // Top-level stores, and the outside services nested in them (which a top-level probe may not reach).
+      stores: [...names.map((n) => [n, stores.get(n)] as const), ...(stores.backends?.() ?? [])],
       ...(services.health.path ? { path: services.health.path } : {}),
       ...(services.health.timeout_seconds ? { timeoutSeconds: services.health.timeout_seconds } : {}),
     }));

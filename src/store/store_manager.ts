@@ -63,6 +63,9 @@ export interface StoreUsageRow {
   readonly maxBytes: number;
 }
 
+/** Store kinds backed by an outside service, which can be down while Cairn runs. */
+const REMOTE_KINDS: ReadonlySet<string> = new Set(["redis_store", "experimental_cloud_object_store", "grpc"]);
+
 /** Owns the named top-level stores. */
 export class StoreManager implements StoreLookup {
   #stores: Map<string, StoreDriver>;
@@ -108,6 +111,18 @@ export class StoreManager implements StoreLookup {
   /** Store names in config order. */
   names(): string[] {
     return [...this.#stores.keys()];
+  }
+
+  /**
+   * Nested stores that talk to an outside service (`redis_store`, S3, `grpc`), named
+   * `STORE/path.in.its.spec`: a probe of the top-level store reaches only some of its leaves (an empty digest
+   * goes to the lower side of a `size_partitioning`, a read stops at the first tier that has it), so health
+   * checks probe these directly.
+   */
+  backends(): [string, StoreDriver][] {
+    return this.#all
+      .filter(({ path, driver }) => path.includes(".") && REMOTE_KINDS.has(driver.kind))
+      .map(({ store, path, driver }) => [`${store}/${path}`, driver]);
   }
 
   /** Initialises every store once, in config order. */

@@ -98,3 +98,36 @@ Deno.test("store manager: duplicate names are refused", async () => {
     Code.InvalidArgument,
   );
 });
+
+Deno.test("store manager: backends lists nested outside-service stores, which the status route then probes", async () => {
+  const { createStatusRoute } = await import("../service/status_route.ts");
+  // An empty-digest probe of SPLIT only reaches its lower (memory) side: the dead Redis upper side, where
+  // large blobs go, is found only by probing it directly.
+  const { freeLoopbackPort } = await import("../../tests/fixtures/backends.ts");
+  const redis = { redis_store: { addresses: [`redis://127.0.0.1:${freeLoopbackPort()}`] } };
+  const stores = await createStoreManager({
+    SPLIT: { size_partitioning: { size: 1000, lower_store: { memory: {} }, upper_store: redis } },
+    TOP: redis,
+  });
+  try {
+    const backends = stores.backends();
+    assert.deepEqual(backends.map(([name]) => name), ["SPLIT/size_partitioning.upper_store.redis_store"]);
+    assert.equal(backends[0]![1].kind, "redis_store");
+    const topOnly = createStatusRoute({ stores: [["SPLIT", stores.get("SPLIT")]], timeoutSeconds: 20 });
+    assert.equal((await topOnly(new Request("http://h/status")))?.status, 200);
+    const route = createStatusRoute({
+      stores: [["SPLIT", stores.get("SPLIT")], ...backends],
+      timeoutSeconds: 20,
+    });
+    const res = await route(new Request("http://h/status"));
+    assert.equal(res?.status, 503);
+    const body = await res?.json();
+    assert.equal(body.stores.SPLIT, "ok");
+    assert.match(
+      body.stores["SPLIT/size_partitioning.upper_store.redis_store"],
+      /redis_store .*127\.0\.0\.1/,
+    );
+  } finally {
+    await stores.close();
+  }
+});
