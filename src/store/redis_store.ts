@@ -30,7 +30,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import { CairnError, Code } from "../util/error.ts";
 import {
   backendKeyName,
@@ -47,10 +47,19 @@ import type { SpecFields, StoreBuildContext } from "./registry.ts";
 import { NO_RETRY, Retrier, type RetryPolicy, retryPolicyFrom } from "./retry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
+/** How the store reaches Redis (NativeLink's `mode`). */
+export type RedisMode = "standard" | "cluster" | "sentinel";
+
 /** Options of {@linkcode createRedisStore} (the parsed `redis_store` fields). */
 export interface RedisStoreOptions {
-  /** `redis://[user:pass@]host:port[/db]` (standard mode takes exactly one). */
+  /**
+   * Standard: one `redis://[user:pass@]host:port[/db]`. Cluster: one or more seed nodes
+   * (`redis://` or `redis-cluster://host:port?node=host2:port2`). Sentinel: the sentinels,
+   * `redis-sentinel://[user:pass@]host:port[/db]?sentinelServiceName=NAME[&node=host2:port2]`.
+   */
   readonly addresses: readonly string[];
+  /** Default "standard". */
+  readonly mode?: RedisMode;
   /** Prepended to every key. Default "". */
   readonly keyPrefix?: string;
   /** Per-command timeout in ms (`command_timeout_ms`, or `response_timeout_s` × 1000). Default 10000. */
@@ -105,14 +114,15 @@ export function redisStoreFactory(fields: SpecFields, ctx: StoreBuildContext): S
     throw ctx.error("addresses must list at least one redis:// URL");
   }
   const mode = ctx.string(fields, "mode", "standard");
-  if (mode !== "standard") {
-    throw ctx.error(`mode "${mode}" is not supported by Cairn yet; use "standard"`);
+  if (mode !== "standard" && mode !== "cluster" && mode !== "sentinel") {
+    throw ctx.error(`mode "${mode}" is not one of "standard", "cluster", "sentinel"`);
   }
-  if (addresses.length !== 1) {
-    throw ctx.error(`standard mode takes exactly one address, got ${addresses.length}`);
-  }
-  for (const a of addresses as string[]) {
-    if (!/^rediss?:\/\//.test(a)) throw ctx.error(`address ${JSON.stringify(a)} must be a redis:// URL`);
+  const keyPrefix = ctx.string(fields, "key_prefix", "");
+  try {
+    parseRedisAddresses(mode, addresses as string[]);
+    checkKeyPrefix(mode, keyPrefix);
+  } catch (err) {
+    throw ctx.error(err instanceof Error ? err.message : String(err));
   }
   const positive = (f: string, fallback: number) => {
     const v = ctx.number(fields, f, fallback);
@@ -129,7 +139,8 @@ export function redisStoreFactory(fields: SpecFields, ctx: StoreBuildContext): S
     : 3_000;
   return createRedisStore({
     addresses: addresses as string[],
-    keyPrefix: ctx.string(fields, "key_prefix", ""),
+    mode,
+    keyPrefix,
     commandTimeoutMs,
     connectionTimeoutMs,
     readChunkSize: positive("read_chunk_size", DEFAULT_CHUNK),
@@ -144,6 +155,105 @@ export function redisStoreFactory(fields: SpecFields, ctx: StoreBuildContext): S
 /** Builds a `redis_store`. It connects in the background; a down server is no error here. */
 export function createRedisStore(options: RedisStoreOptions): RedisStore {
   return new RedisStore(options);
+}
+
+/** Where and how to connect, parsed from `addresses` for a `mode`. */
+export interface RedisTarget {
+  readonly mode: RedisMode;
+  /** Standard: the server; cluster: seed nodes; sentinel: the sentinels. */
+  readonly nodes: readonly { readonly host: string; readonly port: number }[];
+  readonly username?: string;
+  readonly password?: string;
+  readonly db: number;
+  readonly tls: boolean;
+  /** Sentinel: the monitored master's name (`sentinelServiceName`). */
+  readonly masterName?: string;
+  readonly sentinelUsername?: string;
+  readonly sentinelPassword?: string;
+}
+
+const SCHEMES: Record<RedisMode, readonly string[]> = {
+  standard: ["redis:", "rediss:"],
+  cluster: ["redis:", "rediss:", "redis-cluster:", "rediss-cluster:"],
+  sentinel: ["redis-sentinel:", "rediss-sentinel:", "redis:", "rediss:"],
+};
+
+/**
+ * Parses `addresses` for `mode` (URL grammar as in NativeLink's Redis client: `redis[s]-cluster://` and
+ * `redis[s]-sentinel://` schemes, further hosts as `node=host:port` parameters, `sentinelServiceName`,
+ * `sentinelUsername`, `sentinelPassword`). Throws a CairnError (INVALID_ARGUMENT) saying what is wrong.
+ */
+export function parseRedisAddresses(mode: RedisMode, addresses: readonly string[]): RedisTarget {
+  const bad = (msg: string) => new CairnError(Code.InvalidArgument, msg);
+  if (addresses.length === 0) throw bad("addresses must list at least one Redis URL");
+  if (mode === "standard" && addresses.length !== 1) {
+    throw bad(`standard mode takes exactly one address, got ${addresses.length}`);
+  }
+  const nodes: { host: string; port: number }[] = [];
+  let username: string | undefined, password: string | undefined, masterName: string | undefined;
+  let sentinelUsername: string | undefined, sentinelPassword: string | undefined;
+  let db = 0, tls = false;
+  const hostPort = (text: string, what: string) => {
+    const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(text) ?? /^([^:]+)$/.exec(text);
+    if (!m || !m[1]) throw bad(`${what}: ${JSON.stringify(text)} is not host:port`);
+    const port = m[2] === undefined ? (mode === "sentinel" ? 26379 : 6379) : Number(m[2]);
+    if (!(port > 0 && port < 65536)) throw bad(`${what}: port ${m[2]} is out of range`);
+    return { host: m[1], port };
+  };
+  for (const address of addresses) {
+    const shown = JSON.stringify(redactUrl(address));
+    let url: URL;
+    try {
+      url = new URL(address);
+    } catch {
+      throw bad(`address ${shown} is not a URL`);
+    }
+    if (!SCHEMES[mode].includes(url.protocol)) {
+      throw bad(
+        `address ${shown}: ${mode} mode takes ${SCHEMES[mode].map((p) => `${p}//`).join(", ")} URLs`,
+      );
+    }
+    if (url.protocol.startsWith("rediss")) tls = true;
+    if (!url.hostname) throw bad(`address ${shown} has no host`);
+    nodes.push(hostPort(url.port ? `${url.hostname}:${url.port}` : url.hostname, `address ${shown}`));
+    for (const n of url.searchParams.getAll("node")) nodes.push(hostPort(n, `address ${shown} node`));
+    if (url.username) username = decodeURIComponent(url.username);
+    if (url.password) password = decodeURIComponent(url.password);
+    const path = url.pathname.replace(/^\//, "");
+    if (path !== "") {
+      if (!/^\d+$/.test(path)) throw bad(`address ${shown}: database "${path}" is not a number`);
+      db = Number(path);
+    }
+    masterName = url.searchParams.get("sentinelServiceName") ?? masterName;
+    sentinelUsername = url.searchParams.get("sentinelUsername") ?? sentinelUsername;
+    sentinelPassword = url.searchParams.get("sentinelPassword") ?? sentinelPassword;
+  }
+  if (mode === "cluster" && db !== 0) throw bad(`cluster mode has only database 0, not ${db}`);
+  if (mode === "sentinel" && !masterName) {
+    throw bad("sentinel mode needs the master's name: add ?sentinelServiceName=NAME to the address");
+  }
+  return {
+    mode,
+    nodes,
+    db,
+    tls,
+    ...(username !== undefined ? { username } : {}),
+    ...(password !== undefined ? { password } : {}),
+    ...(masterName !== undefined ? { masterName } : {}),
+    ...(sentinelUsername !== undefined ? { sentinelUsername } : {}),
+    ...(sentinelPassword !== undefined ? { sentinelPassword } : {}),
+  };
+}
+
+/** In cluster mode Cairn puts its own `{hash tag}` in every key: a prefix must not carry braces. */
+export function checkKeyPrefix(mode: RedisMode, prefix: string): void {
+  if (mode === "cluster" && /[{}]/.test(prefix)) {
+    throw new CairnError(
+      Code.InvalidArgument,
+      `key_prefix ${JSON.stringify(prefix)} must not contain "{" or "}" in cluster mode ` +
+        `(Cairn adds a hash tag per value so all keys of one value share a slot)`,
+    );
+  }
 }
 
 // Scripts. KEYS[1] is a manifest; ARGV[1] the chunk key prefix `{prefix}chunk/`.
@@ -231,6 +341,49 @@ drop(KEYS[1], ARGV[1], m[3], tonumber(m[2]))
 return 1
 `;
 
+/** One connection (standard), one cluster client, or one sentinel-managed connection. */
+function makeClient(
+  address: string,
+  target: RedisTarget,
+  connectTimeout: number,
+  retryStrategy: (attempt: number) => number,
+): Client {
+  const common = {
+    lazyConnect: true,
+    // Queued while (re)connecting; flushed with an error after one failed reconnect attempt.
+    maxRetriesPerRequest: 1,
+    connectTimeout,
+    enableReadyCheck: true,
+  } as const;
+  const auth: { username?: string; password?: string; tls?: Record<string, never> } = {
+    ...(target.username !== undefined ? { username: target.username } : {}),
+    ...(target.password !== undefined ? { password: target.password } : {}),
+    ...(target.tls ? { tls: {} } : {}),
+  };
+  if (target.mode === "standard") return new Redis(address, { ...common, retryStrategy }) as Client;
+  if (target.mode === "sentinel") {
+    return new Redis({
+      ...common,
+      ...auth,
+      retryStrategy,
+      sentinels: target.nodes.map((n) => ({ host: n.host, port: n.port })),
+      name: target.masterName!,
+      db: target.db,
+      sentinelRetryStrategy: retryStrategy,
+      ...(target.sentinelUsername !== undefined ? { sentinelUsername: target.sentinelUsername } : {}),
+      ...(target.sentinelPassword !== undefined ? { sentinelPassword: target.sentinelPassword } : {}),
+      ...(target.tls ? { enableTLSForSentinelMode: true } : {}),
+    }) as Client;
+  }
+  return new Cluster(target.nodes.map((n) => ({ host: n.host, port: n.port })), {
+    lazyConnect: true,
+    enableReadyCheck: true,
+    clusterRetryStrategy: retryStrategy,
+    slotsRefreshTimeout: connectTimeout,
+    redisOptions: { ...auth, connectTimeout, maxRetriesPerRequest: 1 },
+  }) as unknown as Client;
+}
+
 interface Scripted {
   cairnOpenBuffer(key: string, chunkPrefix: string): Promise<Buffer[] | null>;
   cairnHas(...args: string[]): Promise<number[]>;
@@ -258,6 +411,8 @@ export class RedisStore implements StoreDriver {
   readonly kind = "redis_store";
   readonly #clients: Client[] = [];
   #next = 0;
+  /** Cluster mode: keys carry a `{hash tag}` of the value's name, and multi-key scripts run per value. */
+  readonly #cluster: boolean;
   readonly #prefix: string;
   readonly #chunkPrefix: string;
   readonly #tmpPrefix: string;
@@ -274,11 +429,12 @@ export class RedisStore implements StoreDriver {
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: RedisStoreOptions) {
-    const address = options.addresses[0];
-    if (options.addresses.length !== 1 || address === undefined) {
-      throw new CairnError(Code.InvalidArgument, "redis_store: standard mode takes exactly one address");
-    }
+    const mode = options.mode ?? "standard";
+    const target = parseRedisAddresses(mode, options.addresses);
+    const address = options.addresses[0]!;
     this.#prefix = options.keyPrefix ?? "";
+    checkKeyPrefix(mode, this.#prefix);
+    this.#cluster = mode === "cluster";
     this.#chunkPrefix = `${this.#prefix}chunk/`;
     this.#tmpPrefix = `${this.#prefix}tmp/`;
     this.#readChunkSize = Math.max(1, options.readChunkSize ?? DEFAULT_CHUNK);
@@ -287,19 +443,17 @@ export class RedisStore implements StoreDriver {
     this.#maxUploads = Math.max(1, options.maxChunkUploadsPerUpdate ?? 10);
     this.#permits = Math.max(1, options.maxClientPermits ?? 500);
     this.#retrier = new Retrier(options.retry ?? NO_RETRY);
-    this.#where = `redis_store${options.storeName ? ` of store "${options.storeName}"` : ""} at ${
-      redactUrl(address)
-    }`;
+    const at = mode === "standard"
+      ? redactUrl(address)
+      : `${mode} ${target.masterName ? `"${target.masterName}" ` : ""}${
+        target.nodes.map((n) => `${n.host}:${n.port}`).join(",")
+      }`;
+    this.#where = `redis_store${options.storeName ? ` of store "${options.storeName}"` : ""} at ${at}`;
     const pool = Math.max(1, options.connectionPoolSize ?? 3);
+    const connectTimeout = options.connectionTimeoutMs ?? 3_000;
+    const retryStrategy = (attempt: number) => Math.min(50 * attempt, 1000);
     for (let i = 0; i < pool; i++) {
-      const client = new Redis(address, {
-        lazyConnect: true,
-        // Queued while (re)connecting; flushed with an error after one failed reconnect attempt.
-        maxRetriesPerRequest: 1,
-        connectTimeout: options.connectionTimeoutMs ?? 3_000,
-        retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
-        enableReadyCheck: true,
-      }) as Client;
+      const client = makeClient(address, target, connectTimeout, retryStrategy);
       client.on("error", () => {}); // surfaced per request as UNAVAILABLE
       client.defineCommand("cairnOpen", { numberOfKeys: 1, lua: LUA_OPEN });
       client.defineCommand("cairnPublish", { numberOfKeys: 1, lua: LUA_PUBLISH });
@@ -395,8 +549,20 @@ export class RedisStore implements StoreDriver {
     return new CairnError(Code.Unavailable, `${what}: ${this.#where} is unavailable: ${msg}`, { cause: err });
   }
 
+  /** `{prefix}{name}`; in cluster mode `{prefix}{{name}}`, the name being the hash tag of all its keys. */
   #manifestKey(key: StoreKey): string {
-    return this.#prefix + backendKeyName(key);
+    const name = backendKeyName(key);
+    return this.#cluster ? `${this.#prefix}{${name}}` : this.#prefix + name;
+  }
+
+  /**
+   * A new upload's id, the middle of its chunk keys `{prefix}tmp/{id}/{n}` and `{prefix}chunk/{id}/{n}`. In
+   * cluster mode it starts with the value's hash tag, so its chunks share the manifest's slot (and its node):
+   * the publish, open and delete scripts touch only keys of that one slot.
+   */
+  #newId(key: StoreKey): string {
+    const uuid = crypto.randomUUID();
+    return this.#cluster ? `{${backendKeyName(key)}}/${uuid}` : uuid;
   }
 
   async hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
@@ -404,11 +570,19 @@ export class RedisStore implements StoreDriver {
     const out: (number | undefined)[] = [];
     const BATCH = 512;
     const batches: Promise<number[]>[] = [];
-    for (let i = 0; i < keys.length; i += BATCH) {
-      const names = keys.slice(i, i + BATCH).map((k) => this.#manifestKey(k));
-      batches.push(
-        this.#run("Cannot check keys", (c) => c.cairnHas(String(names.length), ...names, this.#chunkPrefix)),
-      );
+    if (this.#cluster) {
+      // Keys of different values live in different slots: one script per value (pipelined per node).
+      for (const k of keys) {
+        const name = this.#manifestKey(k);
+        batches.push(this.#run("Cannot check keys", (c) => c.cairnHas("1", name, this.#chunkPrefix)));
+      }
+    } else {
+      for (let i = 0; i < keys.length; i += BATCH) {
+        const names = keys.slice(i, i + BATCH).map((k) => this.#manifestKey(k));
+        batches.push(
+          this.#run("Cannot check keys", (c) => c.cairnHas(String(names.length), ...names, this.#chunkPrefix)),
+        );
+      }
     }
     for (const sizes of await Promise.all(batches)) {
       for (const s of sizes) out.push(s < 0 ? undefined : Number(s));
@@ -561,7 +735,7 @@ export class RedisStore implements StoreDriver {
     const limit = uploadLimit(size);
     const label = keyToString(key);
     const signal = options?.signal;
-    const id = crypto.randomUUID();
+    const id = this.#newId(key);
     const chunkSize = this.#chunkSize;
     let buf = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(expected ?? chunkSize, 1)));
     let fill = 0;

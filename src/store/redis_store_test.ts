@@ -239,7 +239,7 @@ Deno.test("redis_store: Redis down at start → UNAVAILABLE naming the store, th
   }
 });
 
-Deno.test("redis_store: built from config fields; unsupported modes are refused", async () => {
+Deno.test("redis_store: built from config fields; an unknown mode is refused", async () => {
   const server = await startRedis();
   try {
     const registry = createStoreRegistry();
@@ -263,8 +263,8 @@ Deno.test("redis_store: built from config fields; unsupported modes are refused"
     await store.write("s", bytesStream(new Uint8Array(3)), { exact: 3 });
     await store.close?.();
     assert.throws(
-      () => registry.build("R", { redis_store: { addresses: [server.url], mode: "cluster" } }),
-      /mode "cluster" is not supported by Cairn yet/,
+      () => registry.build("R", { redis_store: { addresses: [server.url], mode: "sharded" } }),
+      /mode "sharded" is not one of "standard", "cluster", "sentinel"/,
     );
   } finally {
     await server.stop();
