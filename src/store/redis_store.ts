@@ -486,35 +486,58 @@ export class RedisStore implements StoreDriver {
       : this.#once(what, fn);
   }
 
-  async #once<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
-    if (this.#closed) throw new CairnError(Code.Unavailable, `${what}: the ${this.#where} is closed`);
+  #once<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    if (this.#closed) {
+      return Promise.reject(new CairnError(Code.Unavailable, `${what}: the ${this.#where} is closed`));
+    }
     const client = this.#clients[this.#next++ % this.#clients.length]!;
     const status = client.status;
     if (status === "wait") client.connect().catch(() => {});
     if (status === "reconnecting" || status === "end" || status === "close") {
-      throw new CairnError(Code.Unavailable, `${what}: ${this.#where} is unreachable (${status})`);
+      return Promise.reject(
+        new CairnError(Code.Unavailable, `${what}: ${this.#where} is unreachable (${status})`),
+      );
     }
-    if (this.#permits > 0) this.#permits--;
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    try {
-      return await this.#deadline(fn(client));
-    } catch (err) {
-      throw this.#map(err, what);
-    } finally {
-      this.#release();
+    if (this.#permits > 0) {
+      this.#permits--;
+      return this.#start(client, what, fn);
     }
+    return new Promise<void>((resolve) => this.#waiting.push(resolve)).then(() => this.#start(client, what, fn));
   }
 
   /**
-   * Rejects `promise` once it has run longer than `command_timeout_ms`. One sweeping interval serves every
-   * command (ioredis's own per-command timer costs more than a small GET on loopback).
+   * Runs `fn` holding a permit (released when it settles or times out), its error mapped. A command running
+   * longer than `command_timeout_ms` is rejected by one sweeping interval serving every command (ioredis's
+   * own per-command timer costs more than a small GET on loopback). One promise per command: this is the
+   * small-get hot path.
    */
-  #deadline<T>(promise: Promise<T>): Promise<T> {
+  #start<T>(client: Client, what: string, fn: (c: Client) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const entry: Inflight = { start: performance.now(), reject };
+      let settled = false;
+      const fail = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        this.#inflight.delete(entry);
+        this.#release();
+        reject(this.#map(err, what));
+      };
+      const entry: Inflight = { start: performance.now(), reject: fail };
       this.#inflight.add(entry);
       if (this.#sweeper === undefined) this.#startSweeper();
-      promise.then(resolve, reject).finally(() => this.#inflight.delete(entry));
+      let promise: Promise<T>;
+      try {
+        promise = fn(client);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      promise.then((value) => {
+        if (settled) return;
+        settled = true;
+        this.#inflight.delete(entry);
+        this.#release();
+        resolve(value);
+      }, fail);
     });
   }
 
@@ -595,26 +618,31 @@ export class RedisStore implements StoreDriver {
     if (signal?.aborted) throw new CairnError(Code.Cancelled, `${what}: cancelled`);
     const manifestKey = this.#manifestKey(key);
     // One HMGET answers an inline value (the common small case); a chunked one is checked by the script.
-    const fields = await this.#run(
-      what,
-      (c) => c.hmgetBuffer(manifestKey, "size", "chunks", "id", "csize", "data"),
-      signal,
-    );
+    const fields = await this.#run(what, (c) => c.hmgetBuffer(manifestKey, "size", "chunks", "data"), signal);
+    const inlineData = fields[2];
     if (!fields[0]) throw notFoundError(this.kind, key);
-    const inline = fields[1]?.toString() === "0" && fields[4] &&
-      fields[4].byteLength === Number(fields[0].toString());
-    const reply = inline
-      ? fields
-      : await this.#run(what, (c) => c.cairnOpenBuffer(manifestKey, this.#chunkPrefix), signal);
-    if (!reply) throw notFoundError(this.kind, key);
-    const [size, chunks, id, csize, data] = reply;
-    const m: Manifest = {
-      size: Number(size!.toString()),
-      chunks: Number(chunks!.toString()),
-      id: id!.toString(),
-      csize: Number(csize!.toString()),
-      ...(data ? { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) } : {}),
-    };
+    const inlineSize = asciiNumber(fields[0]);
+    let m: Manifest;
+    if (inlineData && asciiNumber(fields[1]) === 0 && inlineData.byteLength === inlineSize) {
+      m = {
+        size: inlineSize,
+        chunks: 0,
+        id: "",
+        csize: 0,
+        data: new Uint8Array(inlineData.buffer, inlineData.byteOffset, inlineData.byteLength),
+      };
+    } else {
+      const reply = await this.#run(what, (c) => c.cairnOpenBuffer(manifestKey, this.#chunkPrefix), signal);
+      if (!reply) throw notFoundError(this.kind, key);
+      const [size, chunks, id, csize, data] = reply;
+      m = {
+        size: asciiNumber(size),
+        chunks: asciiNumber(chunks),
+        id: id!.toString(),
+        csize: asciiNumber(csize),
+        ...(data ? { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) } : {}),
+      };
+    }
     if (isDigestKey(key) && m.size !== key.size) throw notFoundError(this.kind, key);
     return m;
   }
@@ -837,6 +865,18 @@ export class RedisStore implements StoreDriver {
     );
     return Number(n) === 1;
   }
+}
+
+/** A non-negative decimal integer from a reply's bytes (no string decoding: the small-get hot path); NaN if not one. */
+function asciiNumber(bytes: Uint8Array | null | undefined): number {
+  if (!bytes || bytes.byteLength === 0 || bytes.byteLength > 15) return NaN;
+  let n = 0;
+  for (let i = 0; i < bytes.byteLength; i++) {
+    const d = bytes[i]! - 48;
+    if (d < 0 || d > 9) return NaN;
+    n = n * 10 + d;
+  }
+  return n;
 }
 
 function abortError(label: string, signal: AbortSignal): CairnError {
