@@ -502,7 +502,9 @@ export class RedisStore implements StoreDriver {
       this.#permits--;
       return this.#start(client, what, fn);
     }
-    return new Promise<void>((resolve) => this.#waiting.push(resolve)).then(() => this.#start(client, what, fn));
+    return new Promise<void>((resolve) => this.#waiting.push(resolve)).then(() =>
+      this.#start(client, what, fn)
+    );
   }
 
   /**
@@ -603,7 +605,10 @@ export class RedisStore implements StoreDriver {
       for (let i = 0; i < keys.length; i += BATCH) {
         const names = keys.slice(i, i + BATCH).map((k) => this.#manifestKey(k));
         batches.push(
-          this.#run("Cannot check keys", (c) => c.cairnHas(String(names.length), ...names, this.#chunkPrefix)),
+          this.#run(
+            "Cannot check keys",
+            (c) => c.cairnHas(String(names.length), ...names, this.#chunkPrefix),
+          ),
         );
       }
     }

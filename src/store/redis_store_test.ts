@@ -270,3 +270,28 @@ Deno.test("redis_store: built from config fields; an unknown mode is refused", a
     await server.stop();
   }
 });
+
+Deno.test("redis_store: a command outliving command_timeout_ms is UNAVAILABLE saying so; later ones work", async () => {
+  const server = await startRedis();
+  const store = createRedisStore({ addresses: [server.url], keyPrefix: "t/", commandTimeoutMs: 300 });
+  const r = await raw(server.url);
+  try {
+    await store.init();
+    const bytes = new TextEncoder().encode("slow");
+    await putBytes(store, digestOf(bytes), bytes);
+    await r.call("CLIENT", "PAUSE", "3000", "ALL"); // every other client's commands wait 3 s
+    const t0 = performance.now();
+    const err = await assertRejectsWithCode(
+      getBytes(store, digestOf(bytes), { maxSize: 100 }),
+      Code.Unavailable,
+    );
+    assert.match(err.message, /timed out after 300 ms/);
+    assert.ok(performance.now() - t0 < 2500, "rejected by the deadline, not by the end of the pause");
+    await r.call("CLIENT", "UNPAUSE");
+    assert.deepEqual(await getBytes(store, digestOf(bytes), { maxSize: 100 }), bytes);
+  } finally {
+    r.disconnect();
+    await store.close();
+    await server.stop();
+  }
+});

@@ -594,7 +594,12 @@ export class S3Store implements StoreDriver {
     nodeBody.on("error", (err) => abort.abort(err));
     try {
       await this.#client.send(
-        new PutObjectCommand({ Bucket: this.#bucket, Key: objectKey, Body: nodeBody, ContentLength: expected }),
+        new PutObjectCommand({
+          Bucket: this.#bucket,
+          Key: objectKey,
+          Body: nodeBody,
+          ContentLength: expected,
+        }),
         { abortSignal: abort.signal },
       );
       this.#stats.putObjects++;

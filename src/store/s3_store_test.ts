@@ -95,7 +95,10 @@ Deno.test("s3: a 20 MiB blob of announced size streams as one PutObject; a wrong
     assert.equal(await has(store, od), undefined);
     const longer = new Uint8Array((12 << 20) + 5);
     longer.set(other);
-    await assertRejectsWithCode(store.write(od, bytesStream(longer), { exact: od.size }), Code.InvalidArgument);
+    await assertRejectsWithCode(
+      store.write(od, bytesStream(longer), { exact: od.size }),
+      Code.InvalidArgument,
+    );
     assert.equal(await has(store, od), undefined);
     // A source failing half way: an error of this write, nothing stored.
     let sent = 0;
