@@ -1,10 +1,10 @@
 /**
  * `redis_store`: values kept in a Redis server (on `ioredis`), streamed in chunks, never held whole.
  *
- * Layout under `key_prefix`: a value's **manifest** is a hash at `{prefix}{name}` (name from
- * `backendKeyName`: `hash-size`, `ac/hash-size`, `str/text`) with `size`, `chunks`, `id` and `csize` (the
- * chunk size it was written with). Chunks are 1 MiB (or `read_chunk_size` if larger); a value of at most one chunk is stored inline in the manifest's `data`
- * field (one round trip to read or write). A larger value is written chunk by chunk under temporary keys
+ * Layout under `key_prefix`, at `{prefix}{name}` (name from `backendKeyName`: `hash-size`, `ac/hash-size`,
+ * `str/text`): a value of at most one chunk (1 MiB, or `read_chunk_size` if larger) is a plain string there,
+ * read by one GET (the very command of a bare client); a larger value's **manifest** is a hash there with
+ * `size`, `chunks`, `id` and `csize` (the chunk size it was written with). A larger value is written chunk by chunk under temporary keys
  * `{prefix}tmp/{id}/{n}` (with a one-hour TTL, so a crashed upload cleans itself up), at most
  * `max_chunk_uploads_per_update` in flight; once the whole stream is in and its size checked, one Lua script
  * checks the temporary chunks add up to the size, renames them to `{prefix}chunk/{id}/{n}`, drops the TTL,
@@ -15,6 +15,10 @@
  * one script, that the chunks the manifest lists all exist and add up to its size; a value missing a chunk
  * is deleted and reported absent (NOT_FOUND), and a chunk that disappears while it is being streamed errors
  * the stream instead of serving short data. Ranged reads fetch only the chunks they need (GETRANGE).
+ *
+ * `mode: "cluster"` (a Redis Cluster) puts the value's name in a hash tag, `{prefix}{{name}}` and
+ * `{prefix}chunk/{{name}}/…`, so every key of one value shares one slot and every script touches one slot;
+ * `mode: "sentinel"` follows the master a Redis Sentinel names.
  *
  * Redis down at start: the store is built anyway and connects in the background; requests fail fast with
  * UNAVAILABLE naming the store and its address until Redis answers again, then work by themselves.
@@ -256,7 +260,8 @@ export function checkKeyPrefix(mode: RedisMode, prefix: string): void {
   }
 }
 
-// Scripts. KEYS[1] is a manifest; ARGV[1] the chunk key prefix `{prefix}chunk/`.
+// Scripts. KEYS[1] is a value's key: a string holding an inline value, or a hash (the manifest) of a
+// chunked one. ARGV[1] the chunk key prefix `{prefix}chunk/`.
 // Sum of STRLEN over a manifest's chunks (a missing chunk counts 0).
 const LUA_CHUNKS_TOTAL = `
 local function chunks_total(cp, id, n)
@@ -268,31 +273,36 @@ local function drop(key, cp, id, n)
   for i = 0, n - 1 do redis.call('DEL', cp .. id .. '/' .. i) end
   redis.call('DEL', key)
 end
+local function kind(key) return redis.call('TYPE', key)['ok'] end
 `;
 
 /** Returns {size, chunks, id, csize, data?} or nil; deletes a manifest whose chunks are gone. */
 const LUA_OPEN = LUA_CHUNKS_TOTAL + `
-local m = redis.call('HMGET', KEYS[1], 'size', 'chunks', 'id', 'csize', 'data')
-if not m[1] then return false end
-local n = tonumber(m[2])
-if n == 0 then
-  if not m[5] or string.len(m[5]) ~= tonumber(m[1]) then redis.call('DEL', KEYS[1]); return false end
-  return {m[1], '0', '', m[4], m[5]}
+local t = kind(KEYS[1])
+if t == 'string' then
+  local data = redis.call('GET', KEYS[1])
+  return {tostring(string.len(data)), '0', '', '0', data}
 end
+if t ~= 'hash' then return false end
+local m = redis.call('HMGET', KEYS[1], 'size', 'chunks', 'id', 'csize')
+local n = tonumber(m[2])
 if chunks_total(ARGV[1], m[3], n) ~= tonumber(m[1]) then drop(KEYS[1], ARGV[1], m[3], n); return false end
 return {m[1], m[2], m[3], m[4]}
 `;
 
-/** Sizes of many manifests (-1: absent or incomplete; incomplete ones are deleted). */
+/** Sizes of many values (-1: absent or incomplete; incomplete ones are deleted). */
 const LUA_HAS = LUA_CHUNKS_TOTAL + `
 local out = {}
 for k = 1, #KEYS do
-  local m = redis.call('HMGET', KEYS[k], 'size', 'chunks', 'id')
-  if not m[1] then
+  local t = kind(KEYS[k])
+  if t == 'string' then
+    out[k] = redis.call('STRLEN', KEYS[k])
+  elseif t ~= 'hash' then
     out[k] = -1
   else
+    local m = redis.call('HMGET', KEYS[k], 'size', 'chunks', 'id')
     local n = tonumber(m[2])
-    if n == 0 or chunks_total(ARGV[1], m[3], n) == tonumber(m[1]) then
+    if chunks_total(ARGV[1], m[3], n) == tonumber(m[1]) then
       out[k] = tonumber(m[1])
     else
       drop(KEYS[k], ARGV[1], m[3], n)
@@ -306,7 +316,10 @@ return out
 // Publishing: ARGV = chunkPrefix, tmpPrefix, id, n, size, csize, keepExisting('1' for CAS), data (inline).
 const LUA_PUBLISH = LUA_CHUNKS_TOTAL + `
 local cp, tp, id, n, size = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local old = redis.call('HMGET', KEYS[1], 'size', 'chunks', 'id')
+local t = kind(KEYS[1])
+local old = {false, '0', ''}
+if t == 'hash' then old = redis.call('HMGET', KEYS[1], 'size', 'chunks', 'id') end
+if t == 'string' then old = {tostring(redis.call('STRLEN', KEYS[1])), '0', ''} end
 if n > 0 and old[3] == id then return 1 end
 if n > 0 and chunks_total(tp, id, n) ~= size then
   for i = 0, n - 1 do redis.call('DEL', tp .. id .. '/' .. i) end
@@ -327,7 +340,7 @@ for i = 0, n - 1 do
   redis.call('PERSIST', k)
 end
 if n == 0 then
-  redis.call('HSET', KEYS[1], 'size', ARGV[5], 'chunks', 0, 'id', '', 'csize', ARGV[6], 'data', ARGV[8])
+  redis.call('SET', KEYS[1], ARGV[8])
 else
   redis.call('HSET', KEYS[1], 'size', ARGV[5], 'chunks', n, 'id', id, 'csize', ARGV[6])
 end
@@ -335,8 +348,10 @@ return 1
 `;
 
 const LUA_DELETE = LUA_CHUNKS_TOTAL + `
+local t = kind(KEYS[1])
+if t == 'string' then redis.call('DEL', KEYS[1]); return 1 end
+if t ~= 'hash' then return 0 end
 local m = redis.call('HMGET', KEYS[1], 'size', 'chunks', 'id')
-if not m[1] then return 0 end
 drop(KEYS[1], ARGV[1], m[3], tonumber(m[2]))
 return 1
 `;
@@ -622,19 +637,22 @@ export class RedisStore implements StoreDriver {
     const what = `Cannot read ${keyToString(key)}`;
     if (signal?.aborted) throw new CairnError(Code.Cancelled, `${what}: cancelled`);
     const manifestKey = this.#manifestKey(key);
-    // One HMGET answers an inline value (the common small case); a chunked one is checked by the script.
-    const fields = await this.#run(what, (c) => c.hmgetBuffer(manifestKey, "size", "chunks", "data"), signal);
-    const inlineData = fields[2];
-    if (!fields[0]) throw notFoundError(this.kind, key);
-    const inlineSize = asciiNumber(fields[0]);
+    // One GET answers an inline value (the common small case, the very command of a bare client); a chunked
+    // value's key is a hash (WRONGTYPE for GET), checked by the script.
+    const inline = await this.#run(
+      what,
+      (c) => c.getBuffer(manifestKey).catch((err) => isWrongType(err) ? undefined : Promise.reject(err)),
+      signal,
+    );
+    if (inline === null) throw notFoundError(this.kind, key);
     let m: Manifest;
-    if (inlineData && asciiNumber(fields[1]) === 0 && inlineData.byteLength === inlineSize) {
+    if (inline !== undefined) {
       m = {
-        size: inlineSize,
+        size: inline.byteLength,
         chunks: 0,
         id: "",
         csize: 0,
-        data: new Uint8Array(inlineData.buffer, inlineData.byteOffset, inlineData.byteLength),
+        data: new Uint8Array(inline.buffer, inline.byteOffset, inline.byteLength),
       };
     } else {
       const reply = await this.#run(what, (c) => c.cairnOpenBuffer(manifestKey, this.#chunkPrefix), signal);
@@ -870,6 +888,12 @@ export class RedisStore implements StoreDriver {
     );
     return Number(n) === 1;
   }
+}
+
+/** A Redis WRONGTYPE reply (GET of a chunked value's manifest hash). */
+function isWrongType(err: unknown): boolean {
+  const message = (err as { message?: unknown })?.message;
+  return typeof message === "string" && message.startsWith("WRONGTYPE");
 }
 
 /** A non-negative decimal integer from a reply's bytes (no string decoding: the small-get hot path); NaN if not one. */

@@ -295,3 +295,28 @@ Deno.test("redis_store: a command outliving command_timeout_ms is UNAVAILABLE sa
     await server.stop();
   }
 });
+
+Deno.test("redis_store: a key rewritten between inline (a string) and chunked (a manifest hash) leaves no stale chunk", async () => {
+  const { store, server, cleanup } = await redisUnderTest([], 1024);
+  const r = await raw(server.url);
+  try {
+    const big = await patternBytes(5000, 21);
+    const small = new TextEncoder().encode("ten bytes!");
+    await store.write("k", bytesStream(big), { exact: big.byteLength });
+    assert.equal(await r.type("t/str/k"), "hash");
+    assert.equal((await r.keys("t/chunk/*")).length, 5);
+    await store.write("k", bytesStream(small), { exact: small.byteLength });
+    assert.equal(await r.type("t/str/k"), "string", "an inline value is a plain string, read by one GET");
+    assert.deepEqual(await r.keys("t/chunk/*"), [], "the chunks of the value replaced are gone");
+    assert.deepEqual(await getBytes(store, "k", { maxSize: 100 }), small);
+    assert.equal(await has(store, "k"), small.byteLength);
+    await store.write("k", bytesStream(big), { exact: big.byteLength });
+    assert.deepEqual(await getBytes(store, "k", { maxSize: 1 << 20 }), big);
+    assert.equal(await has(store, "k"), big.byteLength);
+    assert.equal(await store.delete("k"), true);
+    assert.deepEqual(await r.keys("t/*"), []);
+  } finally {
+    r.disconnect();
+    await cleanup();
+  }
+});
