@@ -172,11 +172,6 @@ export const STORE_KIND_TABLE = {
     enable_keyspace_notifications: s.optional(s.unsupported()),
     keyspace_notifications_db: s.optional(s.unsupported()),
     key_ttl_s: s.optional(s.unsupported()),
-  }, (v) => {
-    if (v.mode !== undefined && v.mode !== "standard") {
-      return `redis_store mode "${String(v.mode)}" is not supported by Cairn yet; use "standard"`;
-    }
-    return v;
   }),
   experimental_cloud_object_store: s.object({
     provider: s.enum("aws", "gcs", "azure", "ontap", "r2", "oci"),

@@ -252,7 +252,7 @@ Deno.test("redis_store: Redis down at start → UNAVAILABLE naming the store, th
   }
 });
 
-Deno.test("redis_store: built from config fields; unsupported modes are refused", async () => {
+Deno.test("redis_store: built from config fields; an unknown mode is refused", async () => {
   const server = await startRedis();
   try {
     const registry = createStoreRegistry();
@@ -276,10 +276,60 @@ Deno.test("redis_store: built from config fields; unsupported modes are refused"
     await store.write("s", bytesStream(new Uint8Array(3)), { exact: 3 });
     await store.close?.();
     assert.throws(
-      () => registry.build("R", { redis_store: { addresses: [server.url], mode: "cluster" } }),
-      /mode "cluster" is not supported by Cairn yet/,
+      () => registry.build("R", { redis_store: { addresses: [server.url], mode: "sharded" } }),
+      /mode "sharded" is not one of "standard", "cluster", "sentinel"/,
     );
   } finally {
     await server.stop();
+  }
+});
+
+Deno.test("redis_store: a command outliving command_timeout_ms is UNAVAILABLE saying so; later ones work", async () => {
+  const server = await startRedis();
+  const store = createRedisStore({ addresses: [server.url], keyPrefix: "t/", commandTimeoutMs: 300 });
+  const r = await raw(server.url);
+  try {
+    await store.init();
+    const bytes = new TextEncoder().encode("slow");
+    await putBytes(store, digestOf(bytes), bytes);
+    await r.call("CLIENT", "PAUSE", "3000", "ALL"); // every other client's commands wait 3 s
+    const t0 = performance.now();
+    const err = await assertRejectsWithCode(
+      getBytes(store, digestOf(bytes), { maxSize: 100 }),
+      Code.Unavailable,
+    );
+    assert.match(err.message, /timed out after 300 ms/);
+    assert.ok(performance.now() - t0 < 2500, "rejected by the deadline, not by the end of the pause");
+    await r.call("CLIENT", "UNPAUSE");
+    assert.deepEqual(await getBytes(store, digestOf(bytes), { maxSize: 100 }), bytes);
+  } finally {
+    r.disconnect();
+    await store.close();
+    await server.stop();
+  }
+});
+
+Deno.test("redis_store: a key rewritten between inline (a string) and chunked (a manifest hash) leaves no stale chunk", async () => {
+  const { store, server, cleanup } = await redisUnderTest([], 1024);
+  const r = await raw(server.url);
+  try {
+    const big = await patternBytes(5000, 21);
+    const small = new TextEncoder().encode("ten bytes!");
+    await store.write("k", bytesStream(big), { exact: big.byteLength });
+    assert.equal(await r.type("t/str/k"), "hash");
+    assert.equal((await r.keys("t/chunk/*")).length, 5);
+    await store.write("k", bytesStream(small), { exact: small.byteLength });
+    assert.equal(await r.type("t/str/k"), "string", "an inline value is a plain string, read by one GET");
+    assert.deepEqual(await r.keys("t/chunk/*"), [], "the chunks of the value replaced are gone");
+    assert.deepEqual(await getBytes(store, "k", { maxSize: 100 }), small);
+    assert.equal(await has(store, "k"), small.byteLength);
+    await store.write("k", bytesStream(big), { exact: big.byteLength });
+    assert.deepEqual(await getBytes(store, "k", { maxSize: 1 << 20 }), big);
+    assert.equal(await has(store, "k"), big.byteLength);
+    assert.equal(await store.delete("k"), true);
+    assert.deepEqual(await r.keys("t/*"), []);
+  } finally {
+    r.disconnect();
+    await cleanup();
   }
 });

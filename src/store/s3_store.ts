@@ -3,10 +3,14 @@
  * kept as objects in an S3 bucket (or an S3-compatible server), on `@aws-sdk/client-s3`.
  *
  * An object's key is `{key_prefix}{name}` (`hash-size`, `ac/hash-size`, `str/text`). Uploads stream: a value
- * that fits in one part (8 MiB) is one PutObject; a larger one is a multipart upload of 8 MiB parts with at
- * most `multipart_max_concurrent_uploads` parts in flight (so at most that many parts in memory), completed
- * only once the whole stream is in and its size checked, and aborted on any error — S3 makes the object
- * visible atomically on completion, so nothing partial is ever visible. Reads are ranged GETs; existence is
+ * that fits in one part (8 MiB) is one PutObject; a larger one of announced (exact) size up to 100 MiB (AWS's
+ * suggested multipart threshold) is one PutObject whose body is the source stream itself, counted on the way
+ * (no copy, nothing held; a source longer or shorter than announced aborts the request, so no object); any
+ * other is a multipart upload of 8 MiB parts with at most `multipart_max_concurrent_uploads` parts in
+ * flight (so at most that many parts in memory), completed only once the whole stream is in and its size
+ * checked, and aborted on any error — S3 makes the object visible atomically on completion (or at the end
+ * of a PutObject), so nothing partial is ever visible. A streamed PutObject is not retried (its bytes are
+ * consumed); buffered PutObjects and parts are. Reads are ranged GETs; existence is
  * HEAD (bounded concurrency). An object whose length is not the digest's size (a truncated CAS object) is
  * NOT_FOUND, never served.
  *
@@ -24,6 +28,7 @@
  * ```
  * @module
  */
+import { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -50,7 +55,7 @@ import {
 } from "./helpers.ts";
 import type { StoreBuildContext } from "./registry.ts";
 import type { StoreKinds } from "../config/types.ts";
-import { asWriteError, readInParts, readToEnd } from "./upload_parts.ts";
+import { asWriteError, readInParts, readOrAbort, readToEnd, sizeMismatch, sizeOver } from "./upload_parts.ts";
 import { NO_RETRY, Retrier, type RetryPolicy, retryPolicyFrom } from "./retry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, UploadSize, WriteOptions } from "./types.ts";
 
@@ -65,13 +70,21 @@ export interface S3StoreOptions {
   readonly retry?: RetryPolicy;
   /** Parts in flight per multipart upload. Default 10. */
   readonly multipartMaxConcurrentUploads?: number;
-  /** Part size of multipart uploads (and the single-PutObject limit). Default 8 MiB. */
+  /** Part size of multipart uploads (and the buffered single-PutObject limit). Default 8 MiB. */
   readonly partSize?: number;
+  /**
+   * Values of exact size above `partSize` and up to this go up as one PutObject streaming the source
+   * (0: never; multipart instead). Default 100 MiB.
+   */
+  readonly streamedPutMaxSize?: number;
   /** The top-level store name, for messages. */
   readonly storeName?: string;
   /** Explicit credentials (tests); default: the SDK's standard chain. */
   readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
 }
+
+/** Largest value streamed as one PutObject by default: AWS suggests multipart from about 100 MB. */
+export const DEFAULT_STREAMED_PUT_MAX = 100 * 1024 * 1024;
 
 /** Default part size: 8 MiB (S3's minimum is 5 MiB). */
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
@@ -117,6 +130,7 @@ export class S3Store implements StoreDriver {
   readonly #partSize: number;
   readonly #where: string;
   readonly #stats = { putObjects: 0, multipartUploads: 0, parts: 0 };
+  readonly #streamedPutMax: number;
 
   /** Uploads done so far: single PutObjects, completed multipart uploads, and their parts. */
   get stats(): { readonly putObjects: number; readonly multipartUploads: number; readonly parts: number } {
@@ -138,6 +152,18 @@ export class S3Store implements StoreDriver {
       maxAttempts: 1,
       requestChecksumCalculation: "WHEN_REQUIRED",
       responseChecksumValidation: "WHEN_REQUIRED",
+      // With a logger of its own the SDK logs every failed command (errors are ours to report, mapped),
+      // and without one it warns on the console for every failed streamed PutObject (already this write's
+      // error). Other warnings pass.
+      logger: {
+        trace: () => {},
+        debug: () => {},
+        info: () => {},
+        warn: (...args: unknown[]) => {
+          if (!String(args[0]).includes("non-retryable streaming request")) console.warn(...args);
+        },
+        error: () => {},
+      },
       ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
       ...(options.credentials ? { credentials: { ...options.credentials } } : {}),
     };
@@ -147,6 +173,7 @@ export class S3Store implements StoreDriver {
     this.#retrier = new Retrier(options.retry ?? NO_RETRY);
     this.#concurrency = Math.max(1, options.multipartMaxConcurrentUploads ?? 10);
     this.#partSize = Math.max(1, options.partSize ?? DEFAULT_PART_SIZE);
+    this.#streamedPutMax = Math.max(0, options.streamedPutMaxSize ?? DEFAULT_STREAMED_PUT_MAX);
     this.#where = `S3 store${options.storeName ? ` "${options.storeName}"` : ""} (bucket ${options.bucket}${
       endpoint ? ` at ${endpoint}` : ""
     })`;
@@ -402,6 +429,9 @@ export class S3Store implements StoreDriver {
       await readToEnd(data, reading);
       return;
     }
+    if (expected !== undefined && expected > this.#partSize && expected <= this.#streamedPutMax) {
+      return await this.#putStreamed(label, objectKey, data.getReader(), expected, signal);
+    }
     try {
       const { rest } = await readInParts(data, {
         ...reading,
@@ -454,6 +484,70 @@ export class S3Store implements StoreDriver {
       }
       if (signal?.aborted) throw cancelledWrite(label);
       throw err;
+    }
+  }
+
+  /**
+   * One PutObject whose body is `reader`'s stream, passed through without copies and counted: more or fewer
+   * bytes than `expected` errors the body, which aborts the request, so S3 creates no object.
+   */
+  async #putStreamed(
+    label: string,
+    objectKey: string,
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    expected: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    let seen = 0;
+    let sizeError: CairnError | undefined;
+    let sourceError: unknown;
+    const body = new ReadableStream<Uint8Array>({
+      pull: async (c) => {
+        let r: ReadableStreamReadResult<Uint8Array>;
+        try {
+          r = await readOrAbort(reader, signal, () => cancelledWrite(label));
+        } catch (err) {
+          sourceError = err;
+          throw err;
+        }
+        if (r.done) {
+          if (seen !== expected) throw (sizeError = sizeMismatch(label, expected, seen));
+          c.close();
+          return;
+        }
+        seen += r.value.byteLength;
+        if (seen > expected) throw (sizeError = sizeOver(label, expected));
+        c.enqueue(r.value);
+      },
+      cancel: (reason) => reader.cancel(reason),
+    }, { highWaterMark: 0 });
+    // A failing body must abort the request (piping does not pass the error on; the server would wait).
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    // deno-lint-ignore no-explicit-any
+    const nodeBody = Readable.fromWeb(body as any);
+    nodeBody.on("error", (err) => abort.abort(err));
+    try {
+      await this.#client.send(
+        new PutObjectCommand({
+          Bucket: this.#bucket,
+          Key: objectKey,
+          Body: nodeBody,
+          ContentLength: expected,
+        }),
+        { abortSignal: abort.signal },
+      );
+      this.#stats.putObjects++;
+    } catch (err) {
+      reader.cancel(err).catch(() => {});
+      if (signal?.aborted) throw cancelledWrite(label);
+      if (sizeError) throw sizeError;
+      if (sourceError !== undefined) throw CairnError.from(sourceError);
+      throw this.#map(err, `Cannot write ${label}`);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      reader.releaseLock();
     }
   }
 

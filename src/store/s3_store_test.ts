@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { digestOf } from "../digest/digest.ts";
 import { Code } from "../util/error.ts";
-import { collectBytes, patternBytes } from "../util/streams.ts";
+import { bytesStream, collectBytes, patternBytes } from "../util/streams.ts";
 import {
   freeLoopbackPort,
   S3RVER_CREDENTIALS,
@@ -15,7 +15,7 @@ import { createS3Store } from "./s3_store.ts";
 import { createStoreRegistry } from "./registry.ts";
 import { createExistenceCacheStore } from "./existence_cache_store.ts";
 
-async function s3UnderTest(partSize?: number) {
+async function s3UnderTest(partSize?: number, streamedPutMaxSize?: number) {
   const server = await startS3rver({ buckets: ["cas"] });
   return await storeOnBackend(
     server,
@@ -27,6 +27,7 @@ async function s3UnderTest(partSize?: number) {
       credentials: S3RVER_CREDENTIALS,
       storeName: "S3",
       ...(partSize ? { partSize } : {}),
+      ...(streamedPutMaxSize !== undefined ? { streamedPutMaxSize } : {}),
     }),
   );
 }
@@ -46,7 +47,7 @@ function rawClient(endpoint: string): S3Client {
 }
 
 Deno.test("s3: a 20 MiB blob goes up as a multipart upload and reads back by ranges", async () => {
-  const { store, server, cleanup } = await s3UnderTest();
+  const { store, server, cleanup } = await s3UnderTest(undefined, 0);
   const raw = rawClient(server.endpoint);
   try {
     const bytes = await patternBytes(20 << 20, 11);
@@ -65,6 +66,54 @@ Deno.test("s3: a 20 MiB blob goes up as a multipart upload and reads back by ran
       assert.deepEqual(got, bytes.subarray(offset!, offset! + length!));
     }
     assert.deepEqual(await collectBytes(await store.read(d), 21 << 20), bytes);
+  } finally {
+    raw.destroy();
+    await cleanup();
+  }
+});
+
+Deno.test("s3: a 20 MiB blob of announced size streams as one PutObject; a wrong length stores nothing", async () => {
+  const { store, server, cleanup } = await s3UnderTest();
+  const raw = rawClient(server.endpoint);
+  try {
+    const bytes = await patternBytes(20 << 20, 12);
+    const d = digestOf(bytes);
+    await putBytes(store, d, bytes);
+    assert.deepEqual(store.stats, { putObjects: 1, multipartUploads: 0, parts: 0 });
+    assert.deepEqual(await getBytes(store, d, { maxSize: 21 << 20 }), bytes);
+    const obj = await raw.send(new GetObjectCommand({ Bucket: "cas", Key: `cas/0/${d.hash}-${d.size}` }));
+    assert.equal(obj.ContentLength, 20 << 20);
+    await obj.Body?.transformToByteArray();
+    // Shorter and longer sources than announced: INVALID_ARGUMENT, and no object under the key.
+    const other = await patternBytes(12 << 20, 13);
+    const od = digestOf(other);
+    await assertRejectsWithCode(
+      store.write(od, bytesStream(other.subarray(0, 11 << 20)), { exact: od.size }),
+      Code.InvalidArgument,
+    );
+    assert.equal(await has(store, od), undefined);
+    const longer = new Uint8Array((12 << 20) + 5);
+    longer.set(other);
+    await assertRejectsWithCode(
+      store.write(od, bytesStream(longer), { exact: od.size }),
+      Code.InvalidArgument,
+    );
+    assert.equal(await has(store, od), undefined);
+    // A source failing half way: an error of this write, nothing stored.
+    let sent = 0;
+    const failing = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent >= 6 << 20) {
+          c.error(new Error("client went away"));
+          return;
+        }
+        c.enqueue(other.slice(sent, sent + (1 << 20)));
+        sent += 1 << 20;
+      },
+    });
+    await assert.rejects(store.write(od, failing, { exact: od.size }), /client went away/);
+    assert.equal(await has(store, od), undefined);
+    await assertRejectsWithCode(store.read(od), Code.NotFound);
   } finally {
     raw.destroy();
     await cleanup();
@@ -97,7 +146,7 @@ Deno.test("s3: a truncated object is NOT_FOUND, never served", async () => {
 });
 
 Deno.test("s3: an aborted multipart upload leaves no object", async () => {
-  const { store, cleanup } = await s3UnderTest(5 << 20);
+  const { store, cleanup } = await s3UnderTest(5 << 20, 0);
   try {
     const bytes = await patternBytes(12 << 20, 8);
     const d = digestOf(bytes);
