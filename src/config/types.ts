@@ -484,7 +484,15 @@ export interface HttpListenerConfig {
   cors_allowed_origins: string[];
   /** Resource limits against abusive clients (Cairn extension). */
   limits?: ListenerLimitsConfig;
+  /**
+   * The HTTP server under the listener (Cairn extension): `"node_http2"` (default when unset; needed for mTLS,
+   * `advanced_http` and the connection limits) or `"deno_serve"` (Deno.serve with gRPC trailers).
+   */
+  server?: ListenerServer;
 }
+
+/** The HTTP server implementations a listener can run on. */
+export type ListenerServer = "node_http2" | "deno_serve";
 
 /** Per-listener resource limits (Cairn extension); 0 or absent → the default. */
 export interface ListenerLimitsConfig {

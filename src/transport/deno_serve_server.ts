@@ -1,0 +1,213 @@
+/**
+ * The `Deno.serve` server path (listener `server: "deno_serve"`): one port serving gRPC over HTTP/2 (h2c with
+ * prior knowledge, or TLS with ALPN `h2`) through the same {@linkcode GrpcHandler} as the `node:http2` path,
+ * with real trailers (see `deno_compat/deno_serve_trailers.ts`), and Connect, gRPC-Web and the plain HTTP
+ * routes over HTTP/1.1 and HTTP/2. Connection-level HTTP/2 behaviour (windows, keep-alive, header and idle
+ * timeouts, reset floods) is Deno's own; `nativelink_schema.ts` refuses the settings of those on this path,
+ * and mTLS (client certificates must be verified) stays on `node:http2`.
+ *
+ * @example
+ * ```ts
+ * import { createDenoServeServer } from "./deno_serve_server.ts";
+ * import { Health } from "../gen/grpc/health/v1/health_pb.ts";
+ * const server = createDenoServeServer({
+ *   listener: { socket_address: "127.0.0.1:0", server: "deno_serve" },
+ *   bindings: [{ service: Health, impl: { check: () => ({ status: 1 }) } }],
+ * });
+ * await server.listen();
+ * await server.close();
+ * ```
+ * @module
+ */
+import { Code as ConnectCode, ConnectError } from "@connectrpc/connect";
+import { createConnectFetchHandler } from "./connect_handler.ts";
+import { GrpcHandler } from "./grpc_handler.ts";
+import { DenoServeStream } from "./deno_serve_stream.ts";
+import { httpStatusOf } from "./http_routes.ts";
+import { type BoundAddress, parseSocketAddress } from "./listener.ts";
+import { loadListenerTls } from "./tls.ts";
+import { countEvent, resolveLimits, UploadAdmission } from "./guard.ts";
+import { CairnError, Code } from "../util/error.ts";
+import type { CairnServer, CairnServerOptions } from "./server.ts";
+import type { TransportLog } from "./types.ts";
+
+const DEFAULT_LOG: TransportLog = {
+  debug: () => {},
+  warn: (m, ...d) => console.warn(m, ...d),
+  error: (m, ...d) => console.error(m, ...d),
+};
+
+/** Creates a `Deno.serve` server for `bindings` and `routes` on `listener`. Nothing is bound until `listen()`. */
+export function createDenoServeServer(options: CairnServerOptions): CairnServer {
+  const log = options.log ?? DEFAULT_LOG;
+  const cfg = options.listener;
+  const accepted = cfg.compression?.accepted_compression_algorithms ?? [];
+  const maxMessageBytes = cfg.max_decoding_message_size || 8 * 1024 * 1024;
+  const limits = resolveLimits(cfg);
+  const uploads = new UploadAdmission(limits);
+  const shutdown = new AbortController();
+  /** One object per client connection (by remote address), held while it has uploads in flight. */
+  const connections = new Map<string, { refs: number }>();
+  const connectionOf = (remote: string): { key: object; done: () => void } => {
+    let c = connections.get(remote);
+    if (c === undefined) connections.set(remote, c = { refs: 0 });
+    c.refs++;
+    const conn = c;
+    return {
+      key: conn,
+      done: () => {
+        if (--conn.refs === 0 && connections.get(remote) === conn) connections.delete(remote);
+      },
+    };
+  };
+  let currentRemote = "";
+
+  const grpc = new GrpcHandler({
+    bindings: options.bindings,
+    sendCompression: cfg.compression?.send_compression_algorithm,
+    acceptCompression: accepted,
+    maxMessageBytes,
+    log,
+    admitUpload: () => {
+      const conn = connectionOf(currentRemote);
+      const release = uploads.admit(conn.key);
+      if (release === undefined) {
+        conn.done();
+        return undefined;
+      }
+      return () => {
+        release();
+        conn.done();
+      };
+    },
+    requestIdleMs: limits.uploadIdleMs,
+  });
+  const routes = options.routes ?? [];
+  const serveRoutes = async (request: Request): Promise<Response> => {
+    try {
+      for (const route of routes) {
+        const response = await route(request, undefined);
+        if (response !== undefined) return response;
+      }
+      return new Response(null, { status: 404 });
+    } catch (err) {
+      if ((err as { name?: string })?.name === "AbortError") {
+        countEvent("client_gone");
+        return new Response(null, { status: 499 });
+      }
+      log.warn(`HTTP ${request.method} ${request.url} failed:`, err);
+      const e = CairnError.from(err);
+      return new Response(`${e.message}\n`, {
+        status: httpStatusOf(e.code),
+        headers: { "content-type": "text/plain; charset=utf-8" },
+      });
+    }
+  };
+  const connect = createConnectFetchHandler({
+    bindings: options.bindings,
+    fallback: serveRoutes,
+    gzip: accepted.includes("gzip"),
+    maxMessageBytes,
+    shutdownSignal: shutdown.signal,
+    corsAllowedOrigins: cfg.cors_allowed_origins ?? [],
+    log,
+  });
+  let httpInFlight = 0;
+
+  const handler = (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Promise<Response> => {
+    const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
+    if (GrpcHandler.accepts(request.headers.get("content-type") ?? undefined)) {
+      const stream = new DenoServeStream(request);
+      currentRemote = remote;
+      grpc.handle(stream.asHttp2Stream(), stream.headers);
+      return stream.response;
+    }
+    let release: (() => void) | undefined;
+    if (request.method === "PUT" || request.method === "POST") {
+      const conn = connectionOf(remote);
+      const r = uploads.admit(conn.key);
+      if (r === undefined) {
+        conn.done();
+        return Promise.resolve(
+          new Response("Too many uploads in flight (limits.max_uploads_per_connection / limits.max_uploads)\n", {
+            status: 503,
+            headers: { "content-type": "text/plain; charset=utf-8", "retry-after": "1" },
+          }),
+        );
+      }
+      release = () => {
+        r();
+        conn.done();
+      };
+    }
+    httpInFlight++;
+    return connect(request).finally(() => {
+      httpInFlight--;
+      release?.();
+    });
+  };
+
+  let server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let address: BoundAddress | undefined;
+  let closing: Promise<void> | undefined;
+  const stop = new AbortController();
+
+  return {
+    get address() {
+      return address;
+    },
+    async listen() {
+      if (server) throw new Error(`Cannot listen on "${cfg.socket_address}": the server is listening already`);
+      const { host, port } = parseSocketAddress(cfg.socket_address);
+      const tls = cfg.tls ? await loadListenerTls(cfg.tls) : undefined;
+      if (tls?.clientCas) {
+        throw new CairnError(
+          Code.InvalidArgument,
+          `Cannot listen on "${cfg.socket_address}": mTLS needs server "node_http2" (Deno.serve cannot verify client certificates)`,
+        );
+      }
+      try {
+        server = Deno.serve({
+          hostname: host,
+          port,
+          signal: stop.signal,
+          onListen: () => {},
+          onError: (err) => {
+            log.warn(`Deno.serve handler failed:`, err);
+            return new Response(null, { status: 500 });
+          },
+          ...(tls ? { cert: tls.cert, key: tls.key } : {}),
+        }, handler);
+      } catch (err) {
+        throw new CairnError(
+          Code.Unavailable,
+          `Cannot listen on "${cfg.socket_address}": ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      address = { host: server.addr.hostname, port: server.addr.port };
+      return address;
+    },
+    close(graceMs = 5000) {
+      closing ??= (async () => {
+        if (!server) return;
+        const finished = server.shutdown();
+        const deadline = Date.now() + graceMs;
+        while (Date.now() < deadline && (grpc.activeCalls > 0 || httpInFlight > 0)) await delay(10);
+        if (grpc.activeCalls > 0 || httpInFlight > 0) {
+          const reason = new ConnectError("The server is shutting down", ConnectCode.Unavailable);
+          shutdown.abort(reason);
+          grpc.abortAll(reason);
+          await delay(20); // let the UNAVAILABLE trailers go out
+          stop.abort();
+        }
+        await finished;
+      })();
+      return closing;
+    },
+  };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
