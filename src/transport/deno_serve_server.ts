@@ -114,10 +114,21 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
   });
   let httpInFlight = 0;
 
-  const handler = (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Promise<Response> => {
+  const acceptGzip = accepted.includes("gzip");
+  const sendGzip = cfg.compression?.send_compression_algorithm === "gzip";
+  const handler = (
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Response | Promise<Response> => {
     const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
     if (GrpcHandler.accepts(request.headers.get("content-type") ?? undefined)) {
-      const stream = new DenoServeStream(request);
+      // The headers GrpcHandler would send, known up front (the response goes back at once: see the shim).
+      const headers: [string, string][] = [["content-type", "application/grpc"]];
+      if (sendGzip && acceptsGzip(request.headers.get("grpc-accept-encoding"))) {
+        headers.push(["grpc-encoding", "gzip"]);
+      }
+      if (acceptGzip || headers.length > 1) headers.push(["grpc-accept-encoding", "gzip"]);
+      const stream = new DenoServeStream(request, headers);
       currentRemote = remote;
       grpc.handle(stream.asHttp2Stream(), stream.headers);
       return stream.response;
@@ -206,6 +217,10 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       return closing;
     },
   };
+}
+
+function acceptsGzip(header: string | null): boolean {
+  return header !== null && header.split(",").some((e) => e.trim() === "gzip");
 }
 
 function delay(ms: number): Promise<void> {

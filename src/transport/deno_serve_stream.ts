@@ -6,11 +6,17 @@
  * backlog is bounded by the response body's queue instead). Trailers go out through
  * `deno_compat/deno_serve_trailers.ts`.
  *
+ * The response (status 200 and the headers given to the constructor) is returned to `Deno.serve` at once,
+ * its body streamed later: Deno 2.9.0 panics ("HTTP state error: Expected to be last strong reference")
+ * when a handler returns a response after the client reset the HTTP/2 stream, which every cancelled or
+ * timed-out gRPC call would do. So headers the handler adds at `respond()` time (an impl's
+ * `context.responseHeader`) go out with the trailers on this path; no Cairn service sets any.
+ *
  * @example
  * ```ts ignore
  * import { DenoServeStream } from "./deno_serve_stream.ts";
  * Deno.serve((req) => {
- *   const stream = new DenoServeStream(req);
+ *   const stream = new DenoServeStream(req, [["content-type", "application/grpc"]]);
  *   grpc.handle(stream.asHttp2Stream(), stream.headers);
  *   return stream.response;
  * });
@@ -19,7 +25,7 @@
  */
 import { EventEmitter } from "node:events";
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import { onExchangeOver, responseWithTrailers } from "./deno_compat/deno_serve_trailers.ts";
+import { responseWithTrailers } from "./deno_compat/deno_serve_trailers.ts";
 
 /** Bytes the response body may queue before `write()` returns false (HTTP/2 flow control drains it). */
 const BODY_HIGH_WATER = 1024 * 1024;
@@ -27,23 +33,26 @@ const BODY_HIGH_WATER = 1024 * 1024;
 /** One gRPC exchange on `Deno.serve`, seen as a `node:http2` server stream. */
 export class DenoServeStream extends EventEmitter {
   readonly headers: IncomingHttpHeaders;
-  /** Resolves with the response once the handler responded (or the client is gone). */
-  readonly response: Promise<Response>;
+  /** The response, returned to `Deno.serve` at once (its body follows). */
+  readonly response: Response;
   destroyed = false;
   closed = false;
   readonly session = undefined;
 
   readonly #request: Request;
-  #resolve!: (r: Response) => void;
-  #controller: ReadableStreamDefaultController<Uint8Array> | undefined;
-  #setTrailers: ((t: [string, string][]) => void) | undefined;
+  readonly #initial: Set<string>;
+  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  readonly #setTrailers: (t: [string, string][]) => void;
+  /** Headers given at `respond()` that were not among the initial ones: sent with the trailers. */
+  #late: [string, string][] = [];
+  #responded = false;
   #waitForTrailers = false;
   #ended = false;
   #reading = false;
   #needDrain = false;
   #closeEmitted = false;
 
-  constructor(request: Request) {
+  constructor(request: Request, responseHeaders: [string, string][]) {
     super();
     this.#request = request;
     const url = new URL(request.url);
@@ -55,12 +64,22 @@ export class DenoServeStream extends EventEmitter {
     };
     for (const [k, v] of request.headers) h[k] = v;
     this.headers = h;
-    this.response = new Promise((r) => this.#resolve = r);
-    onExchangeOver(request, () => {
-      // Called when the client went away, and (Deno 2.9.0 legacy mode) when the response was sent.
-      if (!this.#ended) this.destroyed = true;
-      this.#emitClose();
-    });
+    this.#initial = new Set(responseHeaders.map(([k]) => k));
+    const body = new ReadableStream<Uint8Array>({
+      start: (c) => {
+        this.#controller = c;
+      },
+      pull: () => {
+        if (this.#needDrain) {
+          this.#needDrain = false;
+          this.emit("drain");
+        }
+      },
+      cancel: () => this.#gone(),
+    }, new ByteLengthQueuingStrategy({ highWaterMark: BODY_HIGH_WATER }));
+    const { response, setTrailers } = responseWithTrailers(request, body, responseHeaders);
+    this.response = response;
+    this.#setTrailers = setTrailers;
   }
 
   /** This object typed as the `node:http2` stream the gRPC handler expects (it implements what it uses). */
@@ -112,7 +131,7 @@ export class DenoServeStream extends EventEmitter {
   iterator(_options?: { destroyOnReturn?: boolean }): AsyncIterable<Uint8Array> {
     this.#reading = true;
     const body = this.#request.body;
-    const self = this;
+    const gone = () => this.#gone();
     return {
       async *[Symbol.asyncIterator]() {
         if (body === null) return;
@@ -123,7 +142,7 @@ export class DenoServeStream extends EventEmitter {
             try {
               r = await reader.read();
             } catch {
-              self.#gone();
+              gone();
               return;
             }
             if (r.done) return;
@@ -137,55 +156,30 @@ export class DenoServeStream extends EventEmitter {
   }
 
   respond(headers: OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void {
-    if (this.#controller !== undefined || this.#ended) throw new Error("Response already sent");
-    const out: [string, string][] = [];
+    if (this.#responded || this.#ended) throw new Error("Response already sent");
+    this.#responded = true;
     const trailers: [string, string][] = [];
-    let status = 200;
     for (const k in headers) {
       const v = headers[k];
-      if (v === undefined) continue;
-      if (k === ":status") {
-        status = Number(v);
-        continue;
-      }
-      // A trailers-only gRPC response: Deno.serve cannot end a stream on its HEADERS frame, so the status
-      // goes out as trailers after empty headers (equally valid gRPC).
-      if (options?.endStream && (k === "grpc-status" || k === "grpc-message" || k === "grpc-status-details-bin")) {
-        trailers.push([k, String(v)]);
-        continue;
-      }
-      if (Array.isArray(v)) { for (const x of v) out.push([k, x]); }
-      else out.push([k, String(v)]);
+      if (v === undefined || k === ":status" || this.#initial.has(k)) continue;
+      const target = options?.endStream && k.startsWith("grpc-") ? trailers : this.#late;
+      if (Array.isArray(v)) { for (const x of v) target.push([k, x]); }
+      else target.push([k, String(v)]);
     }
-    void status;
     if (options?.endStream) {
+      // A trailers-only gRPC response: the status goes out as trailers after the headers already sent.
+      this.sendTrailers({});
+      this.#setTrailers([...this.#late, ...trailers]);
       this.#ended = true;
-      const { response, setTrailers } = responseWithTrailers(this.#request, null, out);
-      if (trailers.length > 0) setTrailers(trailers);
-      this.#resolve(response);
+      this.#closeBody();
       return;
     }
     this.#waitForTrailers = options?.waitForTrailers ?? false;
-    const body = new ReadableStream<Uint8Array>({
-      start: (c) => {
-        this.#controller = c;
-      },
-      pull: () => {
-        if (this.#needDrain) {
-          this.#needDrain = false;
-          this.emit("drain");
-        }
-      },
-      cancel: () => this.#gone(),
-    }, new ByteLengthQueuingStrategy({ highWaterMark: BODY_HIGH_WATER }));
-    const { response, setTrailers } = responseWithTrailers(this.#request, body, out);
-    this.#setTrailers = setTrailers;
-    this.#resolve(response);
   }
 
   write(chunk: Uint8Array): boolean {
+    if (this.#ended || this.destroyed) return true;
     const c = this.#controller;
-    if (c === undefined || this.#ended || this.destroyed) return true;
     try {
       c.enqueue(chunk);
     } catch {
@@ -204,24 +198,29 @@ export class DenoServeStream extends EventEmitter {
     if (this.#ended) return this;
     this.#ended = true;
     if (this.#waitForTrailers && !this.destroyed) this.emit("wantTrailers");
-    try {
-      this.#controller?.close();
-    } catch { /* cancelled meanwhile */ }
+    this.#closeBody();
     return this;
   }
 
   sendTrailers(headers: OutgoingHttpHeaders): void {
-    const list: [string, string][] = [];
+    const list: [string, string][] = [...this.#late];
     for (const k in headers) {
       const v = headers[k];
       if (v !== undefined) list.push([k, String(v)]);
     }
-    this.#setTrailers?.(list);
+    if (list.length > 0 && !this.destroyed) this.#setTrailers(list);
+  }
+
+  #closeBody(): void {
+    try {
+      this.#controller.close();
+    } catch { /* cancelled meanwhile */ }
+    queueMicrotask(() => this.#emitClose());
   }
 
   /** The client went away: the call sees `close` before it finished. */
   #gone(): void {
-    if (this.destroyed) return;
+    if (this.destroyed || this.#closeEmitted) return;
     this.destroyed = true;
     this.#ended = true;
     this.#emitClose();
@@ -232,8 +231,6 @@ export class DenoServeStream extends EventEmitter {
     this.#closeEmitted = true;
     this.closed = true;
     if (this.#needDrain) this.emit("drain");
-    // If no response was made (the client left first), Deno discards this one.
-    this.#resolve(new Response(null, { status: 499 }));
     this.emit("close");
   }
 }

@@ -7,8 +7,6 @@
  *   `op_http_set_response_trailers(inner.external, list)` on the response's inner object;
  * - a `Request` given to a `Deno.serve` handler keeps its inner request under a symbol described
  *   `"request"`, whose `external` getter is the native handle of the HTTP exchange;
- * - the inner request's `onCancel(callback)` runs `callback` once the exchange is over (the client went
- *   away, or the response was sent: Deno 2.9.0's legacy abort mode calls it in both cases);
  * - a `Response` keeps its inner response under a symbol described `"response"`; setting `external` on it
  *   ties the response to the exchange so `addTrailers` reaches it.
  * Trailers may be set any time before the response body closes; they go out after the last DATA frame.
@@ -68,21 +66,6 @@ function load(request: Request): Internals {
     responseSymbol: symbolOf(probe, "response", "Response"),
   };
   return internals;
-}
-
-/**
- * Calls `callback` once the HTTP exchange of `request` is over (client gone or response sent), without
- * touching `request.signal` (whose legacy abort on success logs a deprecation warning).
- */
-export function onExchangeOver(request: Request, callback: () => void): void {
-  const i = load(request);
-  const inner = (request as unknown as Record<symbol, { onCancel?: (cb: () => void) => void } | undefined>)[
-    i.requestSymbol
-  ];
-  if (typeof inner?.onCancel !== "function") {
-    throw new CairnError(Code.Internal, `Deno ${Deno.version.deno}: the inner request has no onCancel`);
-  }
-  inner.onCancel(callback);
 }
 
 /** A response tied to its request's HTTP exchange, and how to set its trailers. */
