@@ -113,6 +113,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     log,
   });
   let httpInFlight = 0;
+  let draining = false;
 
   const acceptGzip = accepted.includes("gzip");
   const sendGzip = cfg.compression?.send_compression_algorithm === "gzip";
@@ -129,9 +130,22 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       }
       if (acceptGzip || headers.length > 1) headers.push(["grpc-accept-encoding", "gzip"]);
       const stream = new DenoServeStream(request, headers);
+      if (draining) {
+        // Deno.serve cannot stop accepting while in-flight calls finish: new calls are refused instead.
+        const s = stream.asHttp2Stream();
+        s.resume();
+        s.respond({ "grpc-status": "14", "grpc-message": "The server is shutting down" }, { endStream: true });
+        return stream.response;
+      }
       currentRemote = remote;
       grpc.handle(stream.asHttp2Stream(), stream.headers);
       return stream.response;
+    }
+    if (draining) {
+      return new Response("The server is shutting down\n", {
+        status: 503,
+        headers: { "content-type": "text/plain; charset=utf-8", connection: "close" },
+      });
     }
     let release: (() => void) | undefined;
     if (request.method === "PUT" || request.method === "POST") {
@@ -161,7 +175,6 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
   let server: Deno.HttpServer<Deno.NetAddr> | undefined;
   let address: BoundAddress | undefined;
   let closing: Promise<void> | undefined;
-  const stop = new AbortController();
 
   return {
     get address() {
@@ -181,7 +194,6 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
         server = Deno.serve({
           hostname: host,
           port,
-          signal: stop.signal,
           onListen: () => {},
           onError: (err) => {
             log.warn(`Deno.serve handler failed:`, err);
@@ -202,7 +214,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     close(graceMs = 5000) {
       closing ??= (async () => {
         if (!server) return;
-        const finished = server.shutdown();
+        draining = true;
         const deadline = Date.now() + graceMs;
         while (Date.now() < deadline && (grpc.activeCalls > 0 || httpInFlight > 0)) await delay(10);
         if (grpc.activeCalls > 0 || httpInFlight > 0) {
@@ -210,9 +222,8 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
           shutdown.abort(reason);
           grpc.abortAll(reason);
           await delay(20); // let the UNAVAILABLE trailers go out
-          stop.abort();
         }
-        await finished;
+        await server.shutdown();
       })();
       return closing;
     },
