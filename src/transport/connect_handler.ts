@@ -20,7 +20,10 @@ import {
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
-import { universalServerRequestFromFetch, universalServerResponseToFetch } from "@connectrpc/connect/protocol";
+import {
+  universalServerRequestFromFetch,
+  universalServerResponseToFetch,
+} from "@connectrpc/connect/protocol";
 import type { NodeRequest, NodeResponse } from "./http_routes.ts";
 import { toConnectError } from "./grpc_status.ts";
 import { countEvent } from "./guard.ts";
@@ -172,7 +175,10 @@ export function createConnectFetchHandler(
           countEvent("client_gone");
           log?.debug(`Connect ${handler.method.name}: the client went away (${(reason as Error)?.message})`);
         } else {
-          (log ?? console).error(`Connect ${handler.service.typeName}.${handler.method.name} failed:`, reason);
+          (log ?? console).error(
+            `Connect ${handler.service.typeName}.${handler.method.name} failed:`,
+            reason,
+          );
         }
         return new Response(null, { status: 500 });
       }
@@ -181,7 +187,11 @@ export function createConnectFetchHandler(
       // Route responses may have immutable headers (e.g. from fetch): copy into a fresh response.
       const headers = new Headers(response.headers);
       for (const [k, v] of cors) headers.set(k, v);
-      response = new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+      response = new Response(response.body, {
+        status: response.status,
+        statusText: response.statusText,
+        headers,
+      });
     }
     return response;
   };

@@ -134,7 +134,9 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
         // Deno.serve cannot stop accepting while in-flight calls finish: new calls are refused instead.
         const s = stream.asHttp2Stream();
         s.resume();
-        s.respond({ "grpc-status": "14", "grpc-message": "The server is shutting down" }, { endStream: true });
+        s.respond({ "grpc-status": "14", "grpc-message": "The server is shutting down" }, {
+          endStream: true,
+        });
         return stream.response;
       }
       currentRemote = remote;
@@ -154,10 +156,13 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       if (r === undefined) {
         conn.done();
         return Promise.resolve(
-          new Response("Too many uploads in flight (limits.max_uploads_per_connection / limits.max_uploads)\n", {
-            status: 503,
-            headers: { "content-type": "text/plain; charset=utf-8", "retry-after": "1" },
-          }),
+          new Response(
+            "Too many uploads in flight (limits.max_uploads_per_connection / limits.max_uploads)\n",
+            {
+              status: 503,
+              headers: { "content-type": "text/plain; charset=utf-8", "retry-after": "1" },
+            },
+          ),
         );
       }
       release = () => {
@@ -181,7 +186,9 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       return address;
     },
     async listen() {
-      if (server) throw new Error(`Cannot listen on "${cfg.socket_address}": the server is listening already`);
+      if (server) {
+        throw new Error(`Cannot listen on "${cfg.socket_address}": the server is listening already`);
+      }
       const { host, port } = parseSocketAddress(cfg.socket_address);
       const tls = cfg.tls ? await loadListenerTls(cfg.tls) : undefined;
       if (tls?.clientCas) {

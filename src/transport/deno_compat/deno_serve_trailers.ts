@@ -96,7 +96,8 @@ export function responseWithTrailers(
     );
   }
   const response = new Response(body, { headers });
-  const inner = (response as unknown as Record<symbol, Record<string, unknown> | undefined>)[i.responseSymbol];
+  const inner =
+    (response as unknown as Record<symbol, Record<string, unknown> | undefined>)[i.responseSymbol];
   if (inner === undefined) {
     throw new CairnError(Code.Internal, `Deno ${Deno.version.deno}: a Response has no inner response`);
   }
