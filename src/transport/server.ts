@@ -71,7 +71,8 @@ const DEFAULT_LOG: TransportLog = {
 
 /**
  * The server path of `listener`: its `server` field, else the `CAIRN_SERVER_PATH` environment variable
- * (tests run the transport suites on both paths with it), else `node_http2`.
+ * (tests run the transport suites on both paths with it; ignored for mTLS listeners, which need
+ * `node_http2`), else `node_http2`.
  */
 export function serverPathOf(listener: HttpListenerConfig): "node_http2" | "deno_serve" {
   if (listener.server !== undefined) return listener.server;
@@ -79,7 +80,8 @@ export function serverPathOf(listener: HttpListenerConfig): "node_http2" | "deno
   try {
     env = Deno.env.get("CAIRN_SERVER_PATH");
   } catch { /* no env permission */ }
-  return env === "deno_serve" ? "deno_serve" : "node_http2";
+  const mtls = listener.tls?.client_ca_file !== undefined || listener.tls?.verify_client === true;
+  return env === "deno_serve" && !mtls ? "deno_serve" : "node_http2";
 }
 
 /** Creates a server for `bindings` and `routes` on `listener`. Nothing is bound until `listen()`. */
