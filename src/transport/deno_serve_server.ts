@@ -83,7 +83,9 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     requestIdleMs: limits.uploadIdleMs,
   });
   const routes = options.routes ?? [];
-  const serveRoutes = async (request: Request): Promise<Response> => {
+  const serveRoutes = async (original: Request): Promise<Response> => {
+    const idle = { fired: false };
+    const request = watchBodyIdle(original, limits.uploadIdleMs, idle);
     try {
       for (const route of routes) {
         const response = await route(request, undefined);
@@ -91,6 +93,12 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       }
       return new Response(null, { status: 404 });
     } catch (err) {
+      if (idle.fired) {
+        return new Response(
+          `The request body sent nothing for ${limits.uploadIdleMs / 1000}s (limits.upload_idle_timeout_s)\n`,
+          { status: 408, headers: { "content-type": "text/plain; charset=utf-8", connection: "close" } },
+        );
+      }
       if ((err as { name?: string })?.name === "AbortError") {
         countEvent("client_gone");
         return new Response(null, { status: 499 });
@@ -235,6 +243,52 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       return closing;
     },
   };
+}
+
+/**
+ * `request` with its body watched: when a route waits `idleMs` for a chunk that does not come, the body
+ * errors (the route's store write is abandoned) and `idle.fired` is set (the answer is then 408).
+ */
+function watchBodyIdle(request: Request, idleMs: number, idle: { fired: boolean }): Request {
+  const body = request.body;
+  if (body === null) return request;
+  const reader = body.getReader();
+  const watched = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          idle.fired = true;
+          countEvent("upload_idle_timeout");
+          reject(
+            new CairnError(
+              Code.DeadlineExceeded,
+              "The request body sent nothing (limits.upload_idle_timeout_s)",
+            ),
+          );
+        }, idleMs);
+      });
+      try {
+        const next = await Promise.race([reader.read(), timeout]);
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      } catch (err) {
+        reader.cancel(err).catch(() => {});
+        controller.error(err);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+  return new Request(request.url, {
+    method: request.method,
+    headers: request.headers,
+    body: watched,
+    duplex: "half",
+  } as RequestInit);
 }
 
 function acceptsGzip(header: string | null): boolean {
