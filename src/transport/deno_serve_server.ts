@@ -85,7 +85,10 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
   const routes = options.routes ?? [];
   const serveRoutes = async (original: Request): Promise<Response> => {
     const idle = { fired: false };
-    const request = watchBodyIdle(original, limits.uploadIdleMs, idle);
+    // Only PUT bodies (Bazel's HTTP cache uploads, the only route bodies Cairn reads) are watched: a body
+    // re-streamed through JavaScript loses Deno's native request-to-response piping, and a route echoing a
+    // large POST body back to an HTTP/1.1 fetch client then stalls.
+    const request = original.method === "PUT" ? watchBodyIdle(original, limits.uploadIdleMs, idle) : original;
     try {
       for (const route of routes) {
         const response = await route(request, undefined);
