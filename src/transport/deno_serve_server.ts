@@ -83,12 +83,15 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     requestIdleMs: limits.uploadIdleMs,
   });
   const routes = options.routes ?? [];
+  const watchedBodies = new BodyCancellers();
   const serveRoutes = async (original: Request): Promise<Response> => {
     const idle = { fired: false };
     // Only PUT bodies (Bazel's HTTP cache uploads, the only route bodies Cairn reads) are watched: a body
     // re-streamed through JavaScript loses Deno's native request-to-response piping, and a route echoing a
     // large POST body back to an HTTP/1.1 fetch client then stalls.
-    const request = original.method === "PUT" ? watchBodyIdle(original, limits.uploadIdleMs, idle) : original;
+    const request = original.method === "PUT"
+      ? watchBodyIdle(original, limits.uploadIdleMs, idle, watchedBodies)
+      : original;
     try {
       for (const route of routes) {
         const response = await route(request, undefined);
@@ -124,6 +127,16 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     log,
   });
   let httpInFlight = 0;
+  let forceStop!: () => void;
+  const stopped = new Promise<Response>((resolve) => {
+    forceStop = () =>
+      resolve(
+        new Response("The server is shutting down\n", {
+          status: 503,
+          headers: { "content-type": "text/plain; charset=utf-8", connection: "close" },
+        }),
+      );
+  });
   let draining = false;
 
   const acceptGzip = accepted.includes("gzip");
@@ -182,7 +195,8 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       };
     }
     httpInFlight++;
-    return connect(request).finally(() => {
+    // After the grace period a request still in flight gets 503 at once (its route may wait on a body).
+    return Promise.race([connect(request), stopped]).finally(() => {
       httpInFlight--;
       release?.();
     });
@@ -241,7 +255,14 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
           grpc.abortAll(reason);
           await delay(20); // let the UNAVAILABLE trailers go out
         }
-        await server.shutdown();
+        const finished = server.shutdown();
+        forceStop();
+        watchedBodies.cancelAll();
+        // Deno.serve's shutdown waits for every connection; one whose client stalls mid-body never ends, so
+        // after a last second the server stops holding the process open instead.
+        if (await Promise.race([finished.then(() => true), delay(1000).then(() => false)]) === false) {
+          server.unref();
+        }
       })();
       return closing;
     },
@@ -252,10 +273,17 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
  * `request` with its body watched: when a route waits `idleMs` for a chunk that does not come, the body
  * errors (the route's store write is abandoned) and `idle.fired` is set (the answer is then 408).
  */
-function watchBodyIdle(request: Request, idleMs: number, idle: { fired: boolean }): Request {
+function watchBodyIdle(
+  request: Request,
+  idleMs: number,
+  idle: { fired: boolean },
+  cancellers: BodyCancellers,
+): Request {
   const body = request.body;
   if (body === null) return request;
   const reader = body.getReader();
+  const cancel = () => reader.cancel(new Error("The server is shutting down")).catch(() => {});
+  cancellers.add(cancel);
   const watched = new ReadableStream<Uint8Array>({
     async pull(controller) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -273,9 +301,12 @@ function watchBodyIdle(request: Request, idleMs: number, idle: { fired: boolean 
       });
       try {
         const next = await Promise.race([reader.read(), timeout]);
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
+        if (next.done) {
+          cancellers.delete(cancel);
+          controller.close();
+        } else controller.enqueue(next.value);
       } catch (err) {
+        cancellers.delete(cancel);
         reader.cancel(err).catch(() => {});
         controller.error(err);
       } finally {
@@ -292,6 +323,14 @@ function watchBodyIdle(request: Request, idleMs: number, idle: { fired: boolean 
     body: watched,
     duplex: "half",
   } as RequestInit);
+}
+
+/** Cancels the request bodies of routes still reading when the server stops. */
+class BodyCancellers extends Set<() => void> {
+  cancelAll(): void {
+    for (const cancel of this) cancel();
+    this.clear();
+  }
 }
 
 function acceptsGzip(header: string | null): boolean {
