@@ -4,7 +4,9 @@
  * with real trailers (see `deno_compat/deno_serve_trailers.ts`), and Connect, gRPC-Web and the plain HTTP
  * routes over HTTP/1.1 and HTTP/2. Connection-level HTTP/2 behaviour (windows, keep-alive, header and idle
  * timeouts, reset floods) is Deno's own; `nativelink_schema.ts` refuses the settings of those on this path,
- * and mTLS (client certificates must be verified) stays on `node:http2`.
+ * and mTLS (client certificates must be verified) stays on `node:http2`. `upload_idle_timeout_s` covers gRPC
+ * uploads and PUT route bodies (408). `close()` refuses new calls (UNAVAILABLE / 503) while in-flight ones
+ * finish, then ends what is left.
  *
  * @example
  * ```ts
