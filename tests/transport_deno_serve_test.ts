@@ -37,3 +37,48 @@ for (const file of FILES) {
     assert.equal(out.code, 0, `${file} failed on the Deno.serve path:\n${text.slice(-6000)}`);
   });
 }
+
+Deno.test("Deno.serve path: HTTP/2 streams reset while a route or a gRPC call is pending leave the server up", async () => {
+  const { createCairnServer } = await import("../src/transport/server.ts");
+  const { healthBinding, healthProbe } = await import("./fixtures/transport_fixtures.ts");
+  const http2 = (await import("node:http2")).default;
+  const probe = healthProbe();
+  const server = createCairnServer({
+    listener: { socket_address: "127.0.0.1:0", server: "deno_serve" },
+    bindings: [healthBinding(probe)],
+    routes: [async () => {
+      await new Promise((r) => setTimeout(r, 50));
+      return new Response("late");
+    }],
+  });
+  const { port } = await server.listen();
+  try {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on("error", () => {});
+    for (let i = 0; i < 20; i++) {
+      const headers = i % 2 === 0
+        ? { ":path": "/x" }
+        : { ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc" };
+      const s = session.request(headers);
+      s.on("error", () => {});
+      s.end();
+      // Reset at different points while the route (50 ms) or the held gRPC call is pending.
+      await new Promise((r) => setTimeout(r, (i % 10) * 5));
+      s.close(http2.constants.NGHTTP2_CANCEL);
+    }
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = session.request({ ":path": "/x" });
+      let body = "";
+      s.setEncoding("utf8");
+      s.on("data", (d: string) => body += d);
+      s.on("end", () => resolve(body));
+      s.on("error", reject);
+      s.end();
+    });
+    assert.equal(answer, "late");
+    session.destroy();
+  } finally {
+    probe.release();
+    await server.close(200);
+  }
+});

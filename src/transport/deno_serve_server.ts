@@ -25,6 +25,7 @@ import { Code as ConnectCode, ConnectError } from "@connectrpc/connect";
 import { createConnectFetchHandler } from "./connect_handler.ts";
 import { GrpcHandler } from "./grpc_handler.ts";
 import { DenoServeStream } from "./deno_serve_stream.ts";
+import { onExchangeOver } from "./deno_compat/deno_serve_trailers.ts";
 import { httpStatusOf } from "./http_routes.ts";
 import { type BoundAddress, parseSocketAddress } from "./listener.ts";
 import { loadListenerTls } from "./tls.ts";
@@ -197,10 +198,31 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       };
     }
     httpInFlight++;
-    // After the grace period a request still in flight gets 503 at once (its route may wait on a body).
-    return Promise.race([connect(request), stopped]).finally(() => {
-      httpInFlight--;
-      release?.();
+    // Deno 2.9.0 panics when a response comes after the client reset the HTTP/2 stream: a request whose
+    // exchange ended first is never answered (its promise is dropped). The answer waits one macrotask so a
+    // reset already seen by Deno reaches the callback first.
+    let answered = false;
+    let reset = false;
+    onExchangeOver(request, () => {
+      if (!answered) reset = true;
+    });
+    return new Promise<Response>((resolve) => {
+      // After the grace period a request still in flight gets 503 at once (its route may wait on a body).
+      void Promise.race([connect(request).catch(() => new Response(null, { status: 500 })), stopped]).then((
+        response,
+      ) =>
+        setTimeout(() => {
+          httpInFlight--;
+          release?.();
+          if (reset) {
+            countEvent("client_gone");
+            response.body?.cancel().catch(() => {});
+            return;
+          }
+          answered = true;
+          resolve(response);
+        }, 0)
+      );
     });
   };
 
