@@ -201,11 +201,15 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     // Deno 2.9.0 panics when a response comes after the client reset the HTTP/2 stream: a request whose
     // exchange ended first is never answered (its promise is dropped). The answer waits one macrotask so a
     // reset already seen by Deno reaches the callback first.
+    // Only for bodiless requests: in legacy abort mode the callback also fires once a request body is
+    // complete, which cannot be told apart from a reset (POST/PUT stay exposed: see the README).
     let answered = false;
     let reset = false;
-    onExchangeOver(request, () => {
-      if (!answered) reset = true;
-    });
+    if (request.body === null) {
+      onExchangeOver(request, () => {
+        if (!answered) reset = true;
+      });
+    }
     return new Promise<Response>((resolve) => {
       // After the grace period a request still in flight gets 503 at once (its route may wait on a body).
       void Promise.race([connect(request).catch(() => new Response(null, { status: 500 })), stopped]).then((
