@@ -1,5 +1,6 @@
 // gRPC over cleartext HTTP/2 against Cairn's thin gRPC path, driven by @grpc/grpc-js (an independent
 // implementation): unary, server/client streaming, errors with details, unknown methods, deadlines, gzip.
+// Runs on the node:http2 path; CAIRN_SERVER_PATH=deno_serve runs it on the Deno.serve path.
 import assert from "node:assert/strict";
 import { fromBinary } from "@bufbuild/protobuf";
 import grpc from "@grpc/grpc-js";
@@ -16,6 +17,7 @@ import {
   startServer,
 } from "./fixtures/transport_fixtures.ts";
 import { waitUntil } from "./fixtures/wait.ts";
+import { serverPathOf } from "../src/transport/server.ts";
 
 const HealthClient = grpcJsClient(Health);
 const ByteStreamClient = grpcJsClient(ByteStream);
@@ -77,7 +79,13 @@ Deno.test("grpc-js sees response headers and trailers set by the impl", async ()
         call.on("metadata", (m: grpc.Metadata) => header = m);
         call.on("status", (s: grpc.StatusObject) => resolve({ header: header!, trailer: s.metadata }));
       });
-      assert.deepEqual(seen.header.get("x-echo"), ["hello"]);
+      if (serverPathOf({ socket_address: "" }) === "deno_serve") {
+        // Deno.serve path: headers go out before the impl runs, so its response headers ride the trailers.
+        assert.deepEqual(seen.header.get("x-echo"), []);
+        assert.deepEqual(seen.trailer.get("x-echo"), ["hello"]);
+      } else {
+        assert.deepEqual(seen.header.get("x-echo"), ["hello"]);
+      }
       assert.deepEqual(seen.trailer.get("x-trailer"), ["t"]);
     } finally {
       client.close();

@@ -395,6 +395,23 @@ export const LISTENER_KINDS = s.variant("listener kind", {
     tls: s.optional(tls),
     cors_allowed_origins: s.withDefault(s.array(s.string()), []),
     limits: s.optional(listenerLimits),
+    /** Cairn extension: the HTTP server under the listener (see README "Server paths"). */
+    server: s.optional(s.enum("node_http2", "deno_serve")),
+  }, (v) => {
+    if (v.server !== "deno_serve") return v;
+    if ((v.tls as { verify_client?: boolean } | undefined)?.verify_client) {
+      return `server "deno_serve" cannot verify client certificates; mTLS needs server "node_http2"`;
+    }
+    if (v.advanced_http !== undefined) {
+      return `server "deno_serve" uses Deno's own HTTP/2 settings; advanced_http needs server "node_http2"`;
+    }
+    const l = v.limits as Record<string, unknown> | undefined;
+    for (const k of ["header_timeout_s", "idle_connection_timeout_s", "max_resets_per_second"]) {
+      if (l?.[k] !== undefined) {
+        return `server "deno_serve" uses Deno's own connection timeouts; limits.${k} needs server "node_http2"`;
+      }
+    }
+    return v;
   }),
 });
 

@@ -530,3 +530,28 @@ Deno.test("simple scheduler's redis backend: a redis_store reference, checked li
     "cas.json5: schedulers[0].simple.experimental_backend.rediss: unknown scheduler backend (did you mean redis?); valid scheduler backends: memory, redis",
   );
 });
+
+Deno.test("listener server: node_http2 or deno_serve; deno_serve refuses what only node_http2 honours", () => {
+  const config = parseConfig(
+    `{ stores: [], servers: [
+      { listener: { http: { socket_address: ":1" } }, services: {} },
+      { listener: { http: { socket_address: ":2", server: "deno_serve", limits: { max_uploads: 3 } } }, services: {} },
+    ] }`,
+    "c.json5",
+    NO_ENV,
+  );
+  assert.equal(config.servers[0]!.listener.http.server, undefined);
+  assert.equal(config.servers[1]!.listener.http.server, "deno_serve");
+  const wrap = (http: string) => `{ stores: [], servers: [{ listener: { http: ${http} }, services: {} }] }`;
+  assert.match(errorOf(wrap(`{ socket_address: ":1", server: "hyper" }`)), /node_http2/);
+  assert.match(
+    errorOf(
+      wrap(`{ socket_address: ":1", server: "deno_serve", advanced_http: { http2_keep_alive_interval: 5 } }`),
+    ),
+    /advanced_http needs server "node_http2"/,
+  );
+  assert.match(
+    errorOf(wrap(`{ socket_address: ":1", server: "deno_serve", limits: { header_timeout_s: 3 } }`)),
+    /limits.header_timeout_s needs server "node_http2"/,
+  );
+});

@@ -158,6 +158,9 @@ export type HttpCompressionAlgorithm = NonNullable<HttpListenerConfig["compressi
   "accepted_compression_algorithms"
 ][number];
 
+/** The HTTP server implementations a listener can run on (Cairn extension, see README "Server paths"). */
+export type ListenerServer = NonNullable<HttpListenerConfig["server"]>;
+
 /** Per-listener resource limits (Cairn extension); 0 or absent → the default. */
 export type ListenerLimitsConfig = NonNullable<HttpListenerConfig["limits"]>;
 

@@ -20,6 +20,10 @@ import {
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
+import {
+  universalServerRequestFromFetch,
+  universalServerResponseToFetch,
+} from "@connectrpc/connect/protocol";
 import type { NodeRequest, NodeResponse } from "./http_routes.ts";
 import { toConnectError } from "./grpc_status.ts";
 import { countEvent } from "./guard.ts";
@@ -111,6 +115,85 @@ export function createConnectHandler(
         }
         (log ?? console).error(`Connect ${handler.service.typeName}.${handler.method.name} failed:`, reason);
       });
+  };
+}
+
+/** Options of {@linkcode createConnectFetchHandler}: as the Node handler's, with a web fallback. */
+export interface ConnectFetchHandlerOptions extends Omit<ConnectHandlerOptions, "fallback"> {
+  /** Serves what is not an RPC (the plain HTTP routes). */
+  readonly fallback: (request: Request) => Promise<Response> | Response;
+}
+
+/**
+ * The same Connect / gRPC-Web / CORS serving as {@linkcode createConnectHandler}, as a web
+ * `Request → Response` handler (the `Deno.serve` server path).
+ */
+export function createConnectFetchHandler(
+  options: ConnectFetchHandlerOptions,
+): (request: Request) => Promise<Response> {
+  const router = createConnectRouter({
+    acceptCompression: options.gzip ? [compressionGzip] : [],
+    readMaxBytes: options.maxMessageBytes ?? 4 * 1024 * 1024,
+    ...(options.shutdownSignal ? { shutdownSignal: options.shutdownSignal } : {}),
+  });
+  for (const b of options.bindings) router.service(b.service, wrapImpl(b.service, b.impl));
+  const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  const origins = new Set(options.corsAllowedOrigins ?? []);
+  const log = options.log;
+  return async (request) => {
+    const url = new URL(request.url);
+    const handler = paths.get(url.pathname);
+    const origin = request.headers.get("origin");
+    const cors: [string, string][] = [];
+    if (origin !== null && origins.has(origin)) {
+      cors.push(["access-control-allow-origin", origin], ["vary", "origin"], [
+        "access-control-expose-headers",
+        EXPOSE_HEADERS,
+      ]);
+      if (request.method === "OPTIONS" && request.headers.has("access-control-request-method")) {
+        const requested = request.headers.get("access-control-request-headers");
+        cors.push(
+          ["access-control-allow-methods", handler ? RPC_METHODS : HTTP_METHODS],
+          ["access-control-allow-headers", requested ? `${ALLOW_HEADERS}, ${requested}` : ALLOW_HEADERS],
+          ["access-control-max-age", "7200"],
+        );
+        return new Response(null, { status: 204, headers: cors });
+      }
+    } else if (origin !== null && request.method === "OPTIONS") {
+      return new Response(null, { status: 204 });
+    }
+    let response: Response;
+    if (!handler) {
+      response = await options.fallback(request);
+    } else {
+      try {
+        const uRes = await handler(universalServerRequestFromFetch(request, {}));
+        response = universalServerResponseToFetch(uRes);
+      } catch (reason) {
+        const code = ConnectError.from(reason).code;
+        if (code === Code.Aborted || code === Code.Canceled) {
+          countEvent("client_gone");
+          log?.debug(`Connect ${handler.method.name}: the client went away (${(reason as Error)?.message})`);
+        } else {
+          (log ?? console).error(
+            `Connect ${handler.service.typeName}.${handler.method.name} failed:`,
+            reason,
+          );
+        }
+        return new Response(null, { status: 500 });
+      }
+    }
+    if (cors.length > 0) {
+      // Route responses may have immutable headers (e.g. from fetch): copy into a fresh response.
+      const headers = new Headers(response.headers);
+      for (const [k, v] of cors) headers.set(k, v);
+      response = new Response(response.body, {
+        status: response.status,
+        statusText: response.statusText,
+        headers,
+      });
+    }
+    return response;
   };
 }
 

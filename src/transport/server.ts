@@ -23,6 +23,7 @@ import net from "node:net";
 import type { TLSSocket } from "node:tls";
 import { Code as ConnectCode, ConnectError } from "@connectrpc/connect";
 import { createConnectHandler } from "./connect_handler.ts";
+import { createDenoServeServer } from "./deno_serve_server.ts";
 import { GrpcHandler } from "./grpc_handler.ts";
 import { createHttpRoutesHandler, type NodeRequest, type NodeResponse } from "./http_routes.ts";
 import { type BoundAddress, Listener } from "./listener.ts";
@@ -69,8 +70,24 @@ const DEFAULT_LOG: TransportLog = {
   error: (m, ...d) => console.error(m, ...d),
 };
 
+/**
+ * The server path of `listener`: its `server` field, else the `CAIRN_SERVER_PATH` environment variable
+ * (tests run the transport suites on both paths with it; ignored for mTLS listeners, which need
+ * `node_http2`), else `node_http2`.
+ */
+export function serverPathOf(listener: HttpListenerConfig): "node_http2" | "deno_serve" {
+  if (listener.server !== undefined) return listener.server;
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("CAIRN_SERVER_PATH");
+  } catch { /* no env permission */ }
+  const mtls = listener.tls?.client_ca_file !== undefined || listener.tls?.verify_client === true;
+  return env === "deno_serve" && !mtls ? "deno_serve" : "node_http2";
+}
+
 /** Creates a server for `bindings` and `routes` on `listener`. Nothing is bound until `listen()`. */
 export function createCairnServer(options: CairnServerOptions): CairnServer {
+  if (serverPathOf(options.listener) === "deno_serve") return createDenoServeServer(options);
   const log = options.log ?? DEFAULT_LOG;
   const cfg = options.listener;
   const accepted = cfg.compression?.accepted_compression_algorithms ?? [];

@@ -96,6 +96,8 @@ export interface HttpListenerConfig {
   /** Origins allowed cross-origin access (exact `scheme://host[:port]`). Default none. */
   readonly cors_allowed_origins?: readonly string[] | undefined;
   readonly limits?: ListenerLimits | undefined;
+  /** The HTTP server under the listener: `node_http2` (default) or `deno_serve`. */
+  readonly server?: "node_http2" | "deno_serve" | undefined;
 }
 
 /** Resource limits of a listener against abusive clients; absent or 0 → the default. */

@@ -20,6 +20,8 @@
  * deno run -A tests/bench/cache_bench.ts --only gar --cpu-prof DIR
  * # bare and Cairn runs alternate N times (default 3); medians are reported beside every run:
  * deno run -A tests/bench/cache_bench.ts --repeat 5
+ * # Cairn on the Deno.serve server path (listener server: "deno_serve"):
+ * deno run -A tests/bench/cache_bench.ts --server deno_serve
  * ```
  * @module
  */
@@ -224,6 +226,10 @@ const duration = arg("--duration", 5);
 /** `--window-mib N`: give the server's listener N MiB HTTP/2 stream windows (advanced_http); 0 = defaults. */
 const windowMiB = arg("--window-mib", 0);
 /** `--only write,read,fmb,gar`: run those parts only (write runs whenever read does). */
+/** `--server deno_serve`: Cairn's listener on the Deno.serve path (default node_http2). */
+const serverPath = Deno.args.indexOf("--server") >= 0
+  ? Deno.args[Deno.args.indexOf("--server") + 1]
+  : "node_http2";
 const onlyArg = Deno.args.indexOf("--only") >= 0 ? Deno.args[Deno.args.indexOf("--only") + 1] ?? "" : "";
 const parts = new Set(onlyArg ? onlyArg.split(",") : ["write", "read", "fmb", "gar"]);
 if (parts.has("read")) parts.add("write");
@@ -341,6 +347,7 @@ const cairn = await startCairnProcess({
       listener: {
         http: {
           socket_address: "127.0.0.1:0",
+          ...(serverPath === "deno_serve" ? { server: "deno_serve" } : {}),
           ...(windowMiB > 0
             ? {
               advanced_http: {
