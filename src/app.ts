@@ -32,6 +32,7 @@ import { randomToken } from "./auth/credentials.ts";
 import { workerTokenFromEnv } from "./auth/worker_auth.ts";
 import { AuthPolicy } from "./auth/policy.ts";
 import { guardBindings, guardRoutes } from "./auth/guard.ts";
+import { startMallocTrim } from "./util/malloc_trim.ts";
 
 /** Where one server listens. */
 export interface ServerAddress {
@@ -354,6 +355,9 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
     });
   }
 
+  // Freed native memory goes back to the system after bursts instead of holding RSS at its high-water mark.
+  const trimmer = startMallocTrim();
+
   let resolveFinished!: () => void;
   const finished = new Promise<void>((r) => resolveFinished = r);
   let shuttingDown: Promise<void> | undefined;
@@ -365,6 +369,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
       await Promise.allSettled(servers.map((s) => s.close()));
       await Promise.allSettled(closers.map((c) => c()));
       await stores.close();
+      trimmer?.stop();
       resolveFinished();
     })();
     return shuttingDown;
