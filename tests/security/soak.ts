@@ -429,6 +429,11 @@ console.log(
     Math.round(end / 1024)
   } MiB (${(growth * 100).toFixed(1)}%), peak ${Math.round(peak / 1024)} MiB`,
 );
+const minutes = [...Array(Math.ceil(DURATION_MS / 60_000))].map((_, m) =>
+  mean(rss.filter((x) => x.t > m * 60_000 && x.t <= (m + 1) * 60_000))
+);
+// The trend shows whether growth levels off (warm-up, cache and allocator pools) or keeps climbing.
+console.log(`  server RSS by minute ${minutes.map((k) => Math.round(k / 1024)).join(", ")} MiB`);
 console.log(`  server alive         ${survived}`);
 if (inspector && survived) {
   console.log(`  after a full GC      ${showRetained(await inspector.retained())}`);
