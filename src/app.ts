@@ -46,6 +46,7 @@ import { workerTokenFromEnv } from "./auth/worker_auth.ts";
 import { AuthPolicy } from "./auth/policy.ts";
 import { guardBindings, guardRoutes } from "./auth/guard.ts";
 import { IoThread } from "./util/io_thread.ts";
+import { startMallocTrim } from "./util/malloc_trim.ts";
 
 /** Where one server listens. */
 export interface ServerAddress {
@@ -343,6 +344,9 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
     });
   }
 
+  // Freed native memory goes back to the system after bursts instead of holding RSS at its high-water mark.
+  const trimmer = startMallocTrim();
+
   let resolveFinished!: () => void;
   const finished = new Promise<void>((r) => resolveFinished = r);
   let shuttingDown: Promise<void> | undefined;
@@ -354,6 +358,7 @@ export async function startCairn(config: CairnConfig, options: StartOptions): Pr
       await Promise.allSettled(servers.map((s) => s.close()));
       await Promise.allSettled(closers.map((c) => c()));
       await closeStores();
+      trimmer?.stop();
       resolveFinished();
     })();
     return shuttingDown;

@@ -28,7 +28,8 @@ import {
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream, WriteRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
 import { createGrpcClientTransport } from "../../src/transport/grpc_client.ts";
-import { blobOf, buildAction, ExecClient, startAllInOne } from "../fixtures/exec_fixtures.ts";
+import { blobOf, buildAction, ExecClient, freePort, startAllInOne } from "../fixtures/exec_fixtures.ts";
+import { growthLines, InspectorHeap, type Retained, type SnapshotGroup } from "./inspector_heap.ts";
 
 const args = Deno.args;
 const minutesArg = args.indexOf("--minutes");
@@ -42,10 +43,20 @@ const ATTACKS = new Set((attacksArg >= 0 ? args[attacksArg + 1]! : "reset,stall,
 /** Attack bursts: every BURST_EVERY_MS, for BURST_MS. */
 const BURST_EVERY_MS = 30_000;
 const BURST_MS = 10_000;
+/**
+ * `--inspect`: start the server with its V8 inspector on a loopback port, and report its heap after a full
+ * collection at the start and the end, with the kinds of objects that grew (a diagnosis, not a criterion).
+ */
+const INSPECT = args.includes("--inspect");
 const ATTACKER = new URL("./h2_attacker.ts", import.meta.url).pathname;
 
 const dataDir = await Deno.makeTempDir({ prefix: "cairn-soak-" });
-const cairn = await startAllInOne({ dataDir });
+const inspectPort = INSPECT ? freePort() : 0;
+const cairn = await startAllInOne({
+  dataDir,
+  denoFlags: INSPECT ? [`--inspect=127.0.0.1:${inspectPort}`] : [],
+});
+const inspector = INSPECT ? await InspectorHeap.connect(inspectPort) : undefined;
 const port = Number(new URL(cairn.url.replace("grpc:", "http:")).port);
 const pid = cairn.process.pid;
 console.log(`soak: Cairn pid ${pid} on ${cairn.url}, ${MINUTES} min, ${STREAMS} streams`);
@@ -60,6 +71,7 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
+const mib = (bytes: number) => Math.round(bytes / 1048576);
 const transport = createGrpcClientTransport(cairn.url, { defaultTimeoutMs: 10_000 });
 const exec = new ExecClient(cairn.url);
 const bs: Client<typeof ByteStream> = createClient(ByteStream, transport);
@@ -80,6 +92,16 @@ await ac.updateActionResult({
   actionDigest: acKey.actionDigest,
   actionResult: create(ActionResultSchema, { exitCode: 0, stdoutDigest: small.digest }),
 });
+
+const showRetained = (r: Retained) =>
+  `RSS ${mib(r.rss)} MiB, heap used ${mib(r.heapUsed)} MiB of ${mib(r.heapTotal)}, external ${
+    mib(r.external)
+  } MiB`;
+let snapshotBefore: Map<string, SnapshotGroup> | undefined;
+if (inspector) {
+  console.log(`soak: after a full GC at the start: ${showRetained(await inspector.retained())}`);
+  snapshotBefore = await inspector.snapshotSummary();
+}
 
 const stats = {
   ops: new Map<string, number>(),
@@ -211,6 +233,24 @@ function sampleRss(): void {
 }
 const rssTimer = setInterval(sampleRss, 5000);
 
+// The server's own view (its /metrics), every 5 s: V8 heap in use, reserved, and external (buffers).
+const heap: { t: number; used: number; total: number; external: number }[] = [];
+async function sampleHeap(): Promise<void> {
+  try {
+    const text =
+      await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) }))
+        .text();
+    const g = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+    heap.push({
+      t: Date.now() - started,
+      used: g("cairn_heap_used_bytes"),
+      total: g("cairn_heap_total_bytes"),
+      external: g("cairn_external_memory_bytes"),
+    });
+  } catch { /* busy or gone: the next sample */ }
+}
+const heapTimer = setInterval(() => void sampleHeap(), 5000);
+
 // --- attacks -----------------------------------------------------------------------------------------
 
 function grpcHeaders(path: string): http2.OutgoingHttpHeaders {
@@ -337,10 +377,12 @@ const progress = setInterval(() => {
   for (const e of stats.errors.slice(shownErrors, 5)) console.log(`soak: error: ${e}`);
   shownErrors = Math.min(stats.errors.length, 5);
   const last = rss.at(-1);
+  const h = heap.at(-1);
   const total = [...stats.ops.values()].reduce((a, b) => a + b, 0);
   console.log(
     `soak: ${Math.round((Date.now() - started) / 1000)} s, ${total} ops, ${stats.errors.length} errors, ` +
-      `${stats.probeFailures.length} probe failures, RSS ${last ? Math.round(last.kib / 1024) : "?"} MiB`,
+      `${stats.probeFailures.length} probe failures, RSS ${last ? Math.round(last.kib / 1024) : "?"} MiB` +
+      (h ? `, heap ${mib(h.used)}/${mib(h.total)} MiB, external ${mib(h.external)} MiB` : ""),
   );
 }, 30_000);
 
@@ -352,6 +394,7 @@ await Promise.all([
 ]);
 clearInterval(progress);
 clearInterval(rssTimer);
+clearInterval(heapTimer);
 sampleRss();
 
 // --- verdict -----------------------------------------------------------------------------------------
@@ -386,7 +429,21 @@ console.log(
     Math.round(end / 1024)
   } MiB (${(growth * 100).toFixed(1)}%), peak ${Math.round(peak / 1024)} MiB`,
 );
+const minutes = [...Array(Math.ceil(DURATION_MS / 60_000))].map((_, m) =>
+  mean(rss.filter((x) => x.t > m * 60_000 && x.t <= (m + 1) * 60_000))
+);
+// The trend shows whether growth levels off (warm-up, cache and allocator pools) or keeps climbing.
+console.log(`  server RSS by minute ${minutes.map((k) => Math.round(k / 1024)).join(", ")} MiB`);
 console.log(`  server alive         ${survived}`);
+if (inspector && survived) {
+  console.log(`  after a full GC      ${showRetained(await inspector.retained())}`);
+  const trimmed = await inspector.trimmed();
+  if (trimmed) console.log(`  after malloc_trim(0) ${showRetained(trimmed)}`);
+  const after = await inspector.snapshotSummary();
+  console.log("  heap growth by kind (start → end):");
+  for (const line of growthLines(snapshotBefore!, after)) console.log(`    ${line}`);
+  inspector.close();
+}
 
 const ok = survived && stats.errors.length === 0 && stats.probeFailures.length === 0 && growth <= 0.2 &&
   !stats.attacks.bombCodes.has("OK");
