@@ -47,6 +47,7 @@ import { createInstances, type Instances } from "./instances.ts";
 import { okStatus, statusFromError } from "./rpc_status.ts";
 import { zstdCompress, zstdDecompress } from "./zstd_stream.ts";
 import { checkMessageSize, sliceByBytes, TreeBudget } from "../util/limits.ts";
+import { mapLimit } from "../util/async.ts";
 
 /** Default advertised `max_batch_total_size_bytes`: 4 MiB. */
 export const DEFAULT_MAX_BATCH_TOTAL_SIZE_BYTES = 4 * 1024 * 1024;
@@ -88,24 +89,6 @@ export function toProto(d: Digest): DigestInit {
 
 /** A digest message as handlers return it. */
 export type DigestInit = MessageInitShape<typeof DigestSchema>;
-
-/** Runs `fn` over `items` with at most `limit` in flight, keeping order of results. */
-export async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T, i: number) => Promise<R>,
-): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 function isEmpty(d: Digest): boolean {
   return d.size === 0 && d.hash === EMPTY_SHA256;

@@ -47,7 +47,7 @@ import {
   resolveRange,
   tooLargeError,
 } from "./helpers.ts";
-import { Semaphore } from "../util/async.ts";
+import { mapLimit, Semaphore } from "../util/async.ts";
 import { IoThread } from "../util/io_thread.ts";
 import type { StoreFactory } from "./registry.ts";
 import type { ReadOptions, StoreDriver, StoreKey, StoreUsage, UploadSize, WriteOptions } from "./types.ts";
@@ -420,11 +420,15 @@ export class FilesystemStore implements StoreDriver {
     try {
       await Deno.mkdir(this.tempPath, { recursive: true });
       await Deno.mkdir(`${this.contentPath}/s`, { recursive: true });
-      await pool(SHARDS, 16, (s) => Deno.mkdir(`${this.contentPath}/d/${s}`, { recursive: true }));
+      await mapLimit(SHARDS, 16, (s) => Deno.mkdir(`${this.contentPath}/d/${s}`, { recursive: true }));
       // Empty temp_path: anything there is an unfinished write.
       const stale: string[] = [];
       for await (const e of Deno.readDir(this.tempPath)) stale.push(e.name);
-      await pool(stale, 16, (n) => Deno.remove(`${this.tempPath}/${n}`, { recursive: true }).catch(() => {}));
+      await mapLimit(
+        stale,
+        16,
+        (n) => Deno.remove(`${this.tempPath}/${n}`, { recursive: true }).catch(() => {}),
+      );
       prepared();
       await this.#rebuildIndex();
     } catch (err) {
@@ -477,7 +481,7 @@ export class FilesystemStore implements StoreDriver {
     }
     progress.update(found.length, found.length);
     progress.finish();
-    await pool(doomed, 16, (path) => Deno.remove(path, { recursive: true }).catch(() => {}));
+    await mapLimit(doomed, 16, (path) => Deno.remove(path, { recursive: true }).catch(() => {}));
     found.sort((a, b) => a.mtime - b.mtime);
     for (const f of found) {
       // The same digest stored twice (exact and transformed): keep the newer file.
@@ -832,18 +836,6 @@ function fileStream(
       close();
     },
   });
-}
-
-/** Runs `fn` over `items` with at most `limit` in flight. */
-async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next++]!;
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 /** The key of a file under `s/`: an AC key for `=<hash>-<size>`, a string key otherwise (unknown if hashed). */

@@ -33,6 +33,7 @@ import { countEvent, resolveLimits, UploadAdmission } from "./guard.ts";
 import { CairnError, Code } from "../util/error.ts";
 import type { CairnServer, CairnServerOptions } from "./server.ts";
 import type { TransportLog } from "./types.ts";
+import { delay } from "../util/async.ts";
 
 const DEFAULT_LOG: TransportLog = {
   debug: () => {},
@@ -363,8 +364,4 @@ class BodyCancellers extends Set<() => void> {
 
 function acceptsGzip(header: string | null): boolean {
   return header !== null && header.split(",").some((e) => e.trim() === "gzip");
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

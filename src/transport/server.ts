@@ -40,6 +40,7 @@ import {
 import { relayPeer } from "./peer.ts";
 import { createH1Relay } from "./deno_compat/mod.ts";
 import type { HttpListenerConfig, HttpRoute, ServiceBinding, TransportLog } from "./types.ts";
+import { delay } from "../util/async.ts";
 
 /** Options of {@linkcode createCairnServer}. */
 export interface CairnServerOptions {
@@ -452,10 +453,6 @@ function http2Settings(cfg: HttpListenerConfig, limits: ResolvedLimits): http2.S
     s.maxHeaderListSize = a.experimental_http2_max_header_list_size;
   }
   return s;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function ignore(): void {}

@@ -68,19 +68,22 @@ export class Semaphore {
 }
 
 /**
- * Calls `fn` on every item with at most `limit` calls running at once, in list order. Rejects with the first
+ * Calls `fn` on every item with at most `limit` calls running at once, in list order, and resolves with the
+ * results in list order. Rejects with the first
  * failure (calls already started finish; the remaining items are still taken by the running lanes).
  */
-export async function mapLimit<T>(
+export async function mapLimit<T, R>(
   items: readonly T[],
   limit: number,
-  fn: (item: T, index: number) => Promise<unknown>,
-): Promise<void> {
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(Math.max(limit, 1), items.length) }, async () => {
     while (next < items.length) {
       const i = next++;
-      await fn(items[i]!, i);
+      out[i] = await fn(items[i]!, i);
     }
   }));
+  return out;
 }
