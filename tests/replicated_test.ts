@@ -88,7 +88,7 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
   await Deno.mkdir(`${ws.dir}/big`);
   await Deno.writeTextFile(`${ws.dir}/big/BUILD`, BIG_BUILD);
   const started = performance.now();
-  const d = await startDeployment({ casReplicas: 3, schedulers: 1, workers: 3 });
+  const d = await startDeployment({ casReplicas: 3, schedulers: 2, workers: 3 });
   console.log(`deployment up in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   let binaries = new Map<string, string>();
 
@@ -275,6 +275,53 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
         assert.match(text, /^cairn_grpc_server_handled_total\{[^}]*grpc_code="OK"\} [1-9]/m);
       },
     );
+
+    /** `Connected to` lines of every worker so far (one per (re)connection to a scheduler replica). */
+    const connections = () =>
+      d.workers.reduce((n, w) => n + (w.process.log.match(/\] Connected to /g)?.length ?? 0), 0);
+    let victim = 0;
+
+    await t.step(
+      "a scheduler replica killed (SIGKILL) during a build: its workers move to the other",
+      async () => {
+        const before = await d.schedulerHandled(EXECUTE);
+        const connected = connections();
+        let attached = 0;
+        await faultRound(5, async (running) => {
+          await firstAction(before, running);
+          // Kill the replica with the most workers attached (haproxy's current streams on the worker API).
+          const sessions = await d.serverSessions();
+          victim = (sessions.get("worker_api/wapi1") ?? 0) > (sessions.get("worker_api/wapi0") ?? 0) ? 1 : 0;
+          attached = sessions.get(`worker_api/wapi${victim}`) ?? 0;
+          await d.schedulers[victim]!.kill9();
+        });
+        await waitUntil(async () => {
+          const s = await d.serverStates();
+          return s.get(`schedulers/sched${victim}`) === "DOWN" &&
+            s.get(`worker_api/wapi${victim}`) === "DOWN";
+        }, { what: `haproxy to mark sched${victim} DOWN`, intervalMs: 100 });
+        assert.ok(attached > 0, `no worker was attached to sched${victim}`);
+        // Its workers reconnected through haproxy, to the other replica: all 3 are attached there now.
+        assert.ok(connections() >= connected + 1, "no worker reconnected");
+        await waitUntil(async () => (await d.serverSessions()).get(`worker_api/wapi${1 - victim}`)! >= 3, {
+          what: `every worker attached to sched${1 - victim}`,
+          intervalMs: 100,
+        });
+        console.log(`sched${victim} killed with ${attached} worker stream(s) attached`);
+      },
+    );
+
+    await t.step("the killed scheduler restarted rejoins; a clean rebuild is all cache hits", async () => {
+      await d.restartScheduler(victim);
+      await waitUntil(async () => {
+        const s = await d.serverStates();
+        return s.get(`schedulers/sched${victim}`) === "UP" && s.get(`worker_api/wapi${victim}`) === "UP";
+      }, { what: `haproxy to mark sched${victim} UP again`, intervalMs: 100 });
+      await bazelClean(ws);
+      const r = await runBazelOk(ws, ["test", "//..."], { flags: flags(d, 5), jobs: 8 });
+      assert.equal(r.processes?.remoteCacheHit, SPAWNS, r.processes?.line ?? "");
+      await checkOutputs(5);
+    });
   } finally {
     const logFile = Deno.env.get("CAIRN_REPLICATED_LOG");
     if (logFile) {
