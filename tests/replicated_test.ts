@@ -1,14 +1,17 @@
 /**
  * The replicated deployment of `config/replicated/` (tests/fixtures/deployment.ts): real Bazel 4.2.3 →
- * Debian haproxy (h2c) → 3 CAS replicas (seed 001 chain: memory → Redis → S3 shard) and a scheduler → 3
- * workers. `bazel test //...` runs remotely with correct outputs, a clean rebuild is all cache hits, and
- * each fault injected while a real build runs — a CAS replica killed with SIGKILL, Redis restarted, S3
- * unreachable for 10 s — is ridden out: the build completes and every output is the right one.
+ * Debian haproxy (h2c) → 3 CAS replicas (seed 001 chain: memory → Redis → S3 shard) and 2 scheduler
+ * replicas (state in the same Redis, `scheduler_ha.json5`) → 3 workers. `bazel test //...` runs remotely
+ * with correct outputs, a clean rebuild is all cache hits, and each fault injected while a real build runs —
+ * a CAS replica killed with SIGKILL, Redis restarted, S3 unreachable for 10 s, the scheduler replica with
+ * the most workers killed with SIGKILL (its workers reconnect through haproxy to the other one, which
+ * re-adopts or reruns their actions) — is ridden out: the build completes and every output is the right
+ * one.
  *
  * Each build after the first is a new "round" (`bazel clean`, then `--action_env=CAIRN_ROUND=N` changes every
  * target-configuration action key), so 14 spawns execute again while the fault hits; the fault is injected on
  * an event (the round's first Execute finished on the scheduler; the first upload reached S3), and every
- * output and every S3 object is checked whole afterwards. The killed replica is then restarted on its ports:
+ * output and every S3 object is checked whole afterwards. Each killed replica is then restarted on its ports:
  * haproxy takes it back and a clean rebuild is all cache hits. The workspace gets a `big` package whose 2 MB
  * output goes to S3 (over the 1.5 MB Redis/S3 split) and is read back by a second action.
  *
