@@ -314,6 +314,8 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
           { what: `the workers of sched${victim} reconnected to sched${1 - victim}`, intervalMs: 100 },
         );
         const survivor = d.schedulers[1 - victim]!.process.log;
+        // Each running action the reconnected workers named was re-adopted (or, its lease gone, rerun): no error.
+        assert.doesNotMatch(survivor, /Cannot re-adopt|could not be sent work/);
         console.log(
           `sched${victim} killed with ${attached} worker stream(s) attached; re-adopted by sched${
             1 - victim
