@@ -1,14 +1,17 @@
 /**
  * The replicated deployment of `config/replicated/` (tests/fixtures/deployment.ts): real Bazel 4.2.3 →
- * Debian haproxy (h2c) → 3 CAS replicas (seed 001 chain: memory → Redis → S3 shard) and a scheduler → 3
- * workers. `bazel test //...` runs remotely with correct outputs, a clean rebuild is all cache hits, and
- * each fault injected while a real build runs — a CAS replica killed with SIGKILL, Redis restarted, S3
- * unreachable for 10 s — is ridden out: the build completes and every output is the right one.
+ * Debian haproxy (h2c) → 3 CAS replicas (seed 001 chain: memory → Redis → S3 shard) and 2 scheduler
+ * replicas (state in the same Redis, `scheduler_ha.json5`) → 3 workers. `bazel test //...` runs remotely
+ * with correct outputs, a clean rebuild is all cache hits, and each fault injected while a real build runs —
+ * a CAS replica killed with SIGKILL, Redis restarted, S3 unreachable for 10 s, the scheduler replica with
+ * the most workers killed with SIGKILL (its workers reconnect through haproxy to the other one, which
+ * re-adopts or reruns their actions) — is ridden out: the build completes and every output is the right
+ * one.
  *
  * Each build after the first is a new "round" (`bazel clean`, then `--action_env=CAIRN_ROUND=N` changes every
  * target-configuration action key), so 14 spawns execute again while the fault hits; the fault is injected on
  * an event (the round's first Execute finished on the scheduler; the first upload reached S3), and every
- * output and every S3 object is checked whole afterwards. The killed replica is then restarted on its ports:
+ * output and every S3 object is checked whole afterwards. Each killed replica is then restarted on its ports:
  * haproxy takes it back and a clean rebuild is all cache hits. The workspace gets a `big` package whose 2 MB
  * output goes to S3 (over the 1.5 MB Redis/S3 split) and is read back by a second action.
  *
@@ -88,7 +91,7 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
   await Deno.mkdir(`${ws.dir}/big`);
   await Deno.writeTextFile(`${ws.dir}/big/BUILD`, BIG_BUILD);
   const started = performance.now();
-  const d = await startDeployment({ casReplicas: 3, schedulers: 1, workers: 3 });
+  const d = await startDeployment({ casReplicas: 3, schedulers: 2, workers: 3 });
   console.log(`deployment up in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   let binaries = new Map<string, string>();
 
@@ -132,7 +135,9 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
     await checkS3();
     const after = await d.schedulerHandled(EXECUTE);
     console.log(
-      `round ${round}: ${(ms / 1000).toFixed(1)} s, ${after - before} Execute calls handled; errors so far:`,
+      `round ${round}: ${(ms / 1000).toFixed(1)} s, ${
+        after >= before ? after - before : "? (a killed scheduler's counters are gone)"
+      } Execute calls handled; errors so far:`,
       JSON.stringify(await d.errorCounts()),
     );
   };
@@ -275,6 +280,61 @@ Deno.test("replicated deployment: Bazel through haproxy, and faults injected dur
         assert.match(text, /^cairn_grpc_server_handled_total\{[^}]*grpc_code="OK"\} [1-9]/m);
       },
     );
+
+    /** `Connected to` lines of every worker so far (one per (re)connection to a scheduler replica). */
+    const connections = () =>
+      d.workers.reduce((n, w) => n + (w.process.log.match(/\] Connected to /g)?.length ?? 0), 0);
+    let victim = 0;
+
+    await t.step(
+      "a scheduler replica killed (SIGKILL) during a build: its workers move to the other",
+      async () => {
+        const before = await d.schedulerHandled(EXECUTE);
+        const connected = connections();
+        let attached = 0;
+        await faultRound(5, async (running) => {
+          await firstAction(before, running);
+          // Kill the replica with the most workers attached (haproxy's current streams on the worker API).
+          const sessions = await d.serverSessions();
+          victim = (sessions.get("worker_api/wapi1") ?? 0) > (sessions.get("worker_api/wapi0") ?? 0) ? 1 : 0;
+          attached = sessions.get(`worker_api/wapi${victim}`) ?? 0;
+          await d.schedulers[victim]!.kill9();
+        });
+        await waitUntil(async () => {
+          const s = await d.serverStates();
+          return s.get(`schedulers/sched${victim}`) === "DOWN" &&
+            s.get(`worker_api/wapi${victim}`) === "DOWN";
+        }, { what: `haproxy to mark sched${victim} DOWN`, intervalMs: 100 });
+        assert.ok(attached > 0, `no worker was attached to sched${victim}`);
+        // Its workers reconnected through haproxy, to the other replica: all 3 are attached there now.
+        await waitUntil(
+          async () =>
+            connections() > connected &&
+            (await d.serverSessions()).get(`worker_api/wapi${1 - victim}`)! >= 3,
+          { what: `the workers of sched${victim} reconnected to sched${1 - victim}`, intervalMs: 100 },
+        );
+        const survivor = d.schedulers[1 - victim]!.process.log;
+        // Each running action the reconnected workers named was re-adopted (or, its lease gone, rerun): no error.
+        assert.doesNotMatch(survivor, /Cannot re-adopt|could not be sent work/);
+        console.log(
+          `sched${victim} killed with ${attached} worker stream(s) attached; re-adopted by sched${
+            1 - victim
+          }: ${survivor.match(/: re-adopted/g)?.length ?? 0} running action(s)`,
+        );
+      },
+    );
+
+    await t.step("the killed scheduler restarted rejoins; a clean rebuild is all cache hits", async () => {
+      await d.restartScheduler(victim);
+      await waitUntil(async () => {
+        const s = await d.serverStates();
+        return s.get(`schedulers/sched${victim}`) === "UP" && s.get(`worker_api/wapi${victim}`) === "UP";
+      }, { what: `haproxy to mark sched${victim} UP again`, intervalMs: 100 });
+      await bazelClean(ws);
+      const r = await runBazelOk(ws, ["test", "//..."], { flags: flags(d, 5), jobs: 8 });
+      assert.equal(r.processes?.remoteCacheHit, SPAWNS, r.processes?.line ?? "");
+      await checkOutputs(5);
+    });
   } finally {
     const logFile = Deno.env.get("CAIRN_REPLICATED_LOG");
     if (logFile) {
