@@ -32,22 +32,16 @@ import { loadListenerTls } from "./tls.ts";
 import { countEvent, resolveLimits, UploadAdmission } from "./guard.ts";
 import { CairnError, Code } from "../util/error.ts";
 import type { CairnServer, CairnServerOptions } from "./server.ts";
-import type { TransportLog } from "./types.ts";
+import { CONSOLE_TRANSPORT_LOG } from "./types.ts";
 import { delay } from "../util/async.ts";
-
-const DEFAULT_LOG: TransportLog = {
-  debug: () => {},
-  warn: (m, ...d) => console.warn(m, ...d),
-  error: (m, ...d) => console.error(m, ...d),
-};
 
 /** Creates a `Deno.serve` server for `bindings` and `routes` on `listener`. Nothing is bound until `listen()`. */
 export function createDenoServeServer(options: CairnServerOptions): CairnServer {
-  const log = options.log ?? DEFAULT_LOG;
+  const log = options.log ?? CONSOLE_TRANSPORT_LOG;
   const cfg = options.listener;
   const accepted = cfg.compression?.accepted_compression_algorithms ?? [];
-  const maxMessageBytes = cfg.max_decoding_message_size || 8 * 1024 * 1024;
   const limits = resolveLimits(cfg);
+  const maxMessageBytes = limits.maxMessageBytes;
   const uploads = new UploadAdmission(limits);
   const shutdown = new AbortController();
   /** One object per client connection (by remote address), held while it has uploads in flight. */

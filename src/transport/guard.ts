@@ -28,9 +28,14 @@ export interface ResolvedLimits {
   readonly maxResetsPerSecond: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS advertised to HTTP/2 clients. */
   readonly maxConcurrentStreams: number;
+  /** Largest gRPC message accepted (`max_decoding_message_size`). */
+  readonly maxMessageBytes: number;
 }
 
-/** Defaults of the `limits` object of a listener (and of `experimental_http2_max_concurrent_streams`). */
+/**
+ * Defaults of the `limits` object of a listener (and of `experimental_http2_max_concurrent_streams` and
+ * `max_decoding_message_size`).
+ */
 export const DEFAULT_LIMITS: ResolvedLimits = {
   maxUploadsPerConnection: 64,
   maxUploads: 1024,
@@ -39,6 +44,7 @@ export const DEFAULT_LIMITS: ResolvedLimits = {
   idleConnectionMs: 120_000,
   maxResetsPerSecond: 200,
   maxConcurrentStreams: 256,
+  maxMessageBytes: 8 * 1024 * 1024,
 };
 
 /** Fills in the defaults of a listener's limits (absent or 0 → default). */
@@ -55,6 +61,7 @@ export function resolveLimits(cfg: HttpListenerConfig): ResolvedLimits {
     maxResetsPerSecond: l.max_resets_per_second || d.maxResetsPerSecond,
     maxConcurrentStreams: cfg.advanced_http?.experimental_http2_max_concurrent_streams ||
       d.maxConcurrentStreams,
+    maxMessageBytes: cfg.max_decoding_message_size || d.maxMessageBytes,
   };
 }
 

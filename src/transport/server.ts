@@ -39,7 +39,13 @@ import {
 } from "./guard.ts";
 import { relayPeer } from "./peer.ts";
 import { createH1Relay } from "./deno_compat/mod.ts";
-import type { HttpListenerConfig, HttpRoute, ServiceBinding, TransportLog } from "./types.ts";
+import {
+  CONSOLE_TRANSPORT_LOG,
+  type HttpListenerConfig,
+  type HttpRoute,
+  type ServiceBinding,
+  type TransportLog,
+} from "./types.ts";
 import { delay } from "../util/async.ts";
 
 /** Options of {@linkcode createCairnServer}. */
@@ -65,12 +71,6 @@ export interface CairnServer {
   readonly address: BoundAddress | undefined;
 }
 
-const DEFAULT_LOG: TransportLog = {
-  debug: () => {},
-  warn: (m, ...d) => console.warn(m, ...d),
-  error: (m, ...d) => console.error(m, ...d),
-};
-
 /**
  * The server path of `listener`: its `server` field, else the `CAIRN_SERVER_PATH` environment variable
  * (tests run the transport suites on both paths with it; ignored for mTLS listeners, which need
@@ -89,11 +89,11 @@ export function serverPathOf(listener: HttpListenerConfig): "node_http2" | "deno
 /** Creates a server for `bindings` and `routes` on `listener`. Nothing is bound until `listen()`. */
 export function createCairnServer(options: CairnServerOptions): CairnServer {
   if (serverPathOf(options.listener) === "deno_serve") return createDenoServeServer(options);
-  const log = options.log ?? DEFAULT_LOG;
+  const log = options.log ?? CONSOLE_TRANSPORT_LOG;
   const cfg = options.listener;
   const accepted = cfg.compression?.accepted_compression_algorithms ?? [];
-  const maxMessageBytes = cfg.max_decoding_message_size || 8 * 1024 * 1024;
   const limits = resolveLimits(cfg);
+  const maxMessageBytes = limits.maxMessageBytes;
   const uploads = new UploadAdmission(limits);
   const shutdown = new AbortController();
 

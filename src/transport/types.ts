@@ -122,3 +122,10 @@ export interface TransportLog {
   warn(message: string, ...data: unknown[]): void;
   error(message: string, ...data: unknown[]): void;
 }
+
+/** The log a transport uses when none is given: warnings and errors to the console, no debug. */
+export const CONSOLE_TRANSPORT_LOG: TransportLog = {
+  debug: () => {},
+  warn: (m, ...d) => console.warn(m, ...d),
+  error: (m, ...d) => console.error(m, ...d),
+};
