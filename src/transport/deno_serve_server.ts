@@ -25,7 +25,7 @@ import { Code as ConnectCode, ConnectError } from "@connectrpc/connect";
 import { createConnectFetchHandler } from "./connect_handler.ts";
 import { GrpcHandler } from "./grpc_handler.ts";
 import { DenoServeStream } from "./deno_serve_stream.ts";
-import { onExchangeOver } from "./deno_compat/deno_serve_trailers.ts";
+import { resetSafeResponse } from "./deno_compat/deno_serve_reset.ts";
 import { httpStatusOf } from "./http_routes.ts";
 import { type BoundAddress, parseSocketAddress } from "./listener.ts";
 import { loadListenerTls } from "./tls.ts";
@@ -126,16 +126,13 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
   });
   let httpInFlight = 0;
   let forceStop!: () => void;
-  const stopped = new Promise<Response>((resolve) => {
-    forceStop = () =>
-      resolve(
-        new Response("The server is shutting down\n", {
-          status: 503,
-          headers: { "content-type": "text/plain; charset=utf-8", connection: "close" },
-        }),
-      );
+  /** Settles (undefined) when the grace period is over: requests still in flight are then answered 503. */
+  const stopped = new Promise<undefined>((resolve) => {
+    forceStop = () => resolve(undefined);
   });
   let draining = false;
+  /** Set once `server.shutdown()` was called: from then on Deno answers late responses itself (see close()). */
+  let serverShutDown = false;
 
   const acceptGzip = accepted.includes("gzip");
   const sendGzip = cfg.compression?.send_compression_algorithm === "gzip";
@@ -143,6 +140,9 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
   ): Response | Promise<Response> => {
+    // Once shutdown() began, Deno answers a late response itself with a static 503, which panics Deno 2.9.0
+    // for a reset stream: requests still arriving then (Deno stops reading new ones) are left unanswered.
+    if (serverShutDown) return new Promise<Response>(() => {});
     const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
     if (GrpcHandler.accepts(request.headers.get("content-type") ?? undefined)) {
       // The headers GrpcHandler would send, known up front (the response goes back at once: see the shim).
@@ -165,19 +165,14 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       grpc.handle(stream.asHttp2Stream(), stream.headers);
       return stream.response;
     }
-    if (draining) {
-      return new Response("The server is shutting down\n", {
-        status: 503,
-        headers: { "content-type": "text/plain; charset=utf-8", connection: "close" },
-      });
-    }
+    if (draining) return resetSafeResponse(shuttingDown());
     let release: (() => void) | undefined;
     if (request.method === "PUT" || request.method === "POST") {
       const conn = connectionOf(remote);
       const r = uploads.admit(conn.key);
       if (r === undefined) {
         conn.done();
-        return Promise.resolve(
+        return resetSafeResponse(
           new Response(
             "Too many uploads in flight (limits.max_uploads_per_connection / limits.max_uploads)\n",
             {
@@ -193,34 +188,30 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       };
     }
     httpInFlight++;
-    // Deno 2.9.0 panics when a response comes after the client reset the HTTP/2 stream: a request whose
-    // exchange ended first is never answered (its promise is dropped). The answer waits one macrotask so a
-    // reset already seen by Deno reaches the callback first.
-    // Only for bodiless requests: in legacy abort mode the callback also fires once a request body is
-    // complete, which cannot be told apart from a reset (POST/PUT stay exposed: see the README).
-    let answered = false;
-    let reset = false;
-    if (request.body === null) {
-      onExchangeOver(request, () => {
-        if (!answered) reset = true;
-      });
-    }
+    // Deno 2.9.0 panics when a handler answers, with a static body, an HTTP/2 stream that the client reset
+    // meanwhile (deno_compat/deno_serve_reset.ts): every answer goes out with a streamed body, decided in
+    // the same microtask run as Deno takes it. After the server's shutdown began nothing is answered any more
+    // (Deno would send its own static 503 then, see close()).
     return new Promise<Response>((resolve) => {
       // After the grace period a request still in flight gets 503 at once (its route may wait on a body).
-      void Promise.race([connect(request).catch(() => new Response(null, { status: 500 })), stopped]).then((
-        response,
-      ) =>
-        setTimeout(() => {
+      void Promise.race([connect(request).catch(() => new Response(null, { status: 500 })), stopped]).then(
+        (answer) => {
           httpInFlight--;
           release?.();
-          if (reset) {
+          const response = answer ?? shuttingDown();
+          if (serverShutDown) {
             countEvent("client_gone");
             response.body?.cancel().catch(() => {});
             return;
           }
-          answered = true;
-          resolve(response);
-        }, 0)
+          try {
+            resolve(resetSafeResponse(response));
+          } catch (err) {
+            // A route returned a response whose body was used already: answered 500 instead of hanging.
+            log.warn(`HTTP ${request.method} ${request.url}: unusable response:`, err);
+            resolve(resetSafeResponse(new Response(null, { status: 500 })));
+          }
+        },
       );
     });
   };
@@ -252,7 +243,8 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
           onListen: () => {},
           onError: (err) => {
             log.warn(`Deno.serve handler failed:`, err);
-            return new Response(null, { status: 500 });
+            // Streamed like every answer on this path (deno_compat/deno_serve_reset.ts).
+            return resetSafeResponse(new Response(null, { status: 500 }));
           },
           ...(tls ? { cert: tls.cert, key: tls.key } : {}),
         }, handler);
@@ -278,9 +270,13 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
           grpc.abortAll(reason);
           await delay(20); // let the UNAVAILABLE trailers go out
         }
-        const finished = server.shutdown();
+        // Requests still in flight are answered (503) before Deno's shutdown begins: once it began, Deno
+        // answers a late response itself with a static body, which panics Deno 2.9.0 on a reset stream.
         forceStop();
         watchedBodies.cancelAll();
+        await delay(0); // the 503s reach Deno (microtasks) before the shutdown starts
+        serverShutDown = true;
+        const finished = server.shutdown();
         // Deno.serve's shutdown waits for every connection; one whose client stalls mid-body never ends, so
         // after a last second the server stops holding the process open instead.
         if (await Promise.race([finished.then(() => true), delay(1000).then(() => false)]) === false) {
@@ -354,6 +350,14 @@ class BodyCancellers extends Set<() => void> {
     for (const cancel of this) cancel();
     this.clear();
   }
+}
+
+/** The answer to an HTTP request refused or cut because the server is closing. */
+function shuttingDown(): Response {
+  return new Response("The server is shutting down\n", {
+    status: 503,
+    headers: { "content-type": "text/plain; charset=utf-8", connection: "close" },
+  });
 }
 
 function acceptsGzip(header: string | null): boolean {

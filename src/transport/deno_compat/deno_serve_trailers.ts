@@ -7,8 +7,9 @@
  *   `op_http_set_response_trailers(inner.external, list)` on the response's inner object;
  * - a `Request` given to a `Deno.serve` handler keeps its inner request under a symbol described
  *   `"request"`, whose `external` getter is the native handle of the HTTP exchange;
- * - the inner request's `onCancel(callback)` runs `callback` once the exchange is over (the client reset
- *   it, or, in Deno 2.9.0's legacy abort mode, the response was sent);
+ * - once the exchange is over (its response sent or abandoned), the inner request's `external` reads
+ *   `null`: the native handle is freed then, and `addTrailers` with it would abort the process ("Detected an
+ *   invalid v8::External"), so trailers set after that are dropped (the stream is over anyway);
  * - a `Response` keeps its inner response under a symbol described `"response"`; setting `external` on it
  *   ties the response to the exchange so `addTrailers` reaches it.
  * Trailers may be set any time before the response body closes; they go out after the last DATA frame.
@@ -70,27 +71,10 @@ function load(request: Request): Internals {
   return internals;
 }
 
-/**
- * Calls `callback` once the HTTP exchange of `request` is over: the client reset it, or (Deno 2.9.0 legacy
- * abort mode) the response was sent. Deno 2.9.0 panics ("HTTP state error: Expected to be last strong
- * reference") when a handler returns a response for an HTTP/2 stream the client already reset, so a handler
- * that answers late must not answer once this fired first.
- */
-export function onExchangeOver(request: Request, callback: () => void): void {
-  const i = load(request);
-  const inner = (request as unknown as Record<symbol, { onCancel?: (cb: () => void) => void } | undefined>)[
-    i.requestSymbol
-  ];
-  if (typeof inner?.onCancel !== "function") {
-    throw new CairnError(Code.Internal, `Deno ${Deno.version.deno}: the inner request has no onCancel`);
-  }
-  inner.onCancel(callback);
-}
-
 /** A response tied to its request's HTTP exchange, and how to set its trailers. */
 export interface TrailingResponse {
   readonly response: Response;
-  /** Sets the trailers (call before the body closes; the last call wins). */
+  /** Sets the trailers (call before the body closes; the last call wins; dropped once the exchange is over). */
   setTrailers(trailers: [string, string][]): void;
 }
 
@@ -123,6 +107,10 @@ export function responseWithTrailers(
   inner.external = external;
   return {
     response,
-    setTrailers: (trailers) => i.addTrailers(response, trailers),
+    setTrailers: (trailers) => {
+      // The client may have reset the stream and Deno freed the exchange: nothing can be sent any more.
+      if (innerRequest?.external === null || innerRequest?.external === undefined) return;
+      i.addTrailers(response, trailers);
+    },
   };
 }

@@ -1,0 +1,99 @@
+/**
+ * The reset crash of the `Deno.serve` path (listener `server: "deno_serve"`), through the real `main.ts` on
+ * loopback: Deno 2.9.0 aborts the process when a handler answers an HTTP/2 stream the client reset while the
+ * handler ran (denoland/deno#36046; `src/transport/deno_compat/deno_serve_reset.ts`). An attacker process
+ * (`h2_attacker.ts reset-mid-handler`) sends Connect, gRPC-Web, gRPC, HTTP cache PUT/GET/HEAD, `/metrics`,
+ * `/status` and CORS requests over 4 connections and resets each while its handler waits for the rest of its
+ * body (or answers); the server must stay up, a victim's GetCapabilities must answer within a load-scaled
+ * bound, and the process must still exit 0 on SIGTERM.
+ *
+ * @example
+ * ```sh
+ * deno test --allow-all tests/security/deno_serve_reset_test.ts
+ * ```
+ * @module
+ */
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import { memoryCacheConfig, startCairnProcess } from "../fixtures/cairn_process.ts";
+import { loadScaledBound } from "../fixtures/wait.ts";
+
+const CAPABILITIES = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities";
+const ATTACKER = new URL("./h2_attacker.ts", import.meta.url).pathname;
+
+/** One unary gRPC GetCapabilities on `session`; resolves with its grpc-status and how long it took (ms). */
+function getCapabilities(session: http2.ClientHttp2Session): Promise<{ status: number; ms: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const st = session.request({
+      ":method": "POST",
+      ":path": CAPABILITIES,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    let status: number | undefined;
+    const take = (h: http2.IncomingHttpHeaders) => {
+      if (h["grpc-status"] !== undefined && status === undefined) {
+        status = Number(h["grpc-status"]);
+        resolve({ status, ms: performance.now() - t0 });
+      }
+    };
+    st.on("response", take);
+    st.on("trailers", take);
+    st.on("data", () => {});
+    st.on("error", reject);
+    st.on("close", () => status === undefined && reject(new Error(`closed without grpc-status (rst ${st.rstCode})`)));
+    st.end(new Uint8Array(5)); // one empty message
+  });
+}
+
+Deno.test("Deno.serve path: HTTP/2 requests of every kind reset mid-handler leave main.ts up and serving", async () => {
+  const cairn = await startCairnProcess({
+    config: memoryCacheConfig({ listener: { socket_address: "127.0.0.1:0", server: "deno_serve" } }),
+  });
+  try {
+    const victim = http2.connect(cairn.httpUrl);
+    victim.on("error", () => {});
+    let baseline = 0;
+    for (let i = 0; i < 3; i++) {
+      const r = await getCapabilities(victim);
+      assert.equal(r.status, 0);
+      baseline = Math.max(baseline, r.ms);
+    }
+    const bound = loadScaledBound(1000, 4 * baseline);
+
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net=127.0.0.1", ATTACKER, "reset-mid-handler", String(cairn.port), "4", "480"],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    let started!: () => void;
+    const underWay = new Promise<void>((r) => started = r);
+    const report = (async () => {
+      let text = "";
+      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+        text += chunk;
+        if (text.includes("started")) started();
+      }
+      started();
+      await child.status;
+      return text;
+    })();
+    await underWay;
+    const during = await getCapabilities(victim);
+    const text = await report;
+    const after = await getCapabilities(victim);
+    victim.close();
+
+    const sent = Number(/sent (\d+)/.exec(text)?.[1] ?? 0);
+    assert.ok(sent >= 1000, `only ${sent} requests reset: ${text}`);
+    assert.ok(cairn.alive(), `main.ts died:\n${cairn.logs().slice(-3000)}`);
+    assert.doesNotMatch(cairn.logs(), /panicked|Uncaught/);
+    assert.equal(during.status, 0);
+    assert.equal(after.status, 0);
+    assert.ok(during.ms < bound, `GetCapabilities during the attack took ${Math.round(during.ms)} ms (bound ${bound})`);
+    assert.ok(after.ms < bound, `GetCapabilities after the attack took ${Math.round(after.ms)} ms (bound ${bound})`);
+  } finally {
+    await cairn.stop(20_000); // throws unless main.ts exits 0 (a panic exits otherwise)
+  }
+});
