@@ -6,6 +6,9 @@
  * - `sniffed_bytes.ts`: how the listener hands the bytes it read to tell protocols apart to HTTP/1.1.
  * - `send_backlog.ts`: HTTP/2 send back-pressure from the socket's byte count (denoland/deno#36044).
  * - `client_cert.ts`: the hand-written client-certificate check (denoland/deno#34366).
+ * - `deno_serve_trailers.ts`: gRPC trailers on `Deno.serve` (no public API in Deno 2.9.0).
+ * - `deno_serve_reset.ts`: `Deno.serve` answers that cannot panic on a reset HTTP/2 stream
+ *   (denoland/deno#36046, fixed in Deno 2.9.3).
  *
  * @example
  * ```ts
@@ -17,5 +20,7 @@
  */
 export { verifyChain, verifyClientCertificate } from "./client_cert.ts";
 export { createH1Relay, type H1Relay, type H1RelayLimits, type RelayWatch } from "./h1_relay.ts";
+export { resetSafeResponse } from "./deno_serve_reset.ts";
+export { responseWithTrailers, type TrailingResponse } from "./deno_serve_trailers.ts";
 export { SendBacklog } from "./send_backlog.ts";
 export { handOverSniffed } from "./sniffed_bytes.ts";
