@@ -38,7 +38,7 @@ for (const file of FILES) {
   });
 }
 
-Deno.test("Deno.serve path: HTTP/2 streams reset while a route or a gRPC call is pending leave the server up", async () => {
+Deno.test("Deno.serve path: HTTP/2 streams reset while a route, a Connect, gRPC-Web or gRPC call is pending leave the server up", async () => {
   const { createCairnServer } = await import("../src/transport/server.ts");
   const { healthBinding, healthProbe } = await import("./fixtures/transport_fixtures.ts");
   const http2 = (await import("node:http2")).default;
@@ -46,23 +46,34 @@ Deno.test("Deno.serve path: HTTP/2 streams reset while a route or a gRPC call is
   const server = createCairnServer({
     listener: { socket_address: "127.0.0.1:0", server: "deno_serve" },
     bindings: [healthBinding(probe)],
-    routes: [async () => {
+    routes: [async (req) => {
+      // A PUT route reads its body (the reset ends it), the others answer late with a static body.
+      if (req.method === "PUT") await req.arrayBuffer().catch(() => {});
       await new Promise((r) => setTimeout(r, 50));
       return new Response("late");
     }],
   });
   const { port } = await server.listen();
+  const CHECK = "/grpc.health.v1.Health/Check";
+  const kinds: { headers: Record<string, string>; body?: Uint8Array }[] = [
+    { headers: { ":path": "/x" } },
+    { headers: { ":method": "PUT", ":path": "/x", "content-length": "100" }, body: new Uint8Array(10) },
+    // Connect unary and gRPC-Web with their bodies cut short: the handler waits for the rest.
+    { headers: { ":method": "POST", ":path": CHECK, "content-type": "application/proto", "content-length": "50" }, body: new Uint8Array(2) },
+    { headers: { ":method": "POST", ":path": CHECK, "content-type": "application/grpc-web+proto" }, body: new Uint8Array([0, 0, 0, 0, 9]) },
+    { headers: { ":method": "POST", ":path": CHECK, "content-type": "application/grpc" } },
+  ];
   try {
     const session = http2.connect(`http://127.0.0.1:${port}`);
     session.on("error", () => {});
-    for (let i = 0; i < 20; i++) {
-      const headers = i % 2 === 0
-        ? { ":path": "/x" }
-        : { ":method": "POST", ":path": "/grpc.health.v1.Health/Check", "content-type": "application/grpc" };
-      const s = session.request(headers);
+    for (let i = 0; i < 40; i++) {
+      const kind = kinds[i % kinds.length]!;
+      const s = session.request(kind.headers, { endStream: false });
       s.on("error", () => {});
-      s.end();
-      // Reset at different points while the route (50 ms) or the held gRPC call is pending.
+      s.on("data", () => {});
+      if (kind.body) s.write(kind.body);
+      if (kind.headers["content-type"] === "application/grpc") s.end();
+      // Reset at different points while the route (50 ms), the Connect call or the held gRPC call is pending.
       await new Promise((r) => setTimeout(r, (i % 10) * 5));
       s.close(http2.constants.NGHTTP2_CANCEL);
     }
