@@ -59,8 +59,19 @@ Deno.test("Deno.serve path: HTTP/2 streams reset while a route, a Connect, gRPC-
     { headers: { ":path": "/x" } },
     { headers: { ":method": "PUT", ":path": "/x", "content-length": "100" }, body: new Uint8Array(10) },
     // Connect unary and gRPC-Web with their bodies cut short: the handler waits for the rest.
-    { headers: { ":method": "POST", ":path": CHECK, "content-type": "application/proto", "content-length": "50" }, body: new Uint8Array(2) },
-    { headers: { ":method": "POST", ":path": CHECK, "content-type": "application/grpc-web+proto" }, body: new Uint8Array([0, 0, 0, 0, 9]) },
+    {
+      headers: {
+        ":method": "POST",
+        ":path": CHECK,
+        "content-type": "application/proto",
+        "content-length": "50",
+      },
+      body: new Uint8Array(2),
+    },
+    {
+      headers: { ":method": "POST", ":path": CHECK, "content-type": "application/grpc-web+proto" },
+      body: new Uint8Array([0, 0, 0, 0, 9]),
+    },
     { headers: { ":method": "POST", ":path": CHECK, "content-type": "application/grpc" } },
   ];
   try {

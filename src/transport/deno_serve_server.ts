@@ -5,8 +5,8 @@
  * routes over HTTP/1.1 and HTTP/2. Connection-level HTTP/2 behaviour (windows, keep-alive, header and idle
  * timeouts, reset floods) is Deno's own; `nativelink_schema.ts` refuses the settings of those on this path,
  * and mTLS (client certificates must be verified) stays on `node:http2`. `upload_idle_timeout_s` covers gRPC
- * uploads and PUT route bodies (408, then the connection is dropped). `close()` refuses new calls
- * (UNAVAILABLE / 503) while in-flight ones finish, then ends what is left.
+ * uploads and PUT route bodies (408; unlike node_http2, the HTTP/1.1 connection stays open). `close()` refuses
+ * new calls (UNAVAILABLE / 503) while in-flight ones finish, then ends what is left.
  *
  * Every answer reaches Deno with a streamed body (`deno_compat/deno_serve_reset.ts`): Deno 2.9.0 aborts the
  * process when a static answer meets an HTTP/2 stream the client reset while the handler ran
@@ -94,19 +94,27 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     const request = original.method === "PUT"
       ? watchBodyIdle(original, limits.uploadIdleMs, idle, watchedBodies)
       : original;
+    // Deno.serve keeps the HTTP/1.1 connection open after this answer (a read of the request body is still
+    // pending in Deno), unlike node_http2: the client keeps it until it closes it.
+    const idleAnswer = () =>
+      new Response(
+        `The request body sent nothing for ${limits.uploadIdleMs / 1000}s (limits.upload_idle_timeout_s)\n`,
+        { status: 408, headers: { "content-type": "text/plain; charset=utf-8", connection: "close" } },
+      );
     try {
       for (const route of routes) {
         const response = await route(request, undefined);
-        if (response !== undefined) return response;
+        if (response === undefined) continue;
+        // A route that turned the body's idle timeout into its own error answer (the HTTP cache: 500).
+        if (idle.fired) {
+          response.body?.cancel().catch(() => {});
+          return idleAnswer();
+        }
+        return response;
       }
       return new Response(null, { status: 404 });
     } catch (err) {
-      if (idle.fired) {
-        return closingResponse(
-          408,
-          `The request body sent nothing for ${limits.uploadIdleMs / 1000}s (limits.upload_idle_timeout_s)\n`,
-        );
-      }
+      if (idle.fired) return idleAnswer();
       if ((err as { name?: string })?.name === "AbortError") {
         countEvent("client_gone");
         return new Response(null, { status: 499 });
@@ -246,7 +254,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
           port,
           onListen: () => {},
           onError: (err) => {
-            if (!(err instanceof ConnectionCut)) log.warn(`Deno.serve handler failed:`, err);
+            log.warn(`Deno.serve handler failed:`, err);
             // Streamed like every answer on this path (deno_compat/deno_serve_reset.ts).
             return resetSafeResponse(new Response(null, { status: 500 }));
           },
@@ -354,32 +362,6 @@ class BodyCancellers extends Set<() => void> {
     for (const cancel of this) cancel();
     this.clear();
   }
-}
-
-/** Ends the body of a {@linkcode closingResponse}, so Deno drops the connection (reported to onError). */
-class ConnectionCut extends Error {}
-
-/**
- * A complete text answer after which Deno.serve drops the connection: Deno keeps an HTTP/1.1 connection
- * whose request body was never finished open after the response, even with `connection: close`, so a stalled
- * upload would hold it forever. The body (with its content-length) is queued, and fails once Deno took it:
- * Deno then closes an HTTP/1.1 connection (the client has the whole answer) and resets an HTTP/2 stream
- * (whose client may see only the reset).
- */
-function closingResponse(status: number, text: string): Response {
-  const bytes = new TextEncoder().encode(text);
-  const body = new ReadableStream<Uint8Array>({
-    start: (c) => c.enqueue(bytes),
-    pull: (c) => c.error(new ConnectionCut("connection closed after the answer")),
-  });
-  return new Response(body, {
-    status,
-    headers: {
-      "content-type": "text/plain; charset=utf-8",
-      "content-length": String(bytes.byteLength),
-      connection: "close",
-    },
-  });
 }
 
 /** The answer to an HTTP request refused or cut because the server is closing. */

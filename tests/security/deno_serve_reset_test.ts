@@ -42,7 +42,10 @@ function getCapabilities(session: http2.ClientHttp2Session): Promise<{ status: n
     st.on("trailers", take);
     st.on("data", () => {});
     st.on("error", reject);
-    st.on("close", () => status === undefined && reject(new Error(`closed without grpc-status (rst ${st.rstCode})`)));
+    st.on(
+      "close",
+      () => status === undefined && reject(new Error(`closed without grpc-status (rst ${st.rstCode})`)),
+    );
     st.end(new Uint8Array(5)); // one empty message
   });
 }
@@ -91,8 +94,14 @@ Deno.test("Deno.serve path: HTTP/2 requests of every kind reset mid-handler leav
     assert.doesNotMatch(cairn.logs(), /panicked|Uncaught/);
     assert.equal(during.status, 0);
     assert.equal(after.status, 0);
-    assert.ok(during.ms < bound, `GetCapabilities during the attack took ${Math.round(during.ms)} ms (bound ${bound})`);
-    assert.ok(after.ms < bound, `GetCapabilities after the attack took ${Math.round(after.ms)} ms (bound ${bound})`);
+    assert.ok(
+      during.ms < bound,
+      `GetCapabilities during the attack took ${Math.round(during.ms)} ms (bound ${bound})`,
+    );
+    assert.ok(
+      after.ms < bound,
+      `GetCapabilities after the attack took ${Math.round(after.ms)} ms (bound ${bound})`,
+    );
   } finally {
     await cairn.stop(20_000); // throws unless main.ts exits 0 (a panic exits otherwise)
   }

@@ -78,17 +78,43 @@ const READ = "/google.bytestream.ByteStream/Read";
 const HASH = "e".repeat(64);
 const MID_HANDLER: { headers: http2.OutgoingHttpHeaders; body?: Uint8Array }[] = [
   // Connect unary (proto and JSON), body cut short of its content-length: the handler waits for the rest.
-  { headers: { ":method": "POST", ":path": FIND, "content-type": "application/proto", "content-length": "64" }, body: new Uint8Array(8) },
-  { headers: { ":method": "POST", ":path": CAPS, "content-type": "application/json", "content-length": "40" }, body: new TextEncoder().encode('{"instanceName":') },
+  {
+    headers: {
+      ":method": "POST",
+      ":path": FIND,
+      "content-type": "application/proto",
+      "content-length": "64",
+    },
+    body: new Uint8Array(8),
+  },
+  {
+    headers: { ":method": "POST", ":path": CAPS, "content-type": "application/json", "content-length": "40" },
+    body: new TextEncoder().encode('{"instanceName":'),
+  },
   // Connect server streaming: an enveloped request cut short.
-  { headers: { ":method": "POST", ":path": READ, "content-type": "application/connect+proto" }, body: new Uint8Array([0, 0, 0, 0, 40, 10]) },
+  {
+    headers: { ":method": "POST", ":path": READ, "content-type": "application/connect+proto" },
+    body: new Uint8Array([0, 0, 0, 0, 40, 10]),
+  },
   // gRPC-Web unary, cut short.
-  { headers: { ":method": "POST", ":path": CAPS, "content-type": "application/grpc-web+proto" }, body: new Uint8Array([0, 0, 0, 0, 20, 10]) },
+  {
+    headers: { ":method": "POST", ":path": CAPS, "content-type": "application/grpc-web+proto" },
+    body: new Uint8Array([0, 0, 0, 0, 20, 10]),
+  },
   // gRPC unary, cut short.
-  { headers: { ":method": "POST", ":path": CAPS, "content-type": "application/grpc" }, body: new Uint8Array([0, 0, 0, 0, 20, 10]) },
+  {
+    headers: { ":method": "POST", ":path": CAPS, "content-type": "application/grpc" },
+    body: new Uint8Array([0, 0, 0, 0, 20, 10]),
+  },
   // HTTP cache PUT, cut short of its content-length.
-  { headers: { ":method": "PUT", ":path": `/cas/${HASH}`, "content-length": "100000" }, body: new Uint8Array(1000) },
-  { headers: { ":method": "PUT", ":path": `/ac/${HASH}`, "content-length": "5000" }, body: new Uint8Array(10) },
+  {
+    headers: { ":method": "PUT", ":path": `/cas/${HASH}`, "content-length": "100000" },
+    body: new Uint8Array(1000),
+  },
+  {
+    headers: { ":method": "PUT", ":path": `/ac/${HASH}`, "content-length": "5000" },
+    body: new Uint8Array(10),
+  },
   // Bodiless: answered while (or after) the client resets.
   { headers: { ":method": "GET", ":path": `/cas/${HASH}` } },
   { headers: { ":method": "HEAD", ":path": `/ac/${HASH}` } },

@@ -75,11 +75,15 @@ Deno.test("resetSafeResponse through Deno.serve: statuses, headers, bodies, HEAD
   await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
     const path = new URL(req.url).pathname;
     if (path === "/echo") return resetSafeResponse(new Response(req.body));
-    if (path === "/204") return resetSafeResponse(new Response(null, { status: 204, headers: { "x-a": "1" } }));
+    if (path === "/204") {
+      return resetSafeResponse(new Response(null, { status: 204, headers: { "x-a": "1" } }));
+    }
     if (path === "/head") {
       return resetSafeResponse(new Response(null, { headers: { "content-length": "1234" } }));
     }
-    return resetSafeResponse(new Response("not here\n", { status: 404, statusText: "Nope", headers: { "x-b": "2" } }));
+    return resetSafeResponse(
+      new Response("not here\n", { status: 404, statusText: "Nope", headers: { "x-b": "2" } }),
+    );
   });
   const base = `http://127.0.0.1:${server.addr.port}`;
   const missing = await fetch(`${base}/x`);
