@@ -143,7 +143,10 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     forceStop = () => resolve(undefined);
   });
   let draining = false;
-  /** Set once `server.shutdown()` was called: from then on Deno answers late responses itself (see close()). */
+  /**
+   * Set once `server.shutdown()` was called: once that completes, Deno answers a late response itself, with a
+   * static 503 (see close()), so nothing is answered from then on.
+   */
   let serverShutDown = false;
 
   const acceptGzip = accepted.includes("gzip");
@@ -152,8 +155,9 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
   ): Response | Promise<Response> => {
-    // Once shutdown() began, Deno answers a late response itself with a static 503, which panics Deno 2.9.0
-    // for a reset stream: requests still arriving then (Deno stops reading new ones) are left unanswered.
+    // Once shutdown() completes, Deno answers a late response itself with a static 503, which panics Deno
+    // 2.9.0 for a reset stream: requests still arriving after it began (Deno stops taking new ones) are left
+    // unanswered.
     if (serverShutDown) return new Promise<Response>(() => {});
     const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
     if (GrpcHandler.accepts(request.headers.get("content-type") ?? undefined)) {
@@ -282,7 +286,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
           grpc.abortAll(reason);
           await delay(20); // let the UNAVAILABLE trailers go out
         }
-        // Requests still in flight are answered (503) before Deno's shutdown begins: once it began, Deno
+        // Requests still in flight are answered (503) before Deno's shutdown begins: once it completes, Deno
         // answers a late response itself with a static body, which panics Deno 2.9.0 on a reset stream.
         forceStop();
         watchedBodies.cancelAll();
