@@ -5,7 +5,7 @@
  * (`h2_attacker.ts reset-mid-handler`) sends Connect, gRPC-Web, gRPC, HTTP cache PUT/GET/HEAD, `/metrics`,
  * `/status` and CORS requests over 4 connections and resets each while its handler waits for the rest of its
  * body (or answers); the server must stay up, a victim's GetCapabilities must answer within a load-scaled
- * bound, and the process must still exit 0 on SIGTERM.
+ * bound, and the process must still exit 0 on SIGTERM, also when SIGTERM comes in the middle of the attack.
  *
  * @example
  * ```sh
@@ -20,6 +20,28 @@ import { loadScaledBound } from "../fixtures/wait.ts";
 
 const CAPABILITIES = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities";
 const ATTACKER = new URL("./h2_attacker.ts", import.meta.url).pathname;
+
+/** Runs `h2_attacker.ts reset-mid-handler`; `started` once it is under way, `report` with what it printed. */
+function resetMidHandler(port: number, streams: number): { started: Promise<void>; report: Promise<string> } {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", ATTACKER, "reset-mid-handler", String(port), "4", String(streams)],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  let markStarted!: () => void;
+  const started = new Promise<void>((r) => markStarted = r);
+  const report = (async () => {
+    let text = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      if (text.includes("started")) markStarted();
+    }
+    markStarted();
+    await child.status;
+    return text;
+  })();
+  return { started, report };
+}
 
 /** One unary gRPC GetCapabilities on `session`; resolves with its grpc-status and how long it took (ms). */
 function getCapabilities(session: http2.ClientHttp2Session): Promise<{ status: number; ms: number }> {
@@ -65,26 +87,10 @@ Deno.test("Deno.serve path: HTTP/2 requests of every kind reset mid-handler leav
     }
     const bound = loadScaledBound(1000, 4 * baseline);
 
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net=127.0.0.1", ATTACKER, "reset-mid-handler", String(cairn.port), "4", "480"],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    let started!: () => void;
-    const underWay = new Promise<void>((r) => started = r);
-    const report = (async () => {
-      let text = "";
-      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-        text += chunk;
-        if (text.includes("started")) started();
-      }
-      started();
-      await child.status;
-      return text;
-    })();
-    await underWay;
+    const attack = resetMidHandler(cairn.port, 480);
+    await attack.started;
     const during = await getCapabilities(victim);
-    const text = await report;
+    const text = await attack.report;
     const after = await getCapabilities(victim);
     victim.close();
 
@@ -105,4 +111,21 @@ Deno.test("Deno.serve path: HTTP/2 requests of every kind reset mid-handler leav
   } finally {
     await cairn.stop(20_000); // throws unless main.ts exits 0 (a panic exits otherwise)
   }
+});
+
+Deno.test("Deno.serve path: SIGTERM while requests are being reset mid-handler, main.ts still exits 0", async () => {
+  const cairn = await startCairnProcess({
+    config: memoryCacheConfig({ listener: { socket_address: "127.0.0.1:0", server: "deno_serve" } }),
+  });
+  let attack: { started: Promise<void>; report: Promise<string> } | undefined;
+  try {
+    attack = resetMidHandler(cairn.port, 4000);
+    await attack.started;
+  } finally {
+    // Closing answers what is in flight, then stops Deno.serve: nothing may be answered late (Deno would
+    // answer it with a static body and panic on a reset stream). stop() throws unless main.ts exits 0.
+    await cairn.stop(20_000);
+    await attack?.report; // the attacker ends once its connections are refused
+  }
+  assert.doesNotMatch(cairn.logs(), /panicked|Uncaught/);
 });
