@@ -2,7 +2,7 @@
  * Runs the transport and service suites again on the `Deno.serve` server path: each file in its own
  * `deno test` process with `CAIRN_SERVER_PATH=deno_serve` (read by `createCairnServer` when a listener has no
  * `server` field; mTLS listeners stay on `node_http2`). The same assertions hold on both paths: exact gRPC
- * codes for bad input, deadlines and cancellation, back-pressure, graceful close, churn.
+ * codes for bad input, deadlines and cancellation, back-pressure, graceful close, churn, transport attacks.
  *
  * @example
  * ```sh
@@ -21,6 +21,9 @@ const FILES = [
   "transport_tls_test.ts",
   "cache_services_test.ts",
   "churn_test.ts",
+  // The transport attacks, with each path's own defences (node_http2-only timeout tests pin their path).
+  "security/transport_attacks_test.ts",
+  "security/cancelled_reads_test.ts",
 ];
 
 for (const file of FILES) {
