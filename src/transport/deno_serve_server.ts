@@ -58,7 +58,10 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       },
     };
   };
-  let currentRemote = "";
+  /** The client of the gRPC call being handed to `grpc.handle` (its address is only needed for an upload). */
+  let currentInfo: Deno.ServeHandlerInfo<Deno.NetAddr> | undefined;
+  const remoteOf = (info: Deno.ServeHandlerInfo<Deno.NetAddr>) =>
+    `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
 
   const grpc = new GrpcHandler({
     bindings: options.bindings,
@@ -67,7 +70,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     maxMessageBytes,
     log,
     admitUpload: () => {
-      const conn = connectionOf(currentRemote);
+      const conn = connectionOf(currentInfo === undefined ? "" : remoteOf(currentInfo));
       const release = uploads.admit(conn.key);
       if (release === undefined) {
         conn.done();
@@ -143,7 +146,6 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
   ): Response | Promise<Response> => {
-    const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
     if (GrpcHandler.accepts(request.headers.get("content-type") ?? undefined)) {
       // The headers GrpcHandler would send, known up front (the response goes back at once: see the shim).
       const headers: [string, string][] = [["content-type", "application/grpc"]];
@@ -151,7 +153,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
         headers.push(["grpc-encoding", "gzip"]);
       }
       if (acceptGzip || headers.length > 1) headers.push(["grpc-accept-encoding", "gzip"]);
-      const stream = new DenoServeStream(request, headers);
+      const stream = new DenoServeStream(request, headers, maxMessageBytes + 5);
       if (draining) {
         // Deno.serve cannot stop accepting while in-flight calls finish: new calls are refused instead.
         const s = stream.asHttp2Stream();
@@ -161,8 +163,9 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
         });
         return stream.response;
       }
-      currentRemote = remote;
-      grpc.handle(stream.asHttp2Stream(), stream.headers);
+      currentInfo = info;
+      grpc.handle(stream.asHttp2Stream(), stream.headers, request.headers);
+      currentInfo = undefined;
       return stream.response;
     }
     if (draining) {
@@ -173,7 +176,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     }
     let release: (() => void) | undefined;
     if (request.method === "PUT" || request.method === "POST") {
-      const conn = connectionOf(remote);
+      const conn = connectionOf(remoteOf(info));
       const r = uploads.admit(conn.key);
       if (r === undefined) {
         conn.done();
@@ -278,6 +281,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
           grpc.abortAll(reason);
           await delay(20); // let the UNAVAILABLE trailers go out
         }
+        grpc.close();
         const finished = server.shutdown();
         forceStop();
         watchedBodies.cancelAll();

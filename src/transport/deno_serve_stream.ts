@@ -40,6 +40,7 @@ export class DenoServeStream extends EventEmitter {
   readonly session = undefined;
 
   readonly #request: Request;
+  readonly #bufferBody: boolean;
   readonly #initial: Set<string>;
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   readonly #setTrailers: (t: [string, string][]) => void;
@@ -52,18 +53,16 @@ export class DenoServeStream extends EventEmitter {
   #needDrain = false;
   #closeEmitted = false;
 
-  constructor(request: Request, responseHeaders: [string, string][]) {
+  /**
+   * `responseHeaders` go out at once with status 200. A request body announced (`content-length`) at most
+   * `maxBufferedBody` bytes long is read whole, as one `data` chunk (no stream per call); others are streamed.
+   */
+  constructor(request: Request, responseHeaders: [string, string][], maxBufferedBody = 0) {
     super();
     this.#request = request;
-    const url = new URL(request.url);
-    const h: IncomingHttpHeaders = {
-      ":method": request.method,
-      ":path": url.pathname + url.search,
-      ":scheme": url.protocol.slice(0, -1),
-      ":authority": url.host,
-    };
-    for (const [k, v] of request.headers) h[k] = v;
-    this.headers = h;
+    this.headers = grpcHeadersOf(request);
+    const length = request.headers.get("content-length");
+    this.#bufferBody = length !== null && /^\d{1,10}$/.test(length) && Number(length) <= maxBufferedBody;
     this.#initial = new Set(responseHeaders.map(([k]) => k));
     const body = new ReadableStream<Uint8Array>({
       start: (c) => {
@@ -106,6 +105,14 @@ export class DenoServeStream extends EventEmitter {
   #flow(): void {
     if (this.#reading) return;
     this.#reading = true;
+    if (this.#bufferBody) {
+      this.#request.bytes().then((bytes) => {
+        if (this.destroyed) return;
+        if (bytes.byteLength > 0) this.emit("data", bytes);
+        this.emit("end");
+      }, () => this.#gone());
+      return;
+    }
     const body = this.#request.body;
     if (body === null) {
       queueMicrotask(() => this.emit("end"));
@@ -234,3 +241,47 @@ export class DenoServeStream extends EventEmitter {
     this.emit("close");
   }
 }
+
+/** Request headers the gRPC handler reads (the rest reach a service as `context.requestHeader`). */
+const GRPC_HEADERS = ["content-type", "grpc-encoding", "grpc-accept-encoding", "grpc-timeout", "traceparent"];
+
+/**
+ * The pseudo-headers and the gRPC headers of `request`, as `node:http2` gives them, without walking every
+ * header (Fetch headers iterate sorted) or parsing the URL: `request.url` is split where its authority and
+ * path start. A path or authority a URL parser would rewrite (percent escapes, dot segments, upper case or
+ * a default port in the authority) takes the URL parser, as before.
+ */
+function grpcHeadersOf(request: Request): IncomingHttpHeaders {
+  const url = request.url;
+  const schemeEnd = url.indexOf("://");
+  const pathStart = url.indexOf("/", schemeEnd + 3);
+  let scheme = url.slice(0, schemeEnd);
+  let authority = pathStart < 0 ? url.slice(schemeEnd + 3) : url.slice(schemeEnd + 3, pathStart);
+  let path = pathStart < 0 ? "/" : url.slice(pathStart);
+  if (
+    schemeEnd <= 0 || NEEDS_URL_PATH.test(path) || NEEDS_URL_AUTHORITY.test(authority) ||
+    (scheme === "http" && authority.endsWith(":80")) || (scheme === "https" && authority.endsWith(":443"))
+  ) {
+    const parsed = new URL(url);
+    scheme = parsed.protocol.slice(0, -1);
+    authority = parsed.host;
+    path = parsed.pathname + parsed.search;
+  }
+  const h: IncomingHttpHeaders = {
+    ":method": request.method,
+    ":path": path,
+    ":scheme": scheme,
+    ":authority": authority,
+  };
+  const headers = request.headers;
+  for (const name of GRPC_HEADERS) {
+    const v = headers.get(name);
+    if (v !== null) h[name] = v;
+  }
+  return h;
+}
+
+/** Paths a URL parser rewrites: escapes, dot segments, backslashes, fragments, bytes outside printable ASCII. */
+const NEEDS_URL_PATH = /[%\\#]|\/\.|[^\x21-\x7e]/;
+/** Authorities a URL parser rewrites: upper case, escapes, user info, bytes outside printable ASCII. */
+const NEEDS_URL_AUTHORITY = /[A-Z%@\\]|[^\x21-\x7e]/;
