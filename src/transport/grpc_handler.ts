@@ -792,4 +792,3 @@ function drained(stream: ServerHttp2Stream): Promise<void> {
   });
 }
 
-function ignore(): void {}
