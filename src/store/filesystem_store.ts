@@ -267,7 +267,7 @@ export class FilesystemStore implements StoreDriver {
    * Only renamed (complete) files are indexed, so a half-written temp file is never read.
    */
   async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
-    await this.#ready();
+    if (!this.#isReady) await this.#ready();
     const signal = options.signal;
     if (signal?.aborted) throw cancelled(signal, `Read of ${keyToString(key)}`);
     const id = this.#id(key);
@@ -391,9 +391,15 @@ export class FilesystemStore implements StoreDriver {
   // --- internals ---
 
   #ready(): Promise<void> {
-    this.#started ??= this.#start();
+    if (this.#started === undefined) {
+      this.#started = this.#start();
+      this.#started.then(() => this.#isReady = true, () => {});
+    }
     return this.#started;
   }
+
+  /** Whether {@linkcode #ready} has settled successfully (small reads then skip awaiting it). */
+  #isReady = false;
 
   /** Settles once the directories are checked and `temp_path` is empty (before the index is rebuilt). */
   #prepared: Promise<void> | undefined;
@@ -545,9 +551,20 @@ export class FilesystemStore implements StoreDriver {
    * most once per {@linkcode TOUCH_INTERVAL_MS} per file (the access order a restart sees).
    */
   #readSmallSync(key: StoreKey, id: string, entry: Entry): Uint8Array | undefined {
+    const path = `${this.contentPath}/${entry.file}`;
+    if (this.#now() - entry.touched < TOUCH_INTERVAL_MS) {
+      // No touch due: the whole file in one call (one op instead of open, read and close).
+      let bytes: Uint8Array;
+      try {
+        bytes = Deno.readFileSync(path);
+      } catch (err) {
+        throw this.#openFailed(err, key, id, entry);
+      }
+      return bytes.byteLength === entry.size ? bytes : undefined;
+    }
     let file: Deno.FsFile;
     try {
-      file = Deno.openSync(`${this.contentPath}/${entry.file}`, { read: true });
+      file = Deno.openSync(path, { read: true });
     } catch (err) {
       throw this.#openFailed(err, key, id, entry);
     }
