@@ -142,6 +142,8 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
 
   const acceptGzip = accepted.includes("gzip");
   const sendGzip = cfg.compression?.send_compression_algorithm === "gzip";
+  /** The request headers GrpcHandler reads on this listener (grpc-accept-encoding only when it may gzip). */
+  const grpcHeaderNames = ["grpc-encoding", "grpc-timeout", ...(sendGzip ? ["grpc-accept-encoding"] : [])];
   const handler = (
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
@@ -153,7 +155,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
         headers.push(["grpc-encoding", "gzip"]);
       }
       if (acceptGzip || headers.length > 1) headers.push(["grpc-accept-encoding", "gzip"]);
-      const stream = new DenoServeStream(request, headers, maxMessageBytes + 5);
+      const stream = new DenoServeStream(request, headers, maxMessageBytes + 5, grpcHeaderNames);
       if (draining) {
         // Deno.serve cannot stop accepting while in-flight calls finish: new calls are refused instead.
         const s = stream.asHttp2Stream();

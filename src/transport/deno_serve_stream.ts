@@ -26,6 +26,7 @@
 import { EventEmitter } from "node:events";
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { responseWithTrailers } from "./deno_compat/deno_serve_trailers.ts";
+import { TRACING } from "../util/tracing.ts";
 
 /** Bytes the response body may queue before `write()` returns false (HTTP/2 flow control drains it). */
 const BODY_HIGH_WATER = 1024 * 1024;
@@ -41,7 +42,7 @@ export class DenoServeStream extends EventEmitter {
 
   readonly #request: Request;
   readonly #bufferBody: boolean;
-  readonly #initial: Set<string>;
+  readonly #initial: [string, string][];
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   readonly #setTrailers: (t: [string, string][]) => void;
   /** Headers given at `respond()` that were not among the initial ones: sent with the trailers. */
@@ -56,14 +57,21 @@ export class DenoServeStream extends EventEmitter {
   /**
    * `responseHeaders` go out at once with status 200. A request body announced (`content-length`) at most
    * `maxBufferedBody` bytes long is read whole, as one `data` chunk (no stream per call); others are streamed.
+   * `headerNames` are the request headers copied into {@linkcode headers} besides the pseudo-headers (default:
+   * every one the gRPC handler may read; `traceparent` only while tracing).
    */
-  constructor(request: Request, responseHeaders: [string, string][], maxBufferedBody = 0) {
+  constructor(
+    request: Request,
+    responseHeaders: [string, string][],
+    maxBufferedBody = 0,
+    headerNames: readonly string[] = GRPC_HEADERS,
+  ) {
     super();
     this.#request = request;
-    this.headers = grpcHeadersOf(request);
+    this.headers = grpcHeadersOf(request, headerNames);
     const length = request.headers.get("content-length");
     this.#bufferBody = length !== null && /^\d{1,10}$/.test(length) && Number(length) <= maxBufferedBody;
-    this.#initial = new Set(responseHeaders.map(([k]) => k));
+    this.#initial = responseHeaders;
     const body = new ReadableStream<Uint8Array>({
       start: (c) => {
         this.#controller = c;
@@ -75,7 +83,7 @@ export class DenoServeStream extends EventEmitter {
         }
       },
       cancel: () => this.#gone(),
-    }, new ByteLengthQueuingStrategy({ highWaterMark: BODY_HIGH_WATER }));
+    }, BODY_STRATEGY);
     const { response, setTrailers } = responseWithTrailers(request, body, responseHeaders);
     this.response = response;
     this.#setTrailers = setTrailers;
@@ -168,7 +176,7 @@ export class DenoServeStream extends EventEmitter {
     const trailers: [string, string][] = [];
     for (const k in headers) {
       const v = headers[k];
-      if (v === undefined || k === ":status" || this.#initial.has(k)) continue;
+      if (v === undefined || k === ":status" || isInitial(this.#initial, k)) continue;
       const target = options?.endStream && k.startsWith("grpc-") ? trailers : this.#late;
       if (Array.isArray(v)) { for (const x of v) target.push([k, x]); }
       else target.push([k, String(v)]);
@@ -243,7 +251,20 @@ export class DenoServeStream extends EventEmitter {
 }
 
 /** Request headers the gRPC handler reads (the rest reach a service as `context.requestHeader`). */
-const GRPC_HEADERS = ["content-type", "grpc-encoding", "grpc-accept-encoding", "grpc-timeout", "traceparent"];
+export const GRPC_HEADERS: readonly string[] = [
+  "content-type",
+  "grpc-encoding",
+  "grpc-accept-encoding",
+  "grpc-timeout",
+];
+
+/** The queuing strategy of every response body (a strategy holds no state: one serves every stream). */
+const BODY_STRATEGY = new ByteLengthQueuingStrategy({ highWaterMark: BODY_HIGH_WATER });
+
+function isInitial(initial: [string, string][], name: string): boolean {
+  for (const [k] of initial) if (k === name) return true;
+  return false;
+}
 
 /**
  * The pseudo-headers and the gRPC headers of `request`, as `node:http2` gives them, without walking every
@@ -251,7 +272,7 @@ const GRPC_HEADERS = ["content-type", "grpc-encoding", "grpc-accept-encoding", "
  * path start. A path or authority a URL parser would rewrite (percent escapes, dot segments, upper case or
  * a default port in the authority) takes the URL parser, as before.
  */
-function grpcHeadersOf(request: Request): IncomingHttpHeaders {
+function grpcHeadersOf(request: Request, names: readonly string[]): IncomingHttpHeaders {
   const url = request.url;
   const schemeEnd = url.indexOf("://");
   const pathStart = url.indexOf("/", schemeEnd + 3);
@@ -274,9 +295,13 @@ function grpcHeadersOf(request: Request): IncomingHttpHeaders {
     ":authority": authority,
   };
   const headers = request.headers;
-  for (const name of GRPC_HEADERS) {
+  for (const name of names) {
     const v = headers.get(name);
     if (v !== null) h[name] = v;
+  }
+  if (TRACING) {
+    const v = headers.get("traceparent");
+    if (v !== null) h.traceparent = v;
   }
   return h;
 }

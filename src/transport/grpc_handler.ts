@@ -791,4 +791,3 @@ function drained(stream: ServerHttp2Stream): Promise<void> {
     stream.on("close", done);
   });
 }
-
