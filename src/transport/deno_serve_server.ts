@@ -150,11 +150,11 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
   ): Response | Promise<Response> => {
     if (GrpcHandler.accepts(request.headers.get("content-type") ?? undefined)) {
       // The headers GrpcHandler would send, known up front (the response goes back at once: see the shim).
-      const headers: [string, string][] = [["content-type", "application/grpc"]];
-      if (sendGzip && acceptsGzip(request.headers.get("grpc-accept-encoding"))) {
-        headers.push(["grpc-encoding", "gzip"]);
-      }
-      if (acceptGzip || headers.length > 1) headers.push(["grpc-accept-encoding", "gzip"]);
+      const headers = sendGzip && acceptsGzip(request.headers.get("grpc-accept-encoding"))
+        ? GZIP_RESPONSE_HEADERS
+        : acceptGzip
+        ? ACCEPT_GZIP_RESPONSE_HEADERS
+        : PLAIN_RESPONSE_HEADERS;
       const stream = new DenoServeStream(request, headers, maxMessageBytes + 5, grpcHeaderNames);
       if (draining) {
         // Deno.serve cannot stop accepting while in-flight calls finish: new calls are refused instead.
@@ -361,6 +361,18 @@ class BodyCancellers extends Set<() => void> {
     this.clear();
   }
 }
+
+/** The response headers of a gRPC call on this path (shared: neither the stream nor Response changes them). */
+const PLAIN_RESPONSE_HEADERS: [string, string][] = [["content-type", "application/grpc"]];
+const ACCEPT_GZIP_RESPONSE_HEADERS: [string, string][] = [
+  ["content-type", "application/grpc"],
+  ["grpc-accept-encoding", "gzip"],
+];
+const GZIP_RESPONSE_HEADERS: [string, string][] = [
+  ["content-type", "application/grpc"],
+  ["grpc-encoding", "gzip"],
+  ["grpc-accept-encoding", "gzip"],
+];
 
 function acceptsGzip(header: string | null): boolean {
   return header !== null && header.split(",").some((e) => e.trim() === "gzip");

@@ -462,6 +462,19 @@ class GrpcCall implements HandlerContext {
     this.#chunks = [];
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#received);
     const encoded = this.#entry.encoded;
+    if (!TRACING) {
+      // The common case without a closure: parse, invoke, settle.
+      let result: unknown;
+      try {
+        const frame = parseSingleFrame(body, this.#owner.maxMessageBytes);
+        result = encoded !== undefined
+          ? encoded(this.#payload(frame), this)
+          : this.#entry.impl!(this.#decode(frame), this);
+      } catch (err) {
+        return this.#fail(err);
+      }
+      return this.#settle(result, encoded !== undefined);
+    }
     this.#call(() => {
       const frame = parseSingleFrame(body, this.#owner.maxMessageBytes);
       if (this.#span !== undefined) return this.#invokeTraced(frame, this.#span);
@@ -507,6 +520,11 @@ class GrpcCall implements HandlerContext {
     } catch (err) {
       return this.#fail(err);
     }
+    this.#settle(result, encoded);
+  }
+
+  /** Sends what the method returned (see {@linkcode #call}). */
+  #settle(result: unknown, encoded: boolean): void {
     if (this.#entry.streamingResponse) {
       const messages = result as AsyncIterable<unknown>;
       void this.#pump(
@@ -664,7 +682,7 @@ class GrpcCall implements HandlerContext {
       this.#state = State.Done;
       return false;
     }
-    stream.once("wantTrailers", GrpcCall.#onWantTrailers);
+    stream.on("wantTrailers", GrpcCall.#onWantTrailers); // emitted once per stream
     this.#state = State.Open;
     return true;
   }
