@@ -109,6 +109,8 @@ const MAX_NAME_BYTES = 200;
 const DIGEST_NAME = /^([0-9a-f]{64})-(\d+)(?:@(\d+))?$/;
 /** The text of an action-cache key's file name (base64url-encoded under `s/=`). */
 const AC_NAME = /^([0-9a-f]{64})-(\d+)$/;
+/** Most action cache ids remembered by `FilesystemStore.#id` (the memo starts over when full). */
+const AC_ID_CACHE_SIZE = 4096;
 const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const encoder = new TextEncoder();
 
@@ -508,6 +510,21 @@ export class FilesystemStore implements StoreDriver {
     if (isDigestKey(key)) return digestId(key);
     const ac = isAcKey(key);
     const text = ac ? formatDigest(key.ac) : key as string;
+    if (!ac) return this.#makeId(text, false);
+    // Action cache lookups repeat: their ids are remembered (the encoding costs more than the lookup).
+    let id = this.#acIds.get(text);
+    if (id === undefined) {
+      id = this.#makeId(text, true);
+      if (this.#acIds.size >= AC_ID_CACHE_SIZE) this.#acIds.clear();
+      this.#acIds.set(text, id);
+    }
+    return id;
+  }
+
+  /** Ids of action cache keys lately looked up, by digest text. */
+  readonly #acIds = new Map<string, string>();
+
+  #makeId(text: string, ac: boolean): string {
     const encoded = Buffer.from(encoder.encode(text)).toString("base64url");
     // A string that reads like an AC entry's name gets its own prefix.
     const prefix = ac || !AC_NAME.test(text) ? "=" : "+";
