@@ -373,14 +373,15 @@ Deno.test("main.ts over h2c: the remote cache services, two clients, Connect JSO
 
     await t.step("an unknown instance is refused with the list of instances", async () => {
       const d = digestOf(enc.encode("x"));
+      // One call at a time: a call made up front that fails before its turn would be an unhandled rejection.
       for (
         const call of [
-          c.cas.findMissingBlobs({ instanceName: "nope", blobDigests: [proto(d)] }),
-          c.ac.getActionResult({ instanceName: "nope", actionDigest: proto(d) }),
-          bsRead(c.bs, readName(d, "nope")),
+          () => c.cas.findMissingBlobs({ instanceName: "nope", blobDigests: [proto(d)] }),
+          () => c.ac.getActionResult({ instanceName: "nope", actionDigest: proto(d) }),
+          () => bsRead(c.bs, readName(d, "nope")),
         ]
       ) {
-        const e = await connectError(call);
+        const e = await connectError(call());
         assert.equal(e.code, Code.InvalidArgument, e.message);
         assert.match(e.rawMessage, /"nope"/);
         assert.match(e.rawMessage, /"", "main"/);

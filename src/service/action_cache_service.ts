@@ -75,12 +75,51 @@ export async function readActionResult(acStore: StoreDriver, digest: Digest): Pr
  * The bytes are decoded in full to check them, so this path refuses exactly what {@linkcode readActionResult}
  * refuses, damage in a nested field included; it still saves the re-encoding (decoding alone measured at
  * 40–80% of decoding and encoding again, for results of 1 KB to 2.4 MB; a top-level-only wire check was 4 to
- * 24 times cheaper than decoding but let nested damage through).
+ * 24 times cheaper than decoding but let nested damage through). Bytes equal to the ones that last decoded
+ * for the same action are not decoded again (decoding is a function of the bytes: the outcome is the same).
  */
 export async function readEncodedActionResult(acStore: StoreDriver, digest: Digest): Promise<Uint8Array> {
   const bytes = await getBytes(acStore, acKey(digest), { maxSize: MAX_ACTION_RESULT_BYTES });
-  decodeActionResult(bytes, digest); // throws NOT_FOUND with the reason
+  checkEncodedActionResult(bytes, digest); // throws NOT_FOUND with the reason
   return bytes;
+}
+
+/** Recently checked results that decoded, by action digest (first in, first out). */
+const decoded = new Map<string, Uint8Array>();
+let decodedBytes = 0;
+/** Bounds of {@linkcode decoded}: results larger than this are decoded on every read. */
+const DECODED_MAX_RESULT_BYTES = 64 * 1024;
+const DECODED_MAX_TOTAL_BYTES = 4 * 1024 * 1024;
+
+/** Checks that `bytes` decode as an ActionResult (NOT_FOUND otherwise), skipping bytes seen decoding before. */
+function checkEncodedActionResult(bytes: Uint8Array, digest: Digest): void {
+  if (bytes.byteLength > DECODED_MAX_RESULT_BYTES) {
+    decodeActionResult(bytes, digest);
+    return;
+  }
+  const id = `${digest.hash}/${digest.size}`;
+  const known = decoded.get(id);
+  if (known !== undefined && sameBytes(known, bytes)) return;
+  decodeActionResult(bytes, digest);
+  if (known !== undefined) {
+    decoded.delete(id);
+    decodedBytes -= known.byteLength;
+  }
+  decoded.set(id, bytes);
+  decodedBytes += bytes.byteLength;
+  for (const [oldest, b] of decoded) {
+    if (decodedBytes <= DECODED_MAX_TOTAL_BYTES) break;
+    decoded.delete(oldest);
+    decodedBytes -= b.byteLength;
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  const n = a.byteLength;
+  if (n !== b.byteLength) return false;
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function decodeActionResult(bytes: Uint8Array, digest: Digest): ActionResult {

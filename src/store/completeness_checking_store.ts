@@ -46,6 +46,18 @@ const MAX_ENTRY_SIZE = MAX_DECODED_MESSAGE_BYTES;
 /** Entries checked at once by one `hasMany`. */
 const ENTRY_CONCURRENCY = 4;
 
+/** Bounds of the entries whose needs are remembered (see `CompletenessCheckingStore.#known`). */
+const KNOWN_MAX_ENTRY_BYTES = 64 * 1024;
+const KNOWN_MAX_TOTAL_BYTES = 4 * 1024 * 1024;
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  const n = a.byteLength;
+  if (n !== b.byteLength) return false;
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 const isNotFound = (err: unknown) => err instanceof CairnError && err.code === Code.NotFound;
 
 /** What one entry needs from the CAS, or `undefined` when it is absent or undecodable. */
@@ -64,6 +76,30 @@ export class CompletenessCheckingStore extends WrapperStore {
     this.cas = cas;
   }
 
+  /**
+   * Entries without output directories whose needs were gathered lately, by key (first in, first out): what
+   * such an entry needs is a function of its bytes, so bytes equal to a known entry's are not decoded again.
+   * Entries with output directories read their trees from the CAS every time.
+   */
+  readonly #known = new Map<string, Entry>();
+  #knownBytes = 0;
+
+  #remember(id: string, entry: Entry): void {
+    if (entry.bytes.byteLength > KNOWN_MAX_ENTRY_BYTES) return;
+    const old = this.#known.get(id);
+    if (old !== undefined) {
+      this.#known.delete(id);
+      this.#knownBytes -= old.bytes.byteLength;
+    }
+    this.#known.set(id, entry);
+    this.#knownBytes += entry.bytes.byteLength;
+    for (const [oldest, e] of this.#known) {
+      if (this.#knownBytes <= KNOWN_MAX_TOTAL_BYTES) break;
+      this.#known.delete(oldest);
+      this.#knownBytes -= e.bytes.byteLength;
+    }
+  }
+
   /** Reads an entry and the digests it needs (tree blobs are read and their files added). */
   async #entry(key: StoreKey): Promise<Entry | undefined> {
     let bytes: Uint8Array;
@@ -75,6 +111,9 @@ export class CompletenessCheckingStore extends WrapperStore {
       }
       throw err;
     }
+    const id = keyToString(key);
+    const known = this.#known.get(id);
+    if (known !== undefined && sameBytes(known.bytes, bytes)) return { bytes, needs: known.needs };
     try {
       const result = fromBinary(ActionResultSchema, bytes);
       const needs: Digest[] = [];
@@ -106,7 +145,9 @@ export class CompletenessCheckingStore extends WrapperStore {
           for (const f of d.files) if (f.digest) needs.push(fromProto(f.digest));
         }
       }
-      return { bytes, needs: needs.filter((d) => !(d.size === 0 && d.hash === EMPTY_SHA256)) };
+      const entry = { bytes, needs: needs.filter((d) => !(d.size === 0 && d.hash === EMPTY_SHA256)) };
+      if (trees.size === 0) this.#remember(id, entry);
+      return entry;
     } catch (err) {
       // A missing tree, an undecodable entry or a malformed digest: the entry cannot be served.
       if (err instanceof CairnError && err.code !== Code.NotFound && err.code !== Code.InvalidArgument) {

@@ -109,6 +109,8 @@ const MAX_NAME_BYTES = 200;
 const DIGEST_NAME = /^([0-9a-f]{64})-(\d+)(?:@(\d+))?$/;
 /** The text of an action-cache key's file name (base64url-encoded under `s/=`). */
 const AC_NAME = /^([0-9a-f]{64})-(\d+)$/;
+/** Most action cache ids remembered by `FilesystemStore.#id` (the memo starts over when full). */
+const AC_ID_CACHE_SIZE = 4096;
 const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const encoder = new TextEncoder();
 
@@ -267,7 +269,7 @@ export class FilesystemStore implements StoreDriver {
    * Only renamed (complete) files are indexed, so a half-written temp file is never read.
    */
   async readBytes(key: StoreKey, options: ReadOptions & { readonly maxSize: number }): Promise<Uint8Array> {
-    await this.#ready();
+    if (!this.#isReady) await this.#ready();
     const signal = options.signal;
     if (signal?.aborted) throw cancelled(signal, `Read of ${keyToString(key)}`);
     const id = this.#id(key);
@@ -391,9 +393,15 @@ export class FilesystemStore implements StoreDriver {
   // --- internals ---
 
   #ready(): Promise<void> {
-    this.#started ??= this.#start();
+    if (this.#started === undefined) {
+      this.#started = this.#start();
+      this.#started.then(() => this.#isReady = true, () => {});
+    }
     return this.#started;
   }
+
+  /** Whether {@linkcode #ready} has settled successfully (small reads then skip awaiting it). */
+  #isReady = false;
 
   /** Settles once the directories are checked and `temp_path` is empty (before the index is rebuilt). */
   #prepared: Promise<void> | undefined;
@@ -502,6 +510,21 @@ export class FilesystemStore implements StoreDriver {
     if (isDigestKey(key)) return digestId(key);
     const ac = isAcKey(key);
     const text = ac ? formatDigest(key.ac) : key as string;
+    if (!ac) return this.#makeId(text, false);
+    // Action cache lookups repeat: their ids are remembered (the encoding costs more than the lookup).
+    let id = this.#acIds.get(text);
+    if (id === undefined) {
+      id = this.#makeId(text, true);
+      if (this.#acIds.size >= AC_ID_CACHE_SIZE) this.#acIds.clear();
+      this.#acIds.set(text, id);
+    }
+    return id;
+  }
+
+  /** Ids of action cache keys lately looked up, by digest text. */
+  readonly #acIds = new Map<string, string>();
+
+  #makeId(text: string, ac: boolean): string {
     const encoded = Buffer.from(encoder.encode(text)).toString("base64url");
     // A string that reads like an AC entry's name gets its own prefix.
     const prefix = ac || !AC_NAME.test(text) ? "=" : "+";
@@ -545,9 +568,20 @@ export class FilesystemStore implements StoreDriver {
    * most once per {@linkcode TOUCH_INTERVAL_MS} per file (the access order a restart sees).
    */
   #readSmallSync(key: StoreKey, id: string, entry: Entry): Uint8Array | undefined {
+    const path = `${this.contentPath}/${entry.file}`;
+    if (this.#now() - entry.touched < TOUCH_INTERVAL_MS) {
+      // No touch due: the whole file in one call (one op instead of open, read and close).
+      let bytes: Uint8Array;
+      try {
+        bytes = Deno.readFileSync(path);
+      } catch (err) {
+        throw this.#openFailed(err, key, id, entry);
+      }
+      return bytes.byteLength === entry.size ? bytes : undefined;
+    }
     let file: Deno.FsFile;
     try {
-      file = Deno.openSync(`${this.contentPath}/${entry.file}`, { read: true });
+      file = Deno.openSync(path, { read: true });
     } catch (err) {
       throw this.#openFailed(err, key, id, entry);
     }

@@ -62,7 +62,10 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
       },
     };
   };
-  let currentRemote = "";
+  /** The client of the gRPC call being handed to `grpc.handle` (its address is only needed for an upload). */
+  let currentInfo: Deno.ServeHandlerInfo<Deno.NetAddr> | undefined;
+  const remoteOf = (info: Deno.ServeHandlerInfo<Deno.NetAddr>) =>
+    `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
 
   const grpc = new GrpcHandler({
     bindings: options.bindings,
@@ -71,7 +74,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     maxMessageBytes,
     log,
     admitUpload: () => {
-      const conn = connectionOf(currentRemote);
+      const conn = connectionOf(currentInfo === undefined ? "" : remoteOf(currentInfo));
       const release = uploads.admit(conn.key);
       if (release === undefined) {
         conn.done();
@@ -151,6 +154,8 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
 
   const acceptGzip = accepted.includes("gzip");
   const sendGzip = cfg.compression?.send_compression_algorithm === "gzip";
+  /** The request headers GrpcHandler reads on this listener (grpc-accept-encoding only when it may gzip). */
+  const grpcHeaderNames = ["grpc-encoding", "grpc-timeout", ...(sendGzip ? ["grpc-accept-encoding"] : [])];
   const handler = (
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
@@ -159,15 +164,14 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
     // 2.9.0 for a reset stream: requests still arriving after it began (Deno stops taking new ones) are left
     // unanswered.
     if (serverShutDown) return new Promise<Response>(() => {});
-    const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
     if (GrpcHandler.accepts(request.headers.get("content-type") ?? undefined)) {
       // The headers GrpcHandler would send, known up front (the response goes back at once: see the shim).
-      const headers: [string, string][] = [["content-type", "application/grpc"]];
-      if (sendGzip && acceptsGzip(request.headers.get("grpc-accept-encoding"))) {
-        headers.push(["grpc-encoding", "gzip"]);
-      }
-      if (acceptGzip || headers.length > 1) headers.push(["grpc-accept-encoding", "gzip"]);
-      const stream = new DenoServeStream(request, headers);
+      const headers = sendGzip && acceptsGzip(request.headers.get("grpc-accept-encoding"))
+        ? GZIP_RESPONSE_HEADERS
+        : acceptGzip
+        ? ACCEPT_GZIP_RESPONSE_HEADERS
+        : PLAIN_RESPONSE_HEADERS;
+      const stream = new DenoServeStream(request, headers, maxMessageBytes + 5, grpcHeaderNames);
       if (draining) {
         // Deno.serve cannot stop accepting while in-flight calls finish: new calls are refused instead.
         const s = stream.asHttp2Stream();
@@ -177,14 +181,15 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
         });
         return stream.response;
       }
-      currentRemote = remote;
-      grpc.handle(stream.asHttp2Stream(), stream.headers);
+      currentInfo = info;
+      grpc.handle(stream.asHttp2Stream(), stream.headers, request.headers);
+      currentInfo = undefined;
       return stream.response;
     }
     if (draining) return resetSafeResponse(shuttingDown());
     let release: (() => void) | undefined;
     if (request.method === "PUT" || request.method === "POST") {
-      const conn = connectionOf(remote);
+      const conn = connectionOf(remoteOf(info));
       const r = uploads.admit(conn.key);
       if (r === undefined) {
         conn.done();
@@ -288,6 +293,7 @@ export function createDenoServeServer(options: CairnServerOptions): CairnServer 
         }
         // Requests still in flight are answered (503) before Deno's shutdown begins: once it completes, Deno
         // answers a late response itself with a static body, which panics Deno 2.9.0 on a reset stream.
+        grpc.close();
         forceStop();
         watchedBodies.cancelAll();
         await delay(0); // the 503s reach Deno (microtasks) before the shutdown starts
@@ -375,6 +381,18 @@ function shuttingDown(): Response {
     headers: { "content-type": "text/plain; charset=utf-8", connection: "close" },
   });
 }
+
+/** The response headers of a gRPC call on this path (shared: neither the stream nor Response changes them). */
+const PLAIN_RESPONSE_HEADERS: [string, string][] = [["content-type", "application/grpc"]];
+const ACCEPT_GZIP_RESPONSE_HEADERS: [string, string][] = [
+  ["content-type", "application/grpc"],
+  ["grpc-accept-encoding", "gzip"],
+];
+const GZIP_RESPONSE_HEADERS: [string, string][] = [
+  ["content-type", "application/grpc"],
+  ["grpc-encoding", "gzip"],
+  ["grpc-accept-encoding", "gzip"],
+];
 
 function acceptsGzip(header: string | null): boolean {
   return header !== null && header.split(",").some((e) => e.trim() === "gzip");

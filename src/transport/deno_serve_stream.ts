@@ -26,6 +26,7 @@
 import { EventEmitter } from "node:events";
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { responseWithTrailers } from "./deno_compat/deno_serve_trailers.ts";
+import { TRACING } from "../util/tracing.ts";
 
 /** Bytes the response body may queue before `write()` returns false (HTTP/2 flow control drains it). */
 const BODY_HIGH_WATER = 1024 * 1024;
@@ -40,7 +41,8 @@ export class DenoServeStream extends EventEmitter {
   readonly session = undefined;
 
   readonly #request: Request;
-  readonly #initial: Set<string>;
+  readonly #bufferBody: boolean;
+  readonly #initial: [string, string][];
   #controller!: ReadableStreamDefaultController<Uint8Array>;
   readonly #setTrailers: (t: [string, string][]) => void;
   /** Headers given at `respond()` that were not among the initial ones: sent with the trailers. */
@@ -52,19 +54,24 @@ export class DenoServeStream extends EventEmitter {
   #needDrain = false;
   #closeEmitted = false;
 
-  constructor(request: Request, responseHeaders: [string, string][]) {
+  /**
+   * `responseHeaders` go out at once with status 200. A request body announced (`content-length`) at most
+   * `maxBufferedBody` bytes long is read whole, as one `data` chunk (no stream per call); others are streamed.
+   * `headerNames` are the request headers copied into {@linkcode headers} besides the pseudo-headers (default:
+   * every one the gRPC handler may read; `traceparent` only while tracing).
+   */
+  constructor(
+    request: Request,
+    responseHeaders: [string, string][],
+    maxBufferedBody = 0,
+    headerNames: readonly string[] = GRPC_HEADERS,
+  ) {
     super();
     this.#request = request;
-    const url = new URL(request.url);
-    const h: IncomingHttpHeaders = {
-      ":method": request.method,
-      ":path": url.pathname + url.search,
-      ":scheme": url.protocol.slice(0, -1),
-      ":authority": url.host,
-    };
-    for (const [k, v] of request.headers) h[k] = v;
-    this.headers = h;
-    this.#initial = new Set(responseHeaders.map(([k]) => k));
+    this.headers = grpcHeadersOf(request, headerNames);
+    const length = request.headers.get("content-length");
+    this.#bufferBody = length !== null && /^\d{1,10}$/.test(length) && Number(length) <= maxBufferedBody;
+    this.#initial = responseHeaders;
     const body = new ReadableStream<Uint8Array>({
       start: (c) => {
         this.#controller = c;
@@ -76,7 +83,7 @@ export class DenoServeStream extends EventEmitter {
         }
       },
       cancel: () => this.#gone(),
-    }, new ByteLengthQueuingStrategy({ highWaterMark: BODY_HIGH_WATER }));
+    }, BODY_STRATEGY);
     const { response, setTrailers } = responseWithTrailers(request, body, responseHeaders);
     this.response = response;
     this.#setTrailers = setTrailers;
@@ -106,6 +113,14 @@ export class DenoServeStream extends EventEmitter {
   #flow(): void {
     if (this.#reading) return;
     this.#reading = true;
+    if (this.#bufferBody) {
+      this.#request.bytes().then((bytes) => {
+        if (this.destroyed) return;
+        if (bytes.byteLength > 0) this.emit("data", bytes);
+        this.emit("end");
+      }, () => this.#gone());
+      return;
+    }
     const body = this.#request.body;
     if (body === null) {
       queueMicrotask(() => this.emit("end"));
@@ -161,7 +176,7 @@ export class DenoServeStream extends EventEmitter {
     const trailers: [string, string][] = [];
     for (const k in headers) {
       const v = headers[k];
-      if (v === undefined || k === ":status" || this.#initial.has(k)) continue;
+      if (v === undefined || k === ":status" || isInitial(this.#initial, k)) continue;
       const target = options?.endStream && k.startsWith("grpc-") ? trailers : this.#late;
       if (Array.isArray(v)) { for (const x of v) target.push([k, x]); }
       else target.push([k, String(v)]);
@@ -234,3 +249,64 @@ export class DenoServeStream extends EventEmitter {
     this.emit("close");
   }
 }
+
+/** Request headers the gRPC handler reads (the rest reach a service as `context.requestHeader`). */
+export const GRPC_HEADERS: readonly string[] = [
+  "content-type",
+  "grpc-encoding",
+  "grpc-accept-encoding",
+  "grpc-timeout",
+];
+
+/** The queuing strategy of every response body (a strategy holds no state: one serves every stream). */
+const BODY_STRATEGY = new ByteLengthQueuingStrategy({ highWaterMark: BODY_HIGH_WATER });
+
+function isInitial(initial: [string, string][], name: string): boolean {
+  for (const [k] of initial) if (k === name) return true;
+  return false;
+}
+
+/**
+ * The pseudo-headers and the gRPC headers of `request`, as `node:http2` gives them, without walking every
+ * header (Fetch headers iterate sorted) or parsing the URL: `request.url` is split where its authority and
+ * path start. A path or authority a URL parser would rewrite (percent escapes, dot segments, upper case or
+ * a default port in the authority) takes the URL parser, as before.
+ */
+function grpcHeadersOf(request: Request, names: readonly string[]): IncomingHttpHeaders {
+  const url = request.url;
+  const schemeEnd = url.indexOf("://");
+  const pathStart = url.indexOf("/", schemeEnd + 3);
+  let scheme = url.slice(0, schemeEnd);
+  let authority = pathStart < 0 ? url.slice(schemeEnd + 3) : url.slice(schemeEnd + 3, pathStart);
+  let path = pathStart < 0 ? "/" : url.slice(pathStart);
+  if (
+    schemeEnd <= 0 || NEEDS_URL_PATH.test(path) || NEEDS_URL_AUTHORITY.test(authority) ||
+    (scheme === "http" && authority.endsWith(":80")) || (scheme === "https" && authority.endsWith(":443"))
+  ) {
+    const parsed = new URL(url);
+    scheme = parsed.protocol.slice(0, -1);
+    authority = parsed.host;
+    path = parsed.pathname + parsed.search;
+  }
+  const h: IncomingHttpHeaders = {
+    ":method": request.method,
+    ":path": path,
+    ":scheme": scheme,
+    ":authority": authority,
+  };
+  const headers = request.headers;
+  for (const name of names) {
+    const v = headers.get(name);
+    if (v !== null) h[name] = v;
+  }
+  if (TRACING) {
+    const v = headers.get("traceparent");
+    if (v !== null) h.traceparent = v;
+  }
+  return h;
+}
+
+/** Paths a URL parser rewrites: escapes, dot segments, backslashes, fragments, bytes outside printable ASCII. */
+const NEEDS_URL_PATH = /[%\\#]|\/\.|[^\x21-\x7e]/;
+/** Authorities a URL parser rewrites: upper case, escapes, user info, bytes outside printable ASCII. */
+const NEEDS_URL_AUTHORITY = /[A-Z%@\\]|[^\x21-\x7e]/;

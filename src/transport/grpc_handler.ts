@@ -151,9 +151,13 @@ export class GrpcHandler {
     return this.#active.size;
   }
 
-  /** Serves one HTTP/2 stream whose content-type passed {@linkcode GrpcHandler.accepts}. */
-  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on("error", ignore);
+  /**
+   * Serves one HTTP/2 stream whose content-type passed {@linkcode GrpcHandler.accepts}. `headers` needs the
+   * pseudo-headers and the `grpc-*` ones; `requestHeaders`, when given, is the whole header set a service sees
+   * as `context.requestHeader` (default: made from `headers`). The caller has put an `error` listener on
+   * `stream` (a `node:http2` stream emits errors when the client goes away).
+   */
+  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, requestHeaders?: Headers): void {
     const path = headers[":path"];
     const entry = path === undefined ? undefined : this.#methods.get(path);
     if (entry === undefined) {
@@ -196,7 +200,7 @@ export class GrpcHandler {
         );
       }
     }
-    const call = new GrpcCall(this, stream, headers, entry, gzipIn, gzipOut, release);
+    const call = new GrpcCall(this, stream, headers, entry, gzipIn, gzipOut, release, requestHeaders);
     this.#active.add(call);
     call.start(timeoutMs);
   }
@@ -212,32 +216,30 @@ export class GrpcHandler {
     this.#active.delete(call);
   }
 
-  /** Calls waiting for request bytes, swept for stalls (one timer for all, none per call). */
-  readonly #waiting = new Set<GrpcCall>();
+  /**
+   * Stalled requests are found by one sweep over the calls in flight (one timer for all, none per call). The
+   * sweep runs while calls are in flight and stops itself at the first tick with none (starting and
+   * stopping an interval per call costs more than the call's own work); {@linkcode GrpcHandler.close} stops it.
+   */
   #sweep: ReturnType<typeof setInterval> | undefined;
 
-  /** @internal Watches `call` for a stalled request until {@linkcode GrpcHandler.unwatchIdle}. */
-  watchIdle(call: GrpcCall): void {
-    this.#waiting.add(call);
+  /** @internal Makes sure the idle sweep runs: `call` waits for request bytes (see `GrpcCall.waitingSince`). */
+  watchIdle(): void {
     if (this.#sweep !== undefined) return;
     const every = Math.max(10, Math.min(1000, Math.floor(this.requestIdleMs / 4)));
     this.#sweep = setInterval(() => {
+      if (this.#active.size === 0) return this.#stopSweep();
       const now = Date.now();
-      for (const c of this.#waiting) {
-        if (now - c.lastDataAt >= this.requestIdleMs) {
-          this.#waiting.delete(c);
-          c.idleTimeout();
-        }
+      for (const c of this.#active) {
+        if (c.waiting && now - c.lastDataAt >= this.requestIdleMs) c.idleTimeout();
       }
-      if (this.#waiting.size === 0) this.#stopSweep();
     }, every);
     Deno.unrefTimer(this.#sweep);
   }
 
-  /** @internal */
-  unwatchIdle(call: GrpcCall): void {
-    this.#waiting.delete(call);
-    if (this.#waiting.size === 0 && this.#active.size === 0) this.#stopSweep();
+  /** Stops the idle sweep (the server is closed; calls still in flight were ended by {@linkcode abortAll}). */
+  close(): void {
+    this.#stopSweep();
   }
 
   #stopSweep(): void {
@@ -276,6 +278,8 @@ class GrpcCall implements HandlerContext {
   #abortController: AbortController | undefined;
   #abortReason: unknown;
   #requestHeader: Headers | undefined;
+  /** The request's whole header set when the server path has it as Fetch headers (copied on first use). */
+  readonly #fetchHeaders: Headers | undefined;
   #responseHeader: Headers | undefined;
   #responseTrailer: Headers | undefined;
   #values: ContextValues | undefined;
@@ -287,9 +291,9 @@ class GrpcCall implements HandlerContext {
   /** The call's span when tracing is on (see rpc_tracing.ts); `#spanTagged` once it has the request's attributes. */
   #span: TraceSpan | undefined;
   #spanTagged = false;
-  /** Request idle watch: whether the handler waits for request bytes, since when, and its timer. */
-  #waiting = false;
-  /** @internal read by the handler's idle sweep */
+  /** @internal Request idle watch (read by the handler's sweep): whether the handler waits for request bytes. */
+  waiting = false;
+  /** @internal When the last request byte came (or the wait began). */
   lastDataAt = 0;
 
   constructor(
@@ -300,8 +304,10 @@ class GrpcCall implements HandlerContext {
     gzipIn: boolean,
     gzipOut: boolean,
     release: (() => void) | undefined,
+    requestHeaders: Headers | undefined,
   ) {
     this.#release = release;
+    this.#fetchHeaders = requestHeaders;
     this.#owner = owner;
     this.#stream = stream;
     this.#headers = headers;
@@ -327,6 +333,9 @@ class GrpcCall implements HandlerContext {
   }
 
   get requestHeader(): Headers {
+    if (this.#requestHeader === undefined && this.#fetchHeaders !== undefined) {
+      this.#requestHeader = new Headers(this.#fetchHeaders);
+    }
     if (this.#requestHeader === undefined) {
       const h = new Headers();
       for (const key in this.#headers) {
@@ -371,7 +380,7 @@ class GrpcCall implements HandlerContext {
     if (this.#entry.streamingRequest) {
       this.#call(() => this.#entry.impl!(this.#readMessages(), this), false);
     } else {
-      this.#waiting = true;
+      this.waiting = true;
       this.#armIdle();
       stream.on("data", GrpcCall.#onData);
       stream.on("end", GrpcCall.#onEnd);
@@ -381,12 +390,12 @@ class GrpcCall implements HandlerContext {
   /** Watches for a request that stalls: no byte for `requestIdleMs` while the handler waits for one. */
   #armIdle(): void {
     if (this.#state >= State.Ending) return;
-    this.#owner.watchIdle(this);
+    this.#owner.watchIdle();
   }
 
   /** @internal Called by the handler's sweep when the request sent nothing for `requestIdleMs`. */
   idleTimeout(): void {
-    if (!this.#waiting || this.#state >= State.Ending) return;
+    if (!this.waiting || this.#state >= State.Ending) return;
     countEvent("upload_idle_timeout");
     this.cancel(
       new ConnectError(
@@ -397,8 +406,7 @@ class GrpcCall implements HandlerContext {
   }
 
   #stopIdle(): void {
-    this.#waiting = false;
-    this.#owner.unwatchIdle(this);
+    this.waiting = false;
   }
 
   /** Ends the call with `reason` and aborts the handler (client gone, deadline, shutdown). */
@@ -454,6 +462,19 @@ class GrpcCall implements HandlerContext {
     this.#chunks = [];
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#received);
     const encoded = this.#entry.encoded;
+    if (!TRACING) {
+      // The common case without a closure: parse, invoke, settle.
+      let result: unknown;
+      try {
+        const frame = parseSingleFrame(body, this.#owner.maxMessageBytes);
+        result = encoded !== undefined
+          ? encoded(this.#payload(frame), this)
+          : this.#entry.impl!(this.#decode(frame), this);
+      } catch (err) {
+        return this.#fail(err);
+      }
+      return this.#settle(result, encoded !== undefined);
+    }
     this.#call(() => {
       const frame = parseSingleFrame(body, this.#owner.maxMessageBytes);
       if (this.#span !== undefined) return this.#invokeTraced(frame, this.#span);
@@ -499,6 +520,11 @@ class GrpcCall implements HandlerContext {
     } catch (err) {
       return this.#fail(err);
     }
+    this.#settle(result, encoded);
+  }
+
+  /** Sends what the method returned (see {@linkcode #call}). */
+  #settle(result: unknown, encoded: boolean): void {
     if (this.#entry.streamingResponse) {
       const messages = result as AsyncIterable<unknown>;
       void this.#pump(
@@ -576,11 +602,11 @@ class GrpcCall implements HandlerContext {
     ]();
     try {
       for (;;) {
-        this.#waiting = true;
+        this.waiting = true;
         this.lastDataAt = Date.now();
         this.#armIdle();
         const next = await chunks.next();
-        this.#waiting = false;
+        this.waiting = false;
         if (next.done) break;
         parser.push(next.value);
         for (let frame = parser.next(); frame !== undefined; frame = parser.next()) {
@@ -656,7 +682,7 @@ class GrpcCall implements HandlerContext {
       this.#state = State.Done;
       return false;
     }
-    stream.once("wantTrailers", GrpcCall.#onWantTrailers);
+    stream.on("wantTrailers", GrpcCall.#onWantTrailers); // emitted once per stream
     this.#state = State.Open;
     return true;
   }
@@ -783,5 +809,3 @@ function drained(stream: ServerHttp2Stream): Promise<void> {
     stream.on("close", done);
   });
 }
-
-function ignore(): void {}

@@ -43,6 +43,8 @@ export class MethodStats {
   readonly path: string;
   readonly byCode = new Float64Array(17);
   readonly latency = new Histogram();
+  /** This method's series of `nativelink_request_duration_seconds`, made at its first call. */
+  #duration: Histogram | undefined;
 
   constructor(path: string) {
     this.path = path;
@@ -54,7 +56,7 @@ export class MethodStats {
     const c = code >= 0 && code < 17 ? code : 2;
     this.byCode[c]!++;
     this.latency.observe(seconds);
-    requestDuration.observe([this.path], seconds);
+    (this.#duration ??= requestDuration.histogramOf([this.path])).observe(seconds);
     if (!NOT_ERRORS.has(c)) requestErrors.inc([this.path]);
   }
 }

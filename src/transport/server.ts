@@ -375,6 +375,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
             s.destroy();
           } catch { /* gone meanwhile */ }
         }
+        grpc.close();
         listener.destroyConnections();
         h1.closeAllConnections?.();
         await Promise.all([closed, new Promise<void>((r) => h1.close(() => r()))]);

@@ -87,6 +87,15 @@ export class MetricFamily {
     (s.histogram ??= new Histogram(this.#buckets)).observe(value);
   }
 
+  /**
+   * The histogram of one label set, to observe into without a label lookup per observation. Only for a family
+   * that is never {@linkcode clear}ed (a cleared family forgets the series this histogram belongs to).
+   */
+  histogramOf(values: readonly string[]): Histogram {
+    const s = this.#get(values);
+    return s.histogram ??= new Histogram(this.#buckets);
+  }
+
   /** The current value of a counter or gauge (0 when the label set was never touched). */
   value(values: readonly string[]): number {
     return this.#series.get(values.join("\u0000"))?.value ?? 0;

@@ -14,12 +14,14 @@
  * ```
  * @module
  */
-import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { CairnError, Code } from "./error.ts";
 
 /** Decodes a request message; INVALID_ARGUMENT naming the type when the bytes are not one. */
 export function decodeRequest<D extends DescMessage>(schema: D, bytes: Uint8Array): MessageShape<D> {
+  // No bytes decode as the message with every field unset: made without a reader.
+  if (bytes.byteLength === 0) return create(schema);
   try {
     return fromBinary(schema, bytes);
   } catch (err) {
