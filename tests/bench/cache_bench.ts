@@ -419,8 +419,9 @@ try {
       return { file, digest };
     };
     const once = ["-n", "1", "-c", "1", "-m", "1"];
-    const session = connect(cairn.port);
+    // A connection per check: one left without a stream past the server's header timeout gets GOAWAY.
     const stored = async (d: Digest) => {
+      const session = connect(cairn.port);
       const s = grpcRequest(
         session,
         "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
@@ -430,6 +431,7 @@ try {
         create(FindMissingBlobsRequestSchema, { blobDigests: [{ hash: d.hash, sizeBytes: BigInt(d.size) }] }),
       )));
       const check = await finish(s, true);
+      session.close();
       // An empty FindMissingBlobsResponse is a 5-byte frame: the blob is stored.
       if (check.status !== "0" || check.bytes !== 5) {
         throw new Error(`ByteStream Write failed (${check.status} ${check.message}, ${check.bytes} bytes)`);
@@ -507,7 +509,6 @@ try {
           `server RSS peak ${fmt(readPeak)} MiB (target < 300 MiB)`,
       );
     }
-    session.close();
   }
 
   const small = connect(cairn.port);
