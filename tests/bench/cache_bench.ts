@@ -16,9 +16,11 @@
  * @example
  * ```sh
  * deno run -A tests/bench/cache_bench.ts [--size-mib 1024] [--chunk-kib 1024] [--duration 5] [--no-verify] [--window-mib 0]
- * # one part only (write, read, fmb, gar), with a V8 CPU profile of the server written into DIR:
+ * # one part only (write, read, fmb, gar), with a V8 CPU profile of the server written into DIR (and of the
+ * # bare server into DIR/bare):
  * deno run -A tests/bench/cache_bench.ts --only gar --cpu-prof DIR
- * # bare and Cairn runs alternate N times (default 3); medians are reported beside every run:
+ * # bare and Cairn runs (write, read, GetActionResult) alternate N times (default 3); medians are reported
+ * # beside every run:
  * deno run -A tests/bench/cache_bench.ts --repeat 5
  * # Cairn on the Deno.serve server path (listener server: "deno_serve"):
  * deno run -A tests/bench/cache_bench.ts --server deno_serve
@@ -270,7 +272,7 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 }
 
 const wantWrite = parts.has("write");
-/** `--repeat N`: interleaved bare/Cairn runs of the write and GetActionResult parts; medians are reported. */
+/** `--repeat N`: interleaved bare/Cairn runs of the write, read and GetActionResult parts; medians reported. */
 const repeat = Math.max(1, arg("--repeat", 3));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 // SHA-256 of the pattern blob (seed 42) as generated, and the one-core ceiling on a fixed buffer.
@@ -292,7 +294,13 @@ const [, shaPure] = await timed(() => {
 
 // The bare server (ceiling) in its own process.
 const bareChild = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", new URL(import.meta.url).pathname, "--bare-server"],
+  args: [
+    "run",
+    "-A",
+    ...(cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}/bare`]),
+    new URL(import.meta.url).pathname,
+    "--bare-server",
+  ],
   stdout: "piped",
   stderr: "inherit",
 }).spawn();
@@ -483,30 +491,43 @@ try {
         create(ReadRequestSchema, { resourceName: `blobs/${blobDigest!.hash}/${blobDigest!.size}` }),
       )),
     );
-    let stopRss: () => number;
-
     if (parts.has("read")) {
-      const bareDown = await h2load(barePort, "/download", readFile, [
-        ...once,
-        "-H",
-        `x-size: ${SIZE}`,
-        "-H",
-        `x-chunk: ${CHUNK}`,
-      ]);
-      if (bareDown.succeeded !== 1) throw new Error("bare download failed");
-      const downCeil = bareDown.dataBytes / MiB / bareDown.seconds;
-      report(`bare node:http2 download (ceiling): ${fmt(downCeil)} MB/s`);
-      stopRss = sampleRss(cairn.pid);
-      const r = await h2load(cairn.port, "/google.bytestream.ByteStream/Read", readFile, once);
-      const readPeak = stopRss();
-      const framing = Math.ceil(SIZE / CHUNK) * 16;
-      if (r.succeeded !== 1 || r.dataBytes < SIZE || r.dataBytes > SIZE + framing) {
-        throw new Error(`ByteStream Read returned ${r.dataBytes} bytes`);
+      // Runs alternate as for writes: the bare download (the ceiling), then the same blob through main.ts.
+      const downCeils: number[] = [];
+      const readRates: number[] = [];
+      let readPeak = 0;
+      for (let run = 0; run < repeat; run++) {
+        const bareDown = await h2load(barePort, "/download", readFile, [
+          ...once,
+          "-H",
+          `x-size: ${SIZE}`,
+          "-H",
+          `x-chunk: ${CHUNK}`,
+        ]);
+        if (bareDown.succeeded !== 1) throw new Error("bare download failed");
+        downCeils.push(bareDown.dataBytes / MiB / bareDown.seconds);
+        const stopRss = sampleRss(cairn.pid);
+        const r = await h2load(cairn.port, "/google.bytestream.ByteStream/Read", readFile, once);
+        readPeak = Math.max(readPeak, stopRss());
+        const framing = Math.ceil(SIZE / CHUNK) * 16;
+        if (r.succeeded !== 1 || r.dataBytes < SIZE || r.dataBytes > SIZE + framing) {
+          throw new Error(`ByteStream Read returned ${r.dataBytes} bytes`);
+        }
+        readRates.push(SIZE / MiB / r.seconds);
       }
-      const readRate = SIZE / MiB / r.seconds;
+      const downCeil = median(downCeils);
+      const readRate = median(readRates);
       report(
-        `ByteStream Read:  ${fmt(readRate)} MB/s = ${pctOf(readRate, downCeil)} of the bare download; ` +
-          `server RSS peak ${fmt(readPeak)} MiB (target < 300 MiB)`,
+        `bare node:http2 download (ceiling): ${fmt(downCeil)} MB/s (runs: ${
+          downCeils.map((x) => fmt(x)).join(", ")
+        })`,
+      );
+      report(
+        `ByteStream Read:  ${fmt(readRate)} MB/s = ${pctOf(readRate, downCeil)} of the bare download (runs: ${
+          readRates.map((x) => fmt(x)).join(", ")
+        } = ${readRates.map((r, i) => pctOf(r, downCeils[i]!)).join(", ")}); server RSS peak ${
+          fmt(readPeak)
+        } MiB (target < 300 MiB)`,
       );
     }
   }
