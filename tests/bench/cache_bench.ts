@@ -253,6 +253,24 @@ async function rssKiB(pid: number): Promise<number> {
   }
 }
 
+/** CPU seconds (user + system, all threads) `pid` has used so far. */
+async function cpuSeconds(pid: number): Promise<number> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return 0;
+  }
+}
+
+/** Runs `fn`, returning its result and the CPU seconds per GiB moved that `pid` spent meanwhile. */
+async function cpuPerGiB<T>(pid: number, fn: () => Promise<T>): Promise<[T, number]> {
+  const before = await cpuSeconds(pid);
+  const r = await fn();
+  return [r, (await cpuSeconds(pid) - before) / (SIZE / (1024 * MiB))];
+}
+
 /** Samples VmRSS of `pid` every 50 ms until stopped; returns the peak in MiB. */
 function sampleRss(pid: number): () => number {
   let peak = 0;
@@ -450,15 +468,25 @@ try {
     const idleRss = await rssKiB(cairn.pid) / 1024;
     const ceilings: number[] = [];
     const rates: number[] = [];
+    const bareCpu: number[] = [];
+    const cairnCpu: number[] = [];
     let writePeak = 0;
     let blobDigest: Digest | undefined;
     for (let run = 0; run < repeat; run++) {
       const upload = await makeUpload(42 + run);
-      const bareUp = await h2load(barePort, "/upload", upload.file, once);
+      const [bareUp, bareCost] = await cpuPerGiB(
+        bareChild.pid,
+        () => h2load(barePort, "/upload", upload.file, once),
+      );
       if (bareUp.succeeded !== 1) throw new Error("bare upload failed");
+      bareCpu.push(bareCost);
       const stopRss = sampleRss(cairn.pid);
-      const w = await h2load(cairn.port, "/google.bytestream.ByteStream/Write", upload.file, once);
+      const [w, cost] = await cpuPerGiB(
+        cairn.pid,
+        () => h2load(cairn.port, "/google.bytestream.ByteStream/Write", upload.file, once),
+      );
       writePeak = Math.max(writePeak, stopRss());
+      cairnCpu.push(cost);
       if (w.succeeded !== 1) throw new Error("ByteStream Write failed");
       await stored(upload.digest);
       await Deno.remove(upload.file);
@@ -477,11 +505,13 @@ try {
     report(
       `ByteStream Write: ${fmt(writeRate)} MB/s = ${
         pctOf(writeRate, upCeil)
-      } of the bare upload (target >= 60%; ` +
+      } of the bare upload (target >= 75%; ` +
         `runs: ${rates.map((x) => fmt(x)).join(", ")} = ${ratios.join(", ")}); server RSS peak ${
           fmt(writePeak)
         } MiB ` +
-        `(idle ${fmt(idleRss)} MiB)`,
+        `(idle ${fmt(idleRss)} MiB); server CPU ${fmt(median(cairnCpu), 2)} s/GiB (bare ${
+          fmt(median(bareCpu), 2)
+        } s/GiB)`,
     );
     const readFile = `${dataDir}/read.grpc`;
     await Deno.writeFile(
@@ -495,20 +525,31 @@ try {
       // Runs alternate as for writes: the bare download (the ceiling), then the same blob through main.ts.
       const downCeils: number[] = [];
       const readRates: number[] = [];
+      const bareReadCpu: number[] = [];
+      const readCpu: number[] = [];
       let readPeak = 0;
       for (let run = 0; run < repeat; run++) {
-        const bareDown = await h2load(barePort, "/download", readFile, [
-          ...once,
-          "-H",
-          `x-size: ${SIZE}`,
-          "-H",
-          `x-chunk: ${CHUNK}`,
-        ]);
+        const [bareDown, bareCost] = await cpuPerGiB(
+          bareChild.pid,
+          () =>
+            h2load(barePort, "/download", readFile, [
+              ...once,
+              "-H",
+              `x-size: ${SIZE}`,
+              "-H",
+              `x-chunk: ${CHUNK}`,
+            ]),
+        );
         if (bareDown.succeeded !== 1) throw new Error("bare download failed");
         downCeils.push(bareDown.dataBytes / MiB / bareDown.seconds);
+        bareReadCpu.push(bareCost);
         const stopRss = sampleRss(cairn.pid);
-        const r = await h2load(cairn.port, "/google.bytestream.ByteStream/Read", readFile, once);
+        const [r, cost] = await cpuPerGiB(
+          cairn.pid,
+          () => h2load(cairn.port, "/google.bytestream.ByteStream/Read", readFile, once),
+        );
         readPeak = Math.max(readPeak, stopRss());
+        readCpu.push(cost);
         const framing = Math.ceil(SIZE / CHUNK) * 16;
         if (r.succeeded !== 1 || r.dataBytes < SIZE || r.dataBytes > SIZE + framing) {
           throw new Error(`ByteStream Read returned ${r.dataBytes} bytes`);
@@ -527,7 +568,9 @@ try {
           readRates.map((x) => fmt(x)).join(", ")
         } = ${readRates.map((r, i) => pctOf(r, downCeils[i]!)).join(", ")}); server RSS peak ${
           fmt(readPeak)
-        } MiB (target < 300 MiB)`,
+        } MiB (target < 300 MiB); server CPU ${fmt(median(readCpu), 2)} s/GiB (bare ${
+          fmt(median(bareReadCpu), 2)
+        } s/GiB)`,
       );
     }
   }
