@@ -592,8 +592,17 @@ class GrpcCall implements HandlerContext {
         }
         if (last !== undefined && releases) {
           // The producer may refill the pieces' buffers once it is asked for the next message: wait until the
-          // stream took the bytes (its write callback, after which it no longer needs them).
-          await written(stream, last);
+          // stream took the bytes (its write callback, after which it no longer needs them). Meanwhile the
+          // connection's socket is corked: Deno's http2 session hands it each DATA frame (16 KiB) as a write of
+          // its own, one syscall each; corked, the message's frames leave in one writev at the uncork (measured:
+          // about half the CPU per byte of a large Read).
+          const socket = stream.session?.socket;
+          socket?.cork();
+          try {
+            await written(stream, last);
+          } finally {
+            socket?.uncork();
+          }
         } else {
           if (last !== undefined) ok = stream.write(last);
           if (!ok) await drained(stream);
