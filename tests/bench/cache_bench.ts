@@ -16,6 +16,7 @@
  * @example
  * ```sh
  * deno run -A tests/bench/cache_bench.ts [--size-mib 1024] [--chunk-kib 1024] [--duration 5] [--no-verify] [--window-mib 0]
+ *   [--connection-window-mib 0]
  * # one part only (write, read, fmb, gar), with a V8 CPU profile of the server written into DIR (and of the
  * # bare server into DIR/bare):
  * deno run -A tests/bench/cache_bench.ts --only gar --cpu-prof DIR
@@ -227,6 +228,8 @@ const chunkKiB = arg("--chunk-kib", 1024);
 const duration = arg("--duration", 5);
 /** `--window-mib N`: give the server's listener N MiB HTTP/2 stream windows (advanced_http); 0 = defaults. */
 const windowMiB = arg("--window-mib", 0);
+/** `--connection-window-mib N`: with `--window-mib`, the connection window (default 4 × the stream window). */
+const connectionWindowMiB = arg("--connection-window-mib", 4 * windowMiB);
 /** `--only write,read,fmb,gar`: run those parts only (write runs whenever read does). */
 /** `--server deno_serve`: Cairn's listener on the Deno.serve path (default node_http2). */
 const serverPath = Deno.args.indexOf("--server") >= 0
@@ -378,7 +381,7 @@ const cairn = await startCairnProcess({
             ? {
               advanced_http: {
                 experimental_http2_initial_stream_window_size: windowMiB * MiB,
-                experimental_http2_initial_connection_window_size: 4 * windowMiB * MiB,
+                experimental_http2_initial_connection_window_size: connectionWindowMiB * MiB,
               },
             }
             : {}),
@@ -409,7 +412,9 @@ try {
     `cache bench: CAS ${
       casSpec === filesystem ? "filesystem" : "verify(filesystem)"
     }, ${sizeMiB} MiB blob in ${chunkKiB} KiB messages; server HTTP/2 window ${
-      windowMiB ? `${windowMiB} MiB` : "Cairn's default (2 MiB)"
+      windowMiB
+        ? `${windowMiB} MiB per stream, ${connectionWindowMiB} MiB per connection`
+        : "Cairn's default (2 MiB)"
     }; h2load runs of ${duration}s`,
   );
   if (wantWrite) {
