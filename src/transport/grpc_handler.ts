@@ -596,12 +596,11 @@ class GrpcCall implements HandlerContext {
           // connection's socket is corked: Deno's http2 session hands it each DATA frame (16 KiB) as a write of
           // its own, one syscall each; corked, the message's frames leave in one writev at the uncork (measured:
           // about half the CPU per byte of a large Read).
-          const socket = stream.session?.socket;
-          socket?.cork();
+          const socket = corked(stream);
           try {
             await written(stream, last);
           } finally {
-            socket?.uncork();
+            uncork(socket);
           }
         } else {
           if (last !== undefined) ok = stream.write(last);
@@ -823,6 +822,23 @@ function trailersOnly(stream: ServerHttp2Stream, code: Code, message: string): v
   } catch {
     // the client went away
   }
+}
+
+/** Corks the socket of `stream`'s session; undefined when there is none (the session went away). */
+function corked(stream: ServerHttp2Stream): { uncork(): void } | undefined {
+  try {
+    const socket = stream.session?.socket;
+    socket?.cork();
+    return socket;
+  } catch {
+    return undefined; // the session's socket is gone (its proxy throws)
+  }
+}
+
+function uncork(socket: { uncork(): void } | undefined): void {
+  try {
+    socket?.uncork();
+  } catch { /* the session's socket is gone */ }
 }
 
 /** Writes `chunk`; resolves once the stream is done with it (its write callback) or closed. */
