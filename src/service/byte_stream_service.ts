@@ -28,7 +28,7 @@ import {
   ReadResponseSchema,
 } from "../gen/google/bytestream/bytestream_pb.ts";
 import { decodeRequest, lengthDelimitedHeader } from "../util/proto_wire.ts";
-import type { EncodedServerStream } from "../transport/types.ts";
+import { type EncodedServerStream, kReleasesPieces } from "../transport/types.ts";
 import { type Digest, EMPTY_SHA256, formatDigest } from "../digest/digest.ts";
 import {
   parseReadResourceName,
@@ -40,6 +40,7 @@ import type { StoreDriver } from "../store/types.ts";
 import { CairnError, Code, quoteClient } from "../util/error.ts";
 import { createInstances } from "./instances.ts";
 import { IoThread } from "../util/io_thread.ts";
+import { readChunks } from "../util/streams.ts";
 import { UploadSession } from "./upload_session.ts";
 import { createZstdCompressStream } from "./zstd_stream.ts";
 
@@ -161,7 +162,11 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
   };
 
   /** The blob's bytes for a ReadRequest, in pieces of at most the instance's `max_bytes_per_stream`. */
-  async function* readData(req: ReadRequest, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  async function* readData(
+    req: ReadRequest,
+    signal: AbortSignal,
+    reuse: boolean,
+  ): AsyncGenerator<Uint8Array> {
     const r = parseReadResourceName(req.resourceName);
     const inst = instances.get(r.instanceName);
     checkZstd(inst, r.instanceName, r.compressor, req.resourceName);
@@ -221,20 +226,11 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
       throw err;
     }
     if (r.compressor === "zstd") stream = stream.pipeThrough(createZstdCompressStream());
-    const reader = stream.getReader();
     try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        for (let pos = 0; pos < value.byteLength; pos += chunkSize) {
-          yield value.subarray(pos, pos + chunkSize);
-        }
-      }
+      // A file is read straight into the messages' buffers, one message ahead of the transport.
+      yield* readChunks(stream, chunkSize, reuse);
     } catch (err) {
       throw CairnError.from(err, `Cannot read ${quoteClient(req.resourceName)}`);
-    } finally {
-      await reader.cancel().catch(() => {});
-      reader.releaseLock();
     }
   }
 
@@ -243,7 +239,10 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
       /** Read on encoded messages: each ReadResponse is its `data` field's header and the bytes as read. */
       async *read(bytes, ctx) {
         const req = decodeRequest(ReadRequestSchema, bytes);
-        for await (const data of readData(req, ctx.signal)) yield [dataFieldHeader(data.byteLength), data];
+        const reuse = ctx.values.get(kReleasesPieces);
+        for await (const data of readData(req, ctx.signal, reuse)) {
+          yield [dataFieldHeader(data.byteLength), data];
+        }
       },
     },
 
@@ -262,7 +261,7 @@ export function createByteStreamService(options: ByteStreamServiceOptions): Byte
     },
 
     read(req, ctx) {
-      return readMessages(readData(req, ctx.signal));
+      return readMessages(readData(req, ctx.signal, false));
     },
 
     async write(requests, ctx) {

@@ -105,6 +105,8 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
     log,
     admitUpload: (stream) => stream.session ? uploads.admit(stream.session) : undefined,
     requestIdleMs: limits.uploadIdleMs,
+    // node:http2 streams are done with a written chunk by its write callback.
+    releasesPieces: true,
   });
   const connect = createConnectHandler({
     bindings: options.bindings,

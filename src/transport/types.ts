@@ -16,7 +16,7 @@
  * @module
  */
 import type { DescService } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { createContextKey, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { PeerInfo } from "./peer.ts";
 
 /**
@@ -29,11 +29,20 @@ export type EncodedUnary = (request: Uint8Array, context: HandlerContext) => Pro
 /**
  * A server-streaming method working on encoded messages: each item is one response message as byte pieces
  * (written one after another behind the frame header, so large payloads are never copied into a message).
+ * The pieces must stay unchanged until the transport asks for the next message; when the context's
+ * {@linkcode kReleasesPieces} is true, the transport is done with them by then and their buffers may be
+ * filled again.
  */
 export type EncodedServerStream = (
   request: Uint8Array,
   context: HandlerContext,
 ) => AsyncIterable<readonly Uint8Array[]>;
+
+/**
+ * Context value of a server-streaming call: true when the transport is done with a message's pieces (has
+ * copied or sent them) once it asks for the next message, so a producer may reuse their buffers.
+ */
+export const kReleasesPieces = createContextKey<boolean>(false, { description: "cairn.releasesPieces" });
 
 /** One RPC service and its implementation (build one with `bindService`). */
 export interface ServiceBinding {

@@ -295,3 +295,79 @@ function patternBlock(seed: number, size: number): Uint8Array {
   }
   return out.subarray(0, size);
 }
+
+/**
+ * Reads `stream` in chunks of `size` bytes (only the last one shorter), one chunk ahead of the consumer: the
+ * next read is under way while the consumer handles the current chunk. A byte stream (a file) is read with a
+ * BYOB reader straight into the chunk's buffer; with `reuse`, only two buffers alternate, a chunk's buffer
+ * being filled again once the consumer asks for the chunk after next — so a consumer that sets `reuse` must
+ * be done with a chunk when it asks for the next one. Other streams are cut into chunks of at most `size`
+ * (no copy). Returning early cancels the stream.
+ *
+ * @example
+ * ```ts
+ * import { bytesStream, readChunks } from "./streams.ts";
+ * for await (const chunk of readChunks(bytesStream(new Uint8Array(10)), 4, false)) {
+ *   console.log(chunk.byteLength); // 4, 4, 2
+ * }
+ * ```
+ */
+export async function* readChunks(
+  stream: ReadableStream<Uint8Array>,
+  size: number,
+  reuse: boolean,
+): AsyncGenerator<Uint8Array> {
+  let byob: ReadableStreamBYOBReader | undefined;
+  try {
+    byob = stream.getReader({ mode: "byob" });
+  } catch {
+    // not a byte stream
+  }
+  if (byob === undefined) {
+    const reader = stream.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        for (let pos = 0; pos < value.byteLength; pos += size) yield value.subarray(pos, pos + size);
+      }
+    } finally {
+      await reader.cancel().catch(() => {});
+      reader.releaseLock();
+    }
+  }
+  const reader = byob;
+  /** Fills `buffer` (transferred by each read) up to `size` bytes; undefined at the end of the stream. */
+  const fill = async (buffer: ArrayBuffer): Promise<Uint8Array | undefined> => {
+    let filled = 0;
+    while (filled < size) {
+      const { done, value } = await reader.read(new Uint8Array(buffer, filled, size - filled));
+      if (value === undefined) break; // cancelled
+      buffer = value.buffer as ArrayBuffer;
+      filled += value.byteLength;
+      if (done) break;
+    }
+    return filled === 0 ? undefined : new Uint8Array(buffer, 0, filled);
+  };
+  let pending: Promise<Uint8Array | undefined> | undefined = fill(new ArrayBuffer(size));
+  let spare: ArrayBuffer | undefined;
+  try {
+    for (;;) {
+      const chunk: Uint8Array | undefined = await pending;
+      pending = undefined;
+      if (chunk === undefined) return;
+      if (chunk.byteLength === size) {
+        pending = fill(spare ?? new ArrayBuffer(size));
+        pending.catch(() => {}); // awaited on the next turn, or dropped with the stream
+      }
+      spare = undefined;
+      yield chunk;
+      if (pending === undefined) return;
+      if (reuse) spare = chunk.buffer as ArrayBuffer;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+    await pending?.catch(() => {});
+    reader.releaseLock();
+  }
+}

@@ -9,6 +9,7 @@ import {
   hashingStream,
   patternBytes,
   patternStream,
+  readChunks,
   sizeCheckStream,
   sliceStream,
 } from "./streams.ts";
@@ -106,4 +107,94 @@ Deno.test("streams: patternStream from a ring of reused buffers yields the same 
   }
   assert.deepEqual(concatBytes(copies), plain);
   assert.equal(seen.size, 3);
+});
+
+/** A byte stream of `bytes` handing out at most `step` bytes per pull (a file read), counting cancels. */
+function byteSource(
+  bytes: Uint8Array,
+  step: number,
+  state: { cancelled: boolean },
+): ReadableStream<Uint8Array> {
+  let pos = 0;
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: step,
+    pull(controller) {
+      const view = controller.byobRequest!.view!;
+      const n = Math.min(view.byteLength, step, bytes.byteLength - pos);
+      new Uint8Array(view.buffer, view.byteOffset, n).set(bytes.subarray(pos, pos + n));
+      pos += n;
+      controller.byobRequest!.respond(n);
+      if (pos === bytes.byteLength) {
+        controller.close();
+        controller.byobRequest?.respond(0);
+      }
+    },
+    cancel() {
+      state.cancelled = true;
+    },
+  });
+}
+
+Deno.test("streams: readChunks fills whole chunks from a byte stream, reusing two buffers", async () => {
+  const state = { cancelled: false };
+  const chunks: Uint8Array[] = [];
+  const buffers = new Set<ArrayBufferLike>();
+  for await (const c of readChunks(byteSource(data, 70, state), 300, true)) {
+    chunks.push(c.slice());
+    buffers.add(c.buffer);
+  }
+  assert.deepEqual(chunks.map((c) => c.byteLength), [300, 300, 300, 100]);
+  assert.deepEqual(concatBytes(chunks), data);
+  // Each BYOB read transfers the buffer (a new ArrayBuffer object each time), so count distinct contents
+  // instead: two buffers alternate, so chunk k+2 is read into chunk k's memory.
+  assert.ok(buffers.size >= 2);
+});
+
+Deno.test("streams: readChunks refills a chunk's buffer only once the next chunk is asked for", async () => {
+  const state = { cancelled: false };
+  const seen: Uint8Array[] = [];
+  for await (const c of readChunks(byteSource(data, 1000, state), 100, true)) {
+    // This chunk is intact while it is handled, though the next one is being read meanwhile…
+    assert.deepEqual(c, data.subarray(seen.length * 100, (seen.length + 1) * 100));
+    // …into the previous chunk's buffer, handed to the reader once this one was asked for.
+    if (seen.length > 0) assert.equal(seen.at(-1)!.byteLength, 0);
+    seen.push(c);
+  }
+  assert.equal(seen.length, 10);
+  // Without reuse every chunk keeps its bytes.
+  const kept: Uint8Array[] = [];
+  for await (const c of readChunks(byteSource(data, 1000, state), 100, false)) kept.push(c);
+  assert.deepEqual(concatBytes(kept), data);
+});
+
+Deno.test("streams: readChunks cuts other streams and cancels the source on an early return", async () => {
+  const sizes: number[] = [];
+  for await (const c of readChunks(bytesStream(data, 250), 100, true)) sizes.push(c.byteLength);
+  assert.deepEqual(sizes, [100, 100, 50, 100, 100, 50, 100, 100, 50, 100, 100, 50]);
+  const state = { cancelled: false };
+  for await (const _ of readChunks(byteSource(data, 50, state), 100, true)) break;
+  assert.equal(state.cancelled, true);
+  let cancelled = false;
+  const plain = new ReadableStream<Uint8Array>({
+    pull: (c) => c.enqueue(new Uint8Array(10)),
+    cancel: () => void (cancelled = true),
+  });
+  for await (const _ of readChunks(plain, 100, false)) break;
+  assert.equal(cancelled, true);
+});
+
+Deno.test("streams: readChunks passes on the source's error", async () => {
+  const failing = new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      controller.error(new CairnError(Code.DataLoss, "disk gone"));
+    },
+  });
+  await assert.rejects(
+    async () => {
+      for await (const _ of readChunks(failing, 100, true)) { /* none */ }
+    },
+    (err: unknown) => err instanceof CairnError && err.code === Code.DataLoss,
+  );
 });
