@@ -4,13 +4,15 @@
  * attack clients run in bursts: HTTP/2 rapid reset, stalled ByteStream uploads and a zstd bomb.
  *
  * It passes (exit 0) when the server never exits, the well-behaved client sees no error, a probe
- * (GetCapabilities and a small ByteStream read, 1 s deadline each, every second) is always answered, and
- * the server's RSS over the last minute stays within 20% of its first-minute level.
+ * (GetCapabilities and a small ByteStream read, 1 s deadline each, every second, from a process of its own:
+ * `soak_probe.ts`) is always answered, and the server's RSS over the last minute stays within 20% of its
+ * first-minute level (sampled every 5 s from the moment the traffic starts).
  *
  * @example
  * ```sh
  * deno task soak                 # 10 minutes
  * deno task soak --minutes 2     # shorter
+ * deno task soak --minutes 3 --samples /tmp/s.csv --server-flags "--v8-flags=--trace-gc" --server-log /tmp/s.log
  * ```
  * @module
  */
