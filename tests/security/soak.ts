@@ -252,7 +252,10 @@ async function probeLoop(): Promise<void> {
       stats.probeFailures.push(`at ${t} s: ${line.slice(5)}`);
     }
   }
-  await child.status;
+  // A probe that did not run is no probe answered: it must have run to the end, probing.
+  const { code } = await child.status;
+  if (alive() && code !== 0) stats.probeFailures.push(`the probe process exited with code ${code}`);
+  if (stats.probes === 0) stats.probeFailures.push("the probe process reported no probe");
 }
 
 /** Splits a text stream into lines. */
