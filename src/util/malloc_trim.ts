@@ -6,8 +6,12 @@
  * After bursts of traffic (an attack, many concurrent uploads) the process's RSS thus stays at its high-water
  * mark although the memory is free: the soak measured 83 MiB of a 337 MiB server released by one
  * `malloc_trim(0)` after a full garbage collection. This module calls `malloc_trim(0)` through FFI every
- * `intervalMs`, on a blocking thread (`nonblocking`), so the event loop never waits for it, right after a full
- * garbage collection (which frees the native memory of collected buffers first).
+ * `intervalMs`, on a blocking thread (`nonblocking`), so the event loop never waits for it.
+ *
+ * It does not force a garbage collection first (it used to): in Deno, `gc()` is V8's low-memory
+ * notification, two or more compacting full collections in a row that stop the event loop for as long as
+ * they take, 260–820 ms every 30 s in the soak on the loaded 2-core machine. V8's own collections, frequent
+ * enough with the heap growth of `v8_heap.ts`, free the native memory of collected buffers between trims.
  *
  * It does nothing (and {@linkcode startMallocTrim} returns undefined) where it cannot work: not Linux, no
  * `--allow-ffi`, or a C library without `malloc_trim` (musl).
@@ -21,9 +25,6 @@
  * ```
  * @module
  */
-import v8 from "node:v8";
-import vm from "node:vm";
-
 /** A running trimmer. */
 export interface MallocTrimmer {
   /** One trim now; resolves true when glibc returned memory to the system. */
@@ -32,8 +33,11 @@ export interface MallocTrimmer {
   stop(): void;
 }
 
-/** Every 30 s by default: the soak's bursts come every 30 s; a trim of a few hundred MiB takes milliseconds. */
-export const DEFAULT_MALLOC_TRIM_INTERVAL_MS = 30_000;
+/**
+ * Every 10 s by default: what a burst (the soak's come every 30–40 s) leaves behind goes back within seconds
+ * rather than holding RSS up until the next one; a trim runs on a blocking thread and takes milliseconds.
+ */
+export const DEFAULT_MALLOC_TRIM_INTERVAL_MS = 10_000;
 
 /** Starts trimming every `intervalMs`; undefined where glibc's `malloc_trim` is not available. */
 export function startMallocTrim(intervalMs = DEFAULT_MALLOC_TRIM_INTERVAL_MS): MallocTrimmer | undefined {
@@ -53,13 +57,9 @@ export function startMallocTrim(intervalMs = DEFAULT_MALLOC_TRIM_INTERVAL_MS): M
   const opened = lib;
   let running: Promise<boolean> | undefined;
   let stopped = false;
-  const gc = fullGc();
   const trimNow = (): Promise<boolean> => {
     if (stopped) return Promise.resolve(false);
     if (running === undefined) {
-      // Native memory is freed only once V8 collects the JavaScript objects holding it (buffers, streams),
-      // which it does lazily: a full collection first lets the trim return what the last burst left behind.
-      gc?.();
       running = opened.symbols.malloc_trim(0n).then((r) => r === 1).finally(() => running = undefined);
     }
     return running;
@@ -76,18 +76,4 @@ export function startMallocTrim(intervalMs = DEFAULT_MALLOC_TRIM_INTERVAL_MS): M
       void (running ?? Promise.resolve(false)).catch(() => false).then(() => opened.close());
     },
   };
-}
-
-/**
- * V8's full garbage collection as a function (`--expose-gc` set at run time through `node:v8`), or undefined
- * where that is refused. A full collection of Cairn's heap (tens of MiB) takes milliseconds.
- */
-function fullGc(): (() => void) | undefined {
-  try {
-    v8.setFlagsFromString("--expose-gc");
-    const gc: unknown = vm.runInNewContext("gc");
-    return typeof gc === "function" ? () => (gc as () => void)() : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -4,13 +4,15 @@
  * attack clients run in bursts: HTTP/2 rapid reset, stalled ByteStream uploads and a zstd bomb.
  *
  * It passes (exit 0) when the server never exits, the well-behaved client sees no error, a probe
- * (GetCapabilities and a small ByteStream read, 1 s deadline each, every second) is always answered, and
- * the server's RSS over the last minute stays within 20% of its first-minute level.
+ * (GetCapabilities and a small ByteStream read, 1 s deadline each, every second, from a process of its own:
+ * `soak_probe.ts`) is always answered, and the server's RSS over the last minute stays within 20% of its
+ * first-minute level (sampled every 5 s from the moment the traffic starts).
  *
  * @example
  * ```sh
  * deno task soak                 # 10 minutes
  * deno task soak --minutes 2     # shorter
+ * deno task soak --minutes 3 --samples /tmp/s.csv --server-flags "--v8-flags=--trace-gc" --server-log /tmp/s.log
  * ```
  * @module
  */
@@ -23,7 +25,6 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import {
   ActionCache,
   ActionResultSchema,
-  Capabilities,
   type Digest,
 } from "../../src/gen/build/bazel/remote/execution/v2/remote_execution_pb.ts";
 import { ByteStream, WriteRequestSchema } from "../../src/gen/google/bytestream/bytestream_pb.ts";
@@ -49,12 +50,22 @@ const BURST_MS = 10_000;
  */
 const INSPECT = args.includes("--inspect");
 const ATTACKER = new URL("./h2_attacker.ts", import.meta.url).pathname;
+const PROBE = new URL("./soak_probe.ts", import.meta.url).pathname;
+/** `--server-flags "--v8-flags=--trace-gc"`: extra `deno run` flags for the server (a diagnosis). */
+const serverFlagsArg = args.indexOf("--server-flags");
+const SERVER_FLAGS = serverFlagsArg >= 0 ? args[serverFlagsArg + 1]!.split(" ").filter((f) => f) : [];
+/** `--samples FILE`: write the RSS and heap samples (every 5 s) to FILE as CSV at the end. */
+const samplesArg = args.indexOf("--samples");
+const SAMPLES = samplesArg >= 0 ? args[samplesArg + 1]! : undefined;
+/** `--server-log FILE`: write everything the server printed to FILE at the end. */
+const serverLogArg = args.indexOf("--server-log");
+const SERVER_LOG = serverLogArg >= 0 ? args[serverLogArg + 1]! : undefined;
 
 const dataDir = await Deno.makeTempDir({ prefix: "cairn-soak-" });
 const inspectPort = INSPECT ? freePort() : 0;
 const cairn = await startAllInOne({
   dataDir,
-  denoFlags: INSPECT ? [`--inspect=127.0.0.1:${inspectPort}`] : [],
+  denoFlags: [...INSPECT ? [`--inspect=127.0.0.1:${inspectPort}`] : [], ...SERVER_FLAGS],
 });
 const inspector = INSPECT ? await InspectorHeap.connect(inspectPort) : undefined;
 const port = Number(new URL(cairn.url.replace("grpc:", "http:")).port);
@@ -76,9 +87,6 @@ const transport = createGrpcClientTransport(cairn.url, { defaultTimeoutMs: 10_00
 const exec = new ExecClient(cairn.url);
 const bs: Client<typeof ByteStream> = createClient(ByteStream, transport);
 const ac: Client<typeof ActionCache> = createClient(ActionCache, transport);
-const probeTransport = createGrpcClientTransport(cairn.url);
-const probeBs: Client<typeof ByteStream> = createClient(ByteStream, probeTransport);
-const probeCaps: Client<typeof Capabilities> = createClient(Capabilities, probeTransport);
 
 // Fixtures the well-behaved client reads back.
 const small = blobOf(new Uint8Array(randomBytes(4096)));
@@ -106,6 +114,7 @@ if (inspector) {
 const stats = {
   ops: new Map<string, number>(),
   errors: [] as string[],
+  probes: 0,
   probeFailures: [] as string[],
   probeMaxMs: 0,
   attacks: { resets: 0, stalled: 0, refusedStalled: 0, bombs: 0, bombCodes: new Map<string, number>() },
@@ -207,19 +216,61 @@ async function clientLoop(i: number): Promise<void> {
   }
 }
 
+/**
+ * The probe runs as a process of its own (`soak_probe.ts`, its own connection and event loop): what it
+ * measures is the server's latency, not this process's, which drives 64 client streams and the attacks.
+ */
 async function probeLoop(): Promise<void> {
-  while (running()) {
-    const t0 = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      `--config=${new URL("../../deno.json", import.meta.url).pathname}`,
+      "--allow-net=127.0.0.1",
+      PROBE,
+      cairn.url,
+      `blobs/${small.digest.hash}/${small.digest.sizeBytes}`,
+      String(Math.ceil(DURATION_MS / 1000)),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stop = () => {
     try {
-      await probeCaps.getCapabilities({}, { timeoutMs: 1000 });
-      await readAll(`blobs/${small.digest.hash}/${small.digest.sizeBytes}`, probeBs, 1000);
-      stats.probeMaxMs = Math.max(stats.probeMaxMs, performance.now() - t0);
-    } catch (err) {
-      stats.probeFailures.push(`${new Date().toISOString()} ${String(err)}`);
+      child.kill("SIGKILL");
+    } catch { /* done */ }
+  };
+  void cairn.process.done.then(stop);
+  for await (const line of child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(lines())) {
+    const t = Math.round((Date.now() - started) / 1000);
+    if (line.startsWith("ok ")) {
+      // Each call has its own 1 s deadline (the criterion); the slowest of either is reported.
+      const [caps, read] = line.slice(3).split(" ").map(Number);
+      stats.probes++;
+      stats.probeMaxMs = Math.max(stats.probeMaxMs, caps!, read!);
+    } else if (line.startsWith("fail ")) {
+      stats.probes++;
+      stats.probeFailures.push(`at ${t} s: ${line.slice(5)}`);
     }
-    const wait = 1000 - (performance.now() - t0);
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   }
+  // A probe that did not run is no probe answered: it must have run to the end, probing.
+  const { code } = await child.status;
+  if (alive() && code !== 0) stats.probeFailures.push(`the probe process exited with code ${code}`);
+  if (stats.probes === 0) stats.probeFailures.push("the probe process reported no probe");
+}
+
+/** Splits a text stream into lines. */
+function lines(): TransformStream<string, string> {
+  let rest = "";
+  return new TransformStream({
+    transform(chunk, controller) {
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop()!;
+      for (const p of parts) controller.enqueue(p);
+    },
+    flush(controller) {
+      if (rest) controller.enqueue(rest);
+    },
+  });
 }
 
 // RSS of the server process, sampled every 5 s.
@@ -386,7 +437,7 @@ const progress = setInterval(() => {
   );
 }, 30_000);
 
-sampleRss();
+// No sample before the traffic starts: the first-minute level is that of the server under load.
 await Promise.all([
   ...[...Array(STREAMS)].map((_, i) => clientLoop(i)),
   probeLoop(),
@@ -413,7 +464,7 @@ console.log(`  well-behaved ops     ${[...stats.ops].map(([k, v]) => `${k} ${v}`
 console.log(`  client errors        ${stats.errors.length}`);
 for (const e of stats.errors.slice(0, 10)) console.log(`    ${e}`);
 console.log(
-  `  probe failures       ${stats.probeFailures.length} (slowest answered probe ${
+  `  probe failures       ${stats.probeFailures.length} of ${stats.probes} (slowest answered call ${
     Math.round(stats.probeMaxMs)
   } ms)`,
 );
@@ -445,6 +496,15 @@ if (inspector && survived) {
   inspector.close();
 }
 
+if (SAMPLES) {
+  const rows = ["t_s,rss_mib,heap_used_mib,heap_total_mib,external_mib"];
+  for (const r of rss) rows.push(`${(r.t / 1000).toFixed(1)},${Math.round(r.kib / 1024)},,,`);
+  for (const h of heap) {
+    rows.push(`${(h.t / 1000).toFixed(1)},,${mib(h.used)},${mib(h.total)},${mib(h.external)}`);
+  }
+  await Deno.writeTextFile(SAMPLES, rows.join("\n") + "\n");
+}
+if (SERVER_LOG) await Deno.writeTextFile(SERVER_LOG, cairn.process.log);
 const ok = survived && stats.errors.length === 0 && stats.probeFailures.length === 0 && growth <= 0.2 &&
   !stats.attacks.bombCodes.has("OK");
 console.log(ok ? "soak: PASS" : "soak: FAIL");
