@@ -24,6 +24,7 @@ import type { TLSSocket } from "node:tls";
 import { Code as ConnectCode, ConnectError } from "@connectrpc/connect";
 import { createConnectHandler } from "./connect_handler.ts";
 import { createDenoServeServer } from "./deno_serve_server.ts";
+import { createStreamIntake } from "./stream_intake.ts";
 import { GrpcHandler } from "./grpc_handler.ts";
 import { createHttpRoutesHandler, type NodeRequest, type NodeResponse } from "./http_routes.ts";
 import { type BoundAddress, Listener } from "./listener.ts";
@@ -86,6 +87,12 @@ export function serverPathOf(listener: HttpListenerConfig): "node_http2" | "deno
   return env === "deno_serve" && !mtls ? "deno_serve" : "node_http2";
 }
 
+/**
+ * New streams started per event-loop turn before the rest wait for the next one (round-robin over
+ * connections): a burst of thousands of streams on a few connections cannot hold up everyone else's calls.
+ */
+const STREAMS_STARTED_PER_TURN = 32;
+
 /** Creates a server for `bindings` and `routes` on `listener`. Nothing is bound until `listen()`. */
 export function createCairnServer(options: CairnServerOptions): CairnServer {
   if (serverPathOf(options.listener) === "deno_serve") return createDenoServeServer(options);
@@ -137,6 +144,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
   };
 
   const sessions = new Set<http2.ServerHttp2Session>();
+  const intake = createStreamIntake(STREAMS_STARTED_PER_TURN);
   const h2 = http2.createServer({ settings: http2Settings(cfg, limits), maxSessionMemory: 64 });
   h2.on(
     "stream",
@@ -150,12 +158,22 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
       const session = stream.session as http2.ServerHttp2Session | undefined;
       if (session === undefined || session.destroyed) return;
       trackStream(session, stream);
-      if (GrpcHandler.accepts(headers["content-type"])) return grpc.handle(stream, headers);
-      const req = new http2.Http2ServerRequest(stream, headers, undefined as never, rawHeaders as never);
-      const res = new http2.Http2ServerResponse(stream);
-      serveHttp(req, res, session);
+      // Started fairly: a connection that opens thousands of streams at once waits its turn (stream_intake.ts).
+      intake.admit(session, () => startStream(stream, headers, rawHeaders, session));
     }),
   );
+  const startStream = guarded(log, "HTTP/2 stream", (
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    rawHeaders: string[],
+    session: http2.ServerHttp2Session,
+  ) => {
+    if (stream.destroyed || stream.closed || session.destroyed) return;
+    if (GrpcHandler.accepts(headers["content-type"])) return grpc.handle(stream, headers);
+    const req = new http2.Http2ServerRequest(stream, headers, undefined as never, rawHeaders as never);
+    const res = new http2.Http2ServerResponse(stream);
+    serveHttp(req, res, session);
+  });
 
   /** Per-session defences: no stream by the header timeout or none for the idle timeout → GOAWAY; rapid resets. */
   interface SessionState {
@@ -377,6 +395,7 @@ export function createCairnServer(options: CairnServerOptions): CairnServer {
             s.destroy();
           } catch { /* gone meanwhile */ }
         }
+        intake.clear();
         grpc.close();
         listener.destroyConnections();
         h1.closeAllConnections?.();
