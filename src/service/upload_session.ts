@@ -39,6 +39,9 @@ export interface UploadSessionOptions {
   readonly thread?: IoThread;
 }
 
+/** Chunks up to this size that view a buffer at least 4 times larger are copied before they are queued. */
+const SMALL_CHUNK_COPY = 16 * 1024;
+
 /** An upload being streamed into a store. */
 export class UploadSession {
   /** Bytes accepted so far, as sent on the wire (compressed bytes for zstd uploads). */
@@ -134,6 +137,11 @@ export class UploadSession {
       );
       this.abort(err);
       throw err;
+    }
+    // A small chunk is usually a view into a much larger buffer (the socket read it came in): copied, so an
+    // upload that sends 1 KiB and stalls holds 1 KiB, not the 64 KiB read buffer around it.
+    if (chunk.byteLength <= SMALL_CHUNK_COPY && chunk.buffer.byteLength >= 4 * chunk.byteLength) {
+      chunk = chunk.slice();
     }
     this.#controller.enqueue(chunk);
     this.received += chunk.byteLength;

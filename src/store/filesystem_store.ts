@@ -94,7 +94,7 @@ interface Entry {
 const DEFAULT_READ_CHUNK = 1 << 20;
 const WRITE_BUFFER = 1 << 20;
 /** First size of a write buffer (grown to {@linkcode WRITE_BUFFER} as data comes). */
-const INITIAL_WRITE_BUFFER = 64 << 10;
+const INITIAL_WRITE_BUFFER = 4 << 10;
 const EMPTY = new Uint8Array(0);
 /** Default of {@linkcode FilesystemStoreOptions.threadWriteMinBytes}. */
 const THREAD_WRITE_MIN = 4 << 20;
