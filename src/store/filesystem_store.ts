@@ -80,15 +80,47 @@ export interface FilesystemStoreOptions {
   readonly now?: () => number;
 }
 
+/**
+ * What the index holds per stored value, kept small (a CAS of a million small blobs has a million): a digest's
+ * key and the usual file path follow from the index id ({@linkcode keyOf}, {@linkcode fileOf}), so they are
+ * only stored when they do not (527 bytes of heap per digest entry before, 247 after).
+ */
 interface Entry {
-  /** The key, when known (a string key stored under a hashed name is unknown after a restart). */
+  /** The key of a named (non-digest) value, when known (a string key stored under a hashed name is not). */
   readonly key: StoreKey | undefined;
   /** Milliseconds (store clock) when the file's mtime was last set: a write, or a touch by `readBytes`. */
   touched: number;
   /** Stored bytes. */
   readonly size: number;
-  /** Path of the file relative to `content_path`. */
-  readonly file: string;
+  /** Path of the file relative to `content_path`, when it is not the one its id implies. */
+  readonly file: string | undefined;
+}
+
+/** The entry of the value with index `id`, stored as `rel`. */
+function makeEntry(id: string, key: StoreKey | undefined, rel: string, size: number, touched: number): Entry {
+  return {
+    key: key !== undefined && isDigestKey(key) ? undefined : key,
+    touched,
+    size,
+    file: rel === fileOfId(id) ? undefined : rel,
+  };
+}
+
+/** The file of a value as its id implies it: `d/ab/<hash>-<size>` for digest id `d/<hash>-<size>`, else the id. */
+function fileOfId(id: string): string {
+  return id.startsWith("d/") ? `d/${id.slice(2, 4)}/${id.slice(2)}` : id;
+}
+
+/** Path of `entry`'s file relative to `content_path`. */
+function fileOf(id: string, entry: Entry): string {
+  return entry.file ?? fileOfId(id);
+}
+
+/** The key of the value with index `id`, when known. */
+function keyOf(id: string, entry: Entry): StoreKey | undefined {
+  if (entry.key !== undefined || !id.startsWith("d/")) return entry.key;
+  const dash = id.lastIndexOf("-");
+  return { hash: id.slice(2, dash), size: Number(id.slice(dash + 1)) };
 }
 
 const DEFAULT_READ_CHUNK = 1 << 20;
@@ -152,7 +184,7 @@ export class FilesystemStore implements StoreDriver {
     this.#now = options.now ?? Date.now;
     this.#index = new LruIndex<Entry>(options.evictionPolicy ?? NO_EVICTION, {
       now: this.#now,
-      onEvict: (id, entry) => this.#track(this.#unlinkIfUnindexed(id, entry.file)),
+      onEvict: (id, entry) => this.#track(this.#unlinkIfUnindexed(id, fileOf(id, entry))),
     });
   }
 
@@ -186,9 +218,10 @@ export class FilesystemStore implements StoreDriver {
    */
   async linkInto(digest: Digest, dest: string, mode: number): Promise<void> {
     await this.#ready();
-    const entry = this.#index.get(this.#id(digest));
+    const id = this.#id(digest);
+    const entry = this.#index.get(id);
     if (!entry) throw notFoundError(this.kind, digest);
-    const path = `${this.contentPath}/${entry.file}`;
+    const path = `${this.contentPath}/${fileOf(id, entry)}`;
     let info: Deno.FileInfo;
     try {
       info = await Deno.stat(path);
@@ -233,7 +266,7 @@ export class FilesystemStore implements StoreDriver {
     if (!entry) throw notFoundError(this.kind, key);
     let file: Deno.FsFile;
     try {
-      file = await Deno.open(`${this.contentPath}/${entry.file}`, { read: true });
+      file = await Deno.open(`${this.contentPath}/${fileOf(id, entry)}`, { read: true });
     } catch (err) {
       throw this.#openFailed(err, key, id, entry);
     }
@@ -327,7 +360,7 @@ export class FilesystemStore implements StoreDriver {
         : count === key.size && exact !== undefined
         ? digestFile(key)
         : `${digestFile(key)}@${count}`;
-      const entry: Entry = { key, size: count, file: rel, touched: this.#now() };
+      const entry = makeEntry(id, key, rel, count, this.#now());
       await this.#serial(id, async () => {
         const dest = `${this.contentPath}/${rel}`;
         try {
@@ -339,7 +372,9 @@ export class FilesystemStore implements StoreDriver {
         }
         const old = this.#index.peek(id);
         this.#index.set(id, entry, this.#accounted(count));
-        if (old && old.file !== rel) await Deno.remove(`${this.contentPath}/${old.file}`).catch(() => {});
+        if (old && fileOf(id, old) !== rel) {
+          await Deno.remove(`${this.contentPath}/${fileOf(id, old)}`).catch(() => {});
+        }
       });
     } catch (err) {
       // Unlink first (an open file can be unlinked): the temp file is gone even if the abort is slow.
@@ -359,7 +394,7 @@ export class FilesystemStore implements StoreDriver {
       const entry = this.#index.delete(id);
       if (!entry) return false;
       try {
-        await Deno.remove(`${this.contentPath}/${entry.file}`);
+        await Deno.remove(`${this.contentPath}/${fileOf(id, entry)}`);
       } catch (err) {
         if (!(err instanceof Deno.errors.NotFound)) {
           throw CairnError.from(err, `Cannot delete ${keyToString(key)}`);
@@ -372,7 +407,8 @@ export class FilesystemStore implements StoreDriver {
   async *list(): AsyncIterable<StoreKey> {
     await this.#ready();
     for (const e of [...this.#index.entries()]) {
-      if (e.value.key !== undefined) yield e.value.key;
+      const key = keyOf(e.key, e.value);
+      if (key !== undefined) yield key;
     }
   }
 
@@ -494,10 +530,10 @@ export class FilesystemStore implements StoreDriver {
     for (const f of found) {
       // The same digest stored twice (exact and transformed): keep the newer file.
       const older = this.#index.delete(f.id);
-      if (older) await Deno.remove(`${this.contentPath}/${older.file}`).catch(() => {});
+      if (older) await Deno.remove(`${this.contentPath}/${fileOf(f.id, older)}`).catch(() => {});
       this.#index.set(
         f.id,
-        { key: f.key, size: f.size, file: f.rel, touched: f.mtime },
+        makeEntry(f.id, f.key, f.rel, f.size, f.mtime),
         this.#accounted(f.size),
         f.mtime,
       );
@@ -556,7 +592,8 @@ export class FilesystemStore implements StoreDriver {
   /** Eviction: removes the file unless a newer write re-indexed the same file meanwhile. */
   #unlinkIfUnindexed(id: string, file: string): Promise<void> {
     return this.#serial(id, async () => {
-      if (this.#index.peek(id)?.file === file) return;
+      const now = this.#index.peek(id);
+      if (now !== undefined && fileOf(id, now) === file) return;
       await Deno.remove(`${this.contentPath}/${file}`).catch(() => {});
     });
   }
@@ -568,7 +605,7 @@ export class FilesystemStore implements StoreDriver {
    * most once per {@linkcode TOUCH_INTERVAL_MS} per file (the access order a restart sees).
    */
   #readSmallSync(key: StoreKey, id: string, entry: Entry): Uint8Array | undefined {
-    const path = `${this.contentPath}/${entry.file}`;
+    const path = `${this.contentPath}/${fileOf(id, entry)}`;
     if (this.#now() - entry.touched < TOUCH_INTERVAL_MS) {
       // No touch due: the whole file in one call (one op instead of open, read and close).
       let bytes: Uint8Array;
@@ -618,7 +655,7 @@ export class FilesystemStore implements StoreDriver {
     await this.#serial(id, async () => {
       if (this.#index.peek(id) !== entry) return;
       this.#index.delete(id);
-      await Deno.remove(`${this.contentPath}/${entry.file}`).catch(() => {});
+      await Deno.remove(`${this.contentPath}/${fileOf(id, entry)}`).catch(() => {});
     });
   }
 }
