@@ -13,7 +13,13 @@
  * deno task soak                 # 10 minutes
  * deno task soak --minutes 2     # shorter
  * deno task soak --minutes 3 --samples /tmp/s.csv --server-flags "--v8-flags=--trace-gc" --server-log /tmp/s.log
+ * deno task soak --cas-max-bytes 10gb   # the shipped CAS size: its index grows for the whole run
  * ```
+ *
+ * The CAS is capped (`--cas-max-bytes`, default 1gb, through `CAIRN_CAS_MAX_BYTES`) so that it fills in the
+ * first minutes and evicts from then on, as a production cache does: the soak writes ~8 GiB of new blobs in
+ * 10 minutes, and with the shipped 10 GB the store's index (about 250 bytes of heap per blob) would grow for
+ * the whole run, which is data, not a leak. The number of CAS entries is reported beside the RSS.
  * @module
  */
 import http2 from "node:http2";
@@ -60,17 +66,23 @@ const SAMPLES = samplesArg >= 0 ? args[samplesArg + 1]! : undefined;
 /** `--server-log FILE`: write everything the server printed to FILE at the end. */
 const serverLogArg = args.indexOf("--server-log");
 const SERVER_LOG = serverLogArg >= 0 ? args[serverLogArg + 1]! : undefined;
+/** `--cas-max-bytes SIZE`: the CAS's eviction size (`config/local.json5`'s `CAIRN_CAS_MAX_BYTES`). */
+const casMaxArg = args.indexOf("--cas-max-bytes");
+const CAS_MAX_BYTES = casMaxArg >= 0 ? args[casMaxArg + 1]! : "1gb";
 
 const dataDir = await Deno.makeTempDir({ prefix: "cairn-soak-" });
 const inspectPort = INSPECT ? freePort() : 0;
 const cairn = await startAllInOne({
   dataDir,
   denoFlags: [...INSPECT ? [`--inspect=127.0.0.1:${inspectPort}`] : [], ...SERVER_FLAGS],
+  env: { CAIRN_CAS_MAX_BYTES: CAS_MAX_BYTES },
 });
 const inspector = INSPECT ? await InspectorHeap.connect(inspectPort) : undefined;
 const port = Number(new URL(cairn.url.replace("grpc:", "http:")).port);
 const pid = cairn.process.pid;
-console.log(`soak: Cairn pid ${pid} on ${cairn.url}, ${MINUTES} min, ${STREAMS} streams`);
+console.log(
+  `soak: Cairn pid ${pid} on ${cairn.url}, ${MINUTES} min, ${STREAMS} streams, CAS max ${CAS_MAX_BYTES}`,
+);
 
 // Stopping the soak stops the server it started.
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
@@ -285,7 +297,7 @@ function sampleRss(): void {
 const rssTimer = setInterval(sampleRss, 5000);
 
 // The server's own view (its /metrics), every 5 s: V8 heap in use, reserved, and external (buffers).
-const heap: { t: number; used: number; total: number; external: number }[] = [];
+const heap: { t: number; used: number; total: number; external: number; casEntries: number }[] = [];
 async function sampleHeap(): Promise<void> {
   try {
     const text =
@@ -297,6 +309,7 @@ async function sampleHeap(): Promise<void> {
       used: g("cairn_heap_used_bytes"),
       total: g("cairn_heap_total_bytes"),
       external: g("cairn_external_memory_bytes"),
+      casEntries: Number(/^cairn_store_entries\{[^}]*store="CAS"[^}]*\} (\S+)$/m.exec(text)?.[1] ?? NaN),
     });
   } catch { /* busy or gone: the next sample */ }
 }
@@ -485,6 +498,15 @@ const minutes = [...Array(Math.ceil(DURATION_MS / 60_000))].map((_, m) =>
 );
 // The trend shows whether growth levels off (warm-up, cache and allocator pools) or keeps climbing.
 console.log(`  server RSS by minute ${minutes.map((k) => Math.round(k / 1024)).join(", ")} MiB`);
+const casByMinute = [...Array(Math.ceil(DURATION_MS / 60_000))].map((_, m) =>
+  mean(
+    heap.filter((x) => x.t > m * 60_000 && x.t <= (m + 1) * 60_000 && x.casEntries >= 0)
+      .map((x) => ({ kib: x.casEntries })),
+  )
+);
+console.log(
+  `  CAS entries by minute ${casByMinute.map((k) => Math.round(k)).join(", ")} (max ${CAS_MAX_BYTES})`,
+);
 console.log(`  server alive         ${survived}`);
 if (inspector && survived) {
   console.log(`  after a full GC      ${showRetained(await inspector.retained())}`);
@@ -497,10 +519,12 @@ if (inspector && survived) {
 }
 
 if (SAMPLES) {
-  const rows = ["t_s,rss_mib,heap_used_mib,heap_total_mib,external_mib"];
-  for (const r of rss) rows.push(`${(r.t / 1000).toFixed(1)},${Math.round(r.kib / 1024)},,,`);
+  const rows = ["t_s,rss_mib,heap_used_mib,heap_total_mib,external_mib,cas_entries"];
+  for (const r of rss) rows.push(`${(r.t / 1000).toFixed(1)},${Math.round(r.kib / 1024)},,,,`);
   for (const h of heap) {
-    rows.push(`${(h.t / 1000).toFixed(1)},,${mib(h.used)},${mib(h.total)},${mib(h.external)}`);
+    rows.push(
+      `${(h.t / 1000).toFixed(1)},,${mib(h.used)},${mib(h.total)},${mib(h.external)},${h.casEntries}`,
+    );
   }
   await Deno.writeTextFile(SAMPLES, rows.join("\n") + "\n");
 }
