@@ -254,7 +254,9 @@ export class FilesystemStore implements StoreDriver {
 
   hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
     const ready = this.#ready();
-    return ready.then(() => keys.map((k) => this.#index.peek(this.#id(k))?.size));
+    // A key found counts as used: REAPI asks FindMissingBlobs and GetActionResult to extend the lives of the
+    // blobs they reference (the order on disk, mtime, follows reads only).
+    return ready.then(() => keys.map((k) => this.#index.get(this.#id(k))?.size));
   }
 
   async read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {

@@ -81,6 +81,21 @@ Deno.test("filesystem: max_count and block_size accounting", async () => {
   }
 });
 
+Deno.test("filesystem: a key found by hasMany counts as used and is evicted last", async () => {
+  const t = await tempStore({ evictionPolicy: { maxBytes: 0, evictBytes: 0, maxSeconds: 0, maxCount: 3 } });
+  const store = t.open();
+  try {
+    const blobs = Array.from({ length: 4 }, (_, i) => blob(i, 10));
+    for (const b of blobs.slice(0, 3)) await putBytes(store, b.digest, b.bytes);
+    assert.deepEqual(await store.hasMany([blobs[0]!.digest]), [10]);
+    await putBytes(store, blobs[3]!.digest, blobs[3]!.bytes);
+    assert.deepEqual(await store.hasMany(blobs.map((b) => b.digest)), [10, undefined, 10, 10]);
+  } finally {
+    await store.close();
+    await t.remove();
+  }
+});
+
 Deno.test("filesystem: max_seconds expires entries not read for that long", async () => {
   let now = Date.now();
   const t = await tempStore({
@@ -98,8 +113,8 @@ Deno.test("filesystem: max_seconds expires entries not read for that long", asyn
     assert.deepEqual(await store.hasMany([a.digest, b.digest]), [undefined, 100]);
     await (await store.read(b.digest)).cancel();
     now += 8_000;
-    assert.equal(await has(store, b.digest), 100);
-    now += 3_000;
+    assert.equal(await has(store, b.digest), 100); // found: counts as used, refreshes b again
+    now += 11_000;
     assert.equal(await has(store, b.digest), undefined);
   } finally {
     await store.close();

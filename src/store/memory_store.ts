@@ -65,7 +65,8 @@ export class MemoryStore implements StoreDriver {
   }
 
   hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]> {
-    return Promise.resolve(keys.map((k) => this.#index.peek(keyId(k))?.size));
+    // A key found counts as used (REAPI: FindMissingBlobs and GetActionResult extend referenced blobs' lives).
+    return Promise.resolve(keys.map((k) => this.#index.get(keyId(k))?.size));
   }
 
   read(key: StoreKey, options?: ReadOptions): Promise<ReadableStream<Uint8Array>> {

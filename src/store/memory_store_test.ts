@@ -44,6 +44,17 @@ Deno.test("memory: max_count keeps the newest entries", async () => {
   assert.deepEqual(await store.hasMany(blobs.map((b) => b.digest)), [undefined, undefined, 10, 10, 10]);
 });
 
+Deno.test("memory: a key found by hasMany counts as used and is evicted last", async () => {
+  const store = createMemoryStore({
+    evictionPolicy: { maxBytes: 0, evictBytes: 0, maxSeconds: 0, maxCount: 3 },
+  });
+  const blobs = Array.from({ length: 4 }, (_, i) => blob(i, 10));
+  for (const b of blobs.slice(0, 3)) await putBytes(store, b.digest, b.bytes);
+  assert.deepEqual(await store.hasMany([blobs[0]!.digest]), [10]);
+  await putBytes(store, blobs[3]!.digest, blobs[3]!.bytes);
+  assert.deepEqual(await store.hasMany(blobs.map((b) => b.digest)), [10, undefined, 10, 10]);
+});
+
 Deno.test("memory: max_seconds expires entries not accessed for that long", async () => {
   let now = 1_000_000;
   const store = createMemoryStore({
@@ -59,8 +70,8 @@ Deno.test("memory: max_seconds expires entries not accessed for that long", asyn
   assert.deepEqual(await store.hasMany([a.digest, b.digest]), [undefined, 100]);
   await (await store.read(b.digest)).cancel(); // refreshes b
   now += 8_000;
-  assert.equal(await has(store, b.digest), 100);
-  now += 3_000;
+  assert.equal(await has(store, b.digest), 100); // found: counts as used, refreshes b again
+  now += 11_000;
   assert.equal(await has(store, b.digest), undefined);
 });
 

@@ -76,7 +76,11 @@ export interface StoreDriver {
   /** The config kind (`memory`, `filesystem`, …), for messages and metrics. */
   readonly kind: string;
 
-  /** Sizes of many keys at once, in order: the stored size, or `undefined` when absent. */
+  /**
+   * Sizes of many keys at once, in order: the stored size, or `undefined` when absent. A store that evicts
+   * counts a key found as used (REAPI: FindMissingBlobs and GetActionResult SHOULD extend the lifetimes of the
+   * blobs they reference), so an action result whose outputs are checked often stays complete.
+   */
   hasMany(keys: readonly StoreKey[]): Promise<(number | undefined)[]>;
 
   /**
