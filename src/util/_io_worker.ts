@@ -34,6 +34,31 @@ interface OpenFile {
   error: { code: string; message: string } | undefined;
 }
 
+/**
+ * Bulk work gives way to the server's event loop: on Linux (glibc, `--allow-ffi`) this thread lowers its own
+ * scheduling priority to nice {@linkcode BULK_NICE}, so hashing and writing a large upload (or a client's
+ * zstd bomb) never delays the small calls answered on the main thread; idle cores still run it at full speed.
+ * Where FFI is not allowed or not glibc, the thread keeps the process's priority.
+ */
+const BULK_NICE = 10;
+function lowerOwnPriority(): void {
+  if (Deno.build.os !== "linux") return;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return;
+    const libc = Deno.dlopen(
+      "libc.so.6",
+      {
+        gettid: { parameters: [], result: "i32" },
+        setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
+      } as const,
+    );
+    // PRIO_PROCESS with a thread id sets that one thread's nice value (Linux threads are tasks).
+    libc.symbols.setpriority(0, libc.symbols.gettid(), BULK_NICE);
+    libc.close();
+  } catch { /* no FFI or not glibc: full priority */ }
+}
+lowerOwnPriority();
+
 const files = new Map<number, OpenFile>();
 const hashes = new Map<number, Hash>();
 

@@ -85,3 +85,28 @@ Deno.test("Closing an IoThread fails what is in flight with UNAVAILABLE, and it 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("An IoThread runs at a lower priority (nice 10) than the event loop (Linux)", async () => {
+  const niceOf = (tid: string) => {
+    try {
+      const stat = Deno.readTextFileSync(`/proc/self/task/${tid}/stat`);
+      // The fields after the command name (which may hold spaces): state is field 3, nice field 19.
+      return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+    } catch {
+      return NaN; // the thread ended meanwhile
+    }
+  };
+  const nices = () => [...Deno.readDirSync("/proc/self/task")].map((t) => niceOf(t.name));
+  const mainNice = niceOf(String(Deno.pid));
+  const thread = new IoThread({ bufferSize: 64 * 1024, depth: 2 });
+  try {
+    const hasher = await thread.hasher();
+    await hasher.push(new Uint8Array(1000));
+    assert.equal(await hasher.digest(), createHash("sha256").update(new Uint8Array(1000)).digest("hex"));
+    // (A thread of an IoThread closed earlier in this process may be reused for this one.)
+    assert.ok(nices().includes(10), `a thread at nice 10 among ${nices()}`);
+    assert.equal(niceOf(String(Deno.pid)), mainNice, "the main thread keeps its priority");
+  } finally {
+    await thread.close();
+  }
+});
