@@ -15,7 +15,7 @@
  *
  * @example
  * ```sh
- * deno run -A tests/bench/bazel_bench.ts [--rounds 3] [--libs 24]
+ * deno run -A tests/bench/bazel_bench.ts [--rounds 3] [--libs 24] [--cpu-prof DIR]
  * ```
  * @module
  */
@@ -28,7 +28,7 @@ import {
   prepareWorkspace,
   runBazelOk,
 } from "../bazel_harness.ts";
-import { type CairnProcess, startCairnProcess } from "../fixtures/cairn_process.ts";
+import { type CairnProcess, narrowPermissions, startCairnProcess } from "../fixtures/cairn_process.ts";
 
 function arg(name: string, fallback: number): number {
   const i = Deno.args.indexOf(name);
@@ -37,6 +37,9 @@ function arg(name: string, fallback: number): number {
 
 const ROUNDS = Math.max(1, arg("--rounds", 3));
 const LIBS = Math.max(2, arg("--libs", 24));
+const CPU_PROF_DIR = Deno.args.indexOf("--cpu-prof") >= 0
+  ? Deno.args[Deno.args.indexOf("--cpu-prof") + 1]
+  : undefined;
 const REPO_ROOT = new URL("../../", import.meta.url).pathname;
 
 /** Writes the benchmark workspace: `LIBS` chained libraries, two genrules each, a binary and a test. */
@@ -236,10 +239,15 @@ try {
   const spawns = await generateWorkspace(source, LIBS);
   ws = await prepareWorkspace({ source, maxIdleSecs: 600 });
   for (const memoryAc of [false, true]) {
+    const dir = await Deno.makeTempDir({ dir: root, prefix: memoryAc ? "mem_ac_" : "fs_ac_" });
     cairns.push(
       await startCairnProcess({
         config: await cacheConfig(memoryAc),
-        dir: await Deno.makeTempDir({ dir: root, prefix: memoryAc ? "mem_ac_" : "fs_ac_" }),
+        dir,
+        // `--cpu-prof DIR`: each Cairn writes a V8 CPU profile there when it stops.
+        ...CPU_PROF_DIR === undefined ? {} : {
+          permissions: [...narrowPermissions(dir), "--cpu-prof", `--cpu-prof-dir=${CPU_PROF_DIR}`],
+        },
       }),
     );
   }
