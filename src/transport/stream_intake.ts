@@ -59,17 +59,15 @@ export function createStreamIntake(
   const nextTurn = () => {
     turnScheduled = false;
     startedThisTurn = 0;
-    // Round-robin: one task per connection per pass, until the turn's budget is spent.
-    while (queued > 0 && startedThisTurn < perTurn) {
-      for (const [connection, tasks] of waiting) {
-        const task = tasks.shift()!;
-        queued--;
-        // A connection moves to the back once served, so the next turn starts with the others.
-        waiting.delete(connection);
-        if (tasks.length > 0) waiting.set(connection, tasks);
-        run(task);
-        if (startedThisTurn >= perTurn) break;
-      }
+    // Round-robin: a connection served moves to the back (a Map iterates entries re-added meanwhile too), so
+    // each pass takes one task per connection, and the next turn starts with those not served in this one.
+    for (const [connection, tasks] of waiting) {
+      if (startedThisTurn >= perTurn) break;
+      const task = tasks.shift()!;
+      queued--;
+      waiting.delete(connection);
+      if (tasks.length > 0) waiting.set(connection, tasks);
+      run(task);
     }
     if (queued > 0 || startedThisTurn > 0) schedule();
   };

@@ -17,30 +17,13 @@ import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { memoryCacheConfig, startCairnProcess } from "../fixtures/cairn_process.ts";
 import { loadScaledBound } from "../fixtures/wait.ts";
+import { runAttacker } from "./attacker_process.ts";
 
 const CAPABILITIES = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities";
-const ATTACKER = new URL("./h2_attacker.ts", import.meta.url).pathname;
 
-/** Runs `h2_attacker.ts reset-mid-handler`; `started` once it is under way, `report` with what it printed. */
-function resetMidHandler(port: number, streams: number): { started: Promise<void>; report: Promise<string> } {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net=127.0.0.1", ATTACKER, "reset-mid-handler", String(port), "4", String(streams)],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  let markStarted!: () => void;
-  const started = new Promise<void>((r) => markStarted = r);
-  const report = (async () => {
-    let text = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      if (text.includes("started")) markStarted();
-    }
-    markStarted();
-    await child.status;
-    return text;
-  })();
-  return { started, report };
+/** Runs `h2_attacker.ts reset-mid-handler` on 4 connections. */
+function resetMidHandler(port: number, streams: number): { started: Promise<void>; done: Promise<string> } {
+  return runAttacker(["reset-mid-handler", String(port), "4", String(streams)]);
 }
 
 /** One unary gRPC GetCapabilities on `session`; resolves with its grpc-status and how long it took (ms). */
@@ -90,7 +73,7 @@ Deno.test("Deno.serve path: HTTP/2 requests of every kind reset mid-handler leav
     const attack = resetMidHandler(cairn.port, 480);
     await attack.started;
     const during = await getCapabilities(victim);
-    const text = await attack.report;
+    const text = await attack.done;
     const after = await getCapabilities(victim);
     victim.close();
 
@@ -117,7 +100,7 @@ Deno.test("Deno.serve path: SIGTERM while requests are being reset mid-handler, 
   const cairn = await startCairnProcess({
     config: memoryCacheConfig({ listener: { socket_address: "127.0.0.1:0", server: "deno_serve" } }),
   });
-  let attack: { started: Promise<void>; report: Promise<string> } | undefined;
+  let attack: { started: Promise<void>; done: Promise<string> } | undefined;
   try {
     attack = resetMidHandler(cairn.port, 4000);
     await attack.started;
@@ -125,7 +108,7 @@ Deno.test("Deno.serve path: SIGTERM while requests are being reset mid-handler, 
     // Closing answers what is in flight, then stops Deno.serve: nothing may be answered late (Deno would
     // answer it with a static body and panic on a reset stream). stop() throws unless main.ts exits 0.
     await cairn.stop(20_000);
-    await attack?.report; // the attacker ends once its connections are refused
+    await attack?.done; // the attacker ends once its connections are refused
   }
   assert.doesNotMatch(cairn.logs(), /panicked|Uncaught/);
 });

@@ -27,22 +27,28 @@ let sent = 0;
 let cut = 0;
 let announced = false;
 
+/** A new connection to the server, once connected (or already closed); `closed()` turns true on GOAWAY or close. */
+async function dial(): Promise<{ s: http2.ClientHttp2Session; closed: () => boolean }> {
+  const s = http2.connect(`http://127.0.0.1:${port}`);
+  s.on("error", () => {});
+  let closed = false;
+  s.once("close", () => closed = true);
+  s.once("goaway", () => closed = true);
+  await new Promise<void>((resolve) => {
+    s.once("connect", () => resolve());
+    s.once("close", () => resolve());
+  });
+  return { s, closed: () => closed };
+}
+
 /** One connection slot of `rapid-reset`; with `reconnect`, dials again when the server cuts it. */
 async function attack(): Promise<void> {
   const total = Number(streamsText);
   let mine = 0;
   for (let round = 0; mine < total && round < (reconnect ? 100 : 1); round++) {
-    const s = http2.connect(`http://127.0.0.1:${port}`);
-    s.on("error", () => {});
-    let closed = false;
-    s.once("close", () => closed = true);
-    s.once("goaway", () => closed = true);
-    await new Promise<void>((resolve) => {
-      s.once("connect", () => resolve());
-      s.once("close", () => resolve());
-    });
+    const { s, closed } = await dial();
     for (let i = 0; mine < total; i++) {
-      if (closed || s.destroyed || s.closed) break;
+      if (closed() || s.destroyed || s.closed) break;
       try {
         const st = s.request({
           ":method": "POST",
@@ -64,10 +70,10 @@ async function attack(): Promise<void> {
     }
     // A server defending itself closes the connection (GOAWAY, then close) soon after the flood.
     const until = Date.now() + 5000;
-    while (!closed && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-    if (closed) cut++;
+    while (!closed() && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    if (closed()) cut++;
     s.destroy();
-    if (!closed) break;
+    if (!closed()) break;
   }
 }
 
@@ -129,16 +135,8 @@ async function attackMidHandler(): Promise<void> {
   let mine = 0;
   let reconnects = 0;
   while (mine < total && reconnects < 1000) {
-    const s = http2.connect(`http://127.0.0.1:${port}`);
-    s.on("error", () => {});
-    let closed = false;
-    s.once("close", () => closed = true);
-    s.once("goaway", () => closed = true);
-    await new Promise<void>((resolve) => {
-      s.once("connect", () => resolve());
-      s.once("close", () => resolve());
-    });
-    for (let i = 0; mine < total && !closed && !s.destroyed; i++) {
+    const { s, closed } = await dial();
+    for (let i = 0; mine < total && !closed() && !s.destroyed; i++) {
       const batch: http2.ClientHttp2Stream[] = [];
       try {
         for (let j = 0; j < 16 && mine + j < total; j++) {
@@ -163,7 +161,7 @@ async function attackMidHandler(): Promise<void> {
       }
     }
     // Deno's HTTP/2 server closes a connection that resets many streams: count it and dial again.
-    if (closed) cut++;
+    if (closed()) cut++;
     reconnects++;
     s.destroy();
   }

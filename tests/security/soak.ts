@@ -464,9 +464,12 @@ sampleRss();
 // --- verdict -----------------------------------------------------------------------------------------
 const firstMinute = rss.filter((s) => s.t <= 60_000);
 const lastMinute = rss.filter((s) => s.t >= DURATION_MS - 60_000);
-const mean = (xs: { kib: number }[]) => xs.reduce((a, s) => a + s.kib, 0) / Math.max(1, xs.length);
-const base = mean(firstMinute);
-const end = mean(lastMinute);
+const mean = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / Math.max(1, xs.length);
+const kib = (xs: { kib: number }[]) => xs.map((x) => x.kib);
+/** The samples of minute `m` (from the traffic's start). */
+const inMinute = (m: number) => (x: { t: number }) => x.t > m * 60_000 && x.t <= (m + 1) * 60_000;
+const base = mean(kib(firstMinute));
+const end = mean(kib(lastMinute));
 const growth = base > 0 ? end / base - 1 : 0;
 const peak = Math.max(...rss.map((s) => s.kib));
 const survived = alive();
@@ -493,16 +496,11 @@ console.log(
     Math.round(end / 1024)
   } MiB (${(growth * 100).toFixed(1)}%), peak ${Math.round(peak / 1024)} MiB`,
 );
-const minutes = [...Array(Math.ceil(DURATION_MS / 60_000))].map((_, m) =>
-  mean(rss.filter((x) => x.t > m * 60_000 && x.t <= (m + 1) * 60_000))
-);
+const minutes = [...Array(Math.ceil(DURATION_MS / 60_000))].map((_, m) => mean(kib(rss.filter(inMinute(m)))));
 // The trend shows whether growth levels off (warm-up, cache and allocator pools) or keeps climbing.
 console.log(`  server RSS by minute ${minutes.map((k) => Math.round(k / 1024)).join(", ")} MiB`);
 const casByMinute = [...Array(Math.ceil(DURATION_MS / 60_000))].map((_, m) =>
-  mean(
-    heap.filter((x) => x.t > m * 60_000 && x.t <= (m + 1) * 60_000 && x.casEntries >= 0)
-      .map((x) => ({ kib: x.casEntries })),
-  )
+  mean(heap.filter(inMinute(m)).map((x) => x.casEntries).filter((n) => n >= 0))
 );
 console.log(
   `  CAS entries by minute ${casByMinute.map((k) => Math.round(k)).join(", ")} (max ${CAS_MAX_BYTES})`,

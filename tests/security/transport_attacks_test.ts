@@ -17,6 +17,7 @@
  * @module
  */
 import { loadScaledBound } from "../fixtures/wait.ts";
+import { runAttacker } from "./attacker_process.ts";
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import net from "node:net";
@@ -31,31 +32,8 @@ import { type CairnProcess, memoryCacheConfig, startCairnProcess } from "../fixt
 const CAPABILITIES = "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities";
 const BS_WRITE = "/google.bytestream.ByteStream/Write";
 const BS_READ = "/google.bytestream.ByteStream/Read";
-const ATTACKER = new URL("./h2_attacker.ts", import.meta.url).pathname;
 /** Whether listeners without a `server` field run on `Deno.serve` in this run (as `serverPathOf` decides). */
 const DENO_SERVE = Deno.env.get("CAIRN_SERVER_PATH") === "deno_serve";
-
-/** Runs the attacker process; resolves `started` once it printed it (or exited), `done` with all it printed. */
-function runAttacker(args: string[]): { started: Promise<void>; done: Promise<string> } {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net=127.0.0.1", ATTACKER, ...args],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  let markStarted!: () => void;
-  const started = new Promise<void>((r) => markStarted = r);
-  const done = (async () => {
-    let text = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      if (text.includes("started")) markStarted();
-    }
-    markStarted();
-    await child.status;
-    return text;
-  })();
-  return { started, done };
-}
 
 function frame(bytes: Uint8Array): Uint8Array {
   const out = new Uint8Array(5 + bytes.byteLength);
